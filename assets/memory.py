@@ -1,0 +1,57 @@
+import dagster as dg
+
+from assets.reflections import reflections
+from memo_pipelines.partitions import corpus_versions
+from memo_pipelines.pipeline import merge_memory_model, train_memory_adapter, version_key
+from resources import ModelRegistryResource, TrainerResource
+
+
+def loss_table(curve: list[float], rows: int = 12) -> str:
+    every = max(1, len(curve) // rows)
+    lines = [f"| {i + 1} | {curve[i]:.4f} | {'#' * max(1, int(40 * curve[i] / max(curve)))} |" for i in range(0, len(curve), every)]
+    return "| step | loss | |\n|---|---|---|\n" + "\n".join(lines)
+
+
+@dg.asset(partitions_def=corpus_versions, deps=[reflections], kinds={"pytorch"}, group_name="memo", pool="training",
+          description="LoRA adapter trained on this version's reflections plus replay, on top of the promoted memory model.")
+def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryResource, trainer: TrainerResource) -> dg.MaterializeResult:
+    ws = registry.workspace()
+    base_id, _ = registry.base()
+
+    def on_progress(figures: dict) -> None:
+        context.log.info(f"step {figures['step']}/{figures['total_steps']} loss {figures['loss']:.4f} ({figures['tokens_per_s']} tokens/s)")
+
+    figures = train_memory_adapter(ws, context.partition_key, base_id, trainer.train_config(), trainer.replay_size, on_progress, context.log.debug)
+    return dg.MaterializeResult(
+        metadata={
+            "parent_model": figures["parent_model"],
+            "parent_sha256": figures["parent_sha256"],
+            "examples": figures["examples"],
+            "new_reflections": figures["new_reflections"],
+            "replay_reflections": figures["replay_reflections"],
+            "steps": figures["steps"],
+            "tokens": figures["tokens"],
+            "seconds": figures["seconds"],
+            "final_loss": figures["final_loss"],
+            "loss_curve": dg.MetadataValue.md(loss_table(figures["loss_curve"])),
+            "config": figures["config"],
+            "uri": dg.MetadataValue.path(f"s3://{ws.store.bucket}/{version_key(context.partition_key, 'adapter')}"),
+        }
+    )
+
+
+@dg.asset(partitions_def=corpus_versions, deps=[memory_adapter], kinds={"pytorch"}, group_name="memo",
+          description="The adapter merged into the promoted memory model with mergekit: a registered candidate.")
+def memory_model(context: dg.AssetExecutionContext, registry: ModelRegistryResource, trainer: TrainerResource) -> dg.MaterializeResult:
+    ws = registry.workspace()
+    record = merge_memory_model(ws, context.partition_key, trainer.merge_config())
+    return dg.MaterializeResult(
+        metadata={
+            "model_id": record["model_id"],
+            "parent_model": record["parent"],
+            "sha256": record["sha256"],
+            "merge_method": record["merge"]["config"]["method"],
+            "merge_config": record["merge"]["config"],
+            "uri": dg.MetadataValue.path(record["uri"]),
+        }
+    )

@@ -1,0 +1,135 @@
+"""LLM backends behind one interface, chosen by name: in-process transformers or any OpenAI-compatible endpoint.
+
+The generator, the executive and the memory all speak to models through `ChatModel`.
+"""
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+Message = dict[str, str]
+
+
+class ChatModel(Protocol):
+    name: str
+
+    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64) -> list[str]: ...
+
+    def complete(self, prompts: list[str], max_new_tokens: int = 32, stop: str | None = None) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """How to reach a model: backend 'local' (model = a directory) or 'openai' (model = a served model name)."""
+
+    backend: str = "local"
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    concurrency: int = 4
+
+
+class LocalChatModel:
+    """A transformers causal LM in this process, greedy decoding, batched with left padding."""
+
+    _load_lock = threading.Lock()
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 16):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = f"local:{Path(model_dir).name}"
+        self.model_dir = Path(model_dir)
+        with self._load_lock:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_model(cls, model, tokenizer, batch_size: int = 16) -> "LocalChatModel":
+        self = cls.__new__(cls)
+        self.name, self.model_dir, self.model, self.tokenizer, self.batch_size = "local:in-memory", None, model, tokenizer, batch_size
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        return self
+
+    def _generate(self, texts: list[str], max_new_tokens: int) -> list[str]:
+        import torch
+
+        replies = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                out = self.model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                )
+            for row in out[:, batch["input_ids"].shape[1] :]:
+                replies.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return replies
+
+    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64) -> list[str]:
+        texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+        return self._generate(texts, max_new_tokens)
+
+    def complete(self, prompts: list[str], max_new_tokens: int = 32, stop: str | None = None) -> list[str]:
+        replies = self._generate(prompts, max_new_tokens)
+        return [r.split(stop)[0].strip() if stop else r for r in replies]
+
+
+class OpenAIChatModel:
+    """Any OpenAI-compatible endpoint (OpenAI, Gemini, vLLM). The client retries timeouts, 429s and 5xx with backoff."""
+
+    def __init__(self, spec: LLMSpec):
+        import openai
+
+        if not spec.base_url and spec.backend == "openai" and not os.environ.get(spec.api_key_env):
+            raise RuntimeError(f"backend 'openai' needs a base_url or the environment variable {spec.api_key_env}")
+        self.name = f"openai:{spec.model}"
+        self.spec = spec
+        self.client = openai.OpenAI(
+            base_url=spec.base_url or None,
+            api_key=os.environ.get(spec.api_key_env) or "not-needed",
+            timeout=spec.timeout_s,
+            max_retries=spec.max_retries,
+        )
+
+    def _map(self, fn, items):
+        with ThreadPoolExecutor(max_workers=max(1, self.spec.concurrency)) as pool:
+            return list(pool.map(fn, items))
+
+    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64) -> list[str]:
+        def one(messages):
+            reply = self.client.chat.completions.create(
+                model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0
+            )
+            return (reply.choices[0].message.content or "").strip()
+
+        return self._map(one, conversations)
+
+    def complete(self, prompts: list[str], max_new_tokens: int = 32, stop: str | None = None) -> list[str]:
+        # chat endpoints are the common denominator: send the completion prompt as one user turn
+        replies = self.chat([[{"role": "user", "content": p}] for p in prompts], max_new_tokens)
+        return [r.split(stop)[0].strip() if stop else r for r in replies]
+
+
+def load_chat_model(spec: LLMSpec, default_local_dir: Path | None = None) -> ChatModel:
+    backends = {"local": lambda: LocalChatModel(spec.model or default_local_dir), "openai": lambda: OpenAIChatModel(spec)}
+    if spec.backend not in backends:
+        raise ValueError(f"unknown LLM backend {spec.backend!r}; choose one of {sorted(backends)}")
+    if spec.backend == "local" and not (spec.model or default_local_dir):
+        raise ValueError("local backend needs a model directory")
+    return backends[spec.backend]()

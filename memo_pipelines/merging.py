@@ -1,0 +1,81 @@
+"""Merging new knowledge into the promoted memory with mergekit.
+
+The adapter is first folded into a full copy of the promoted model (peft merge_and_unload); mergekit then merges
+that fine-tuned model into the promoted one with the configured method, so the merge is a recorded, reproducible
+artifact (mergekit_config.yml beside the weights).
+"""
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+METHODS = ("task_arithmetic", "ties", "dare_ties", "linear")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    method: str = "ties"
+    weight: float = 1.0
+    density: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown merge method {self.method!r}; choose one of {METHODS}")
+        if not 0 < self.density <= 1 or not 0 < self.weight <= 2:
+            raise ValueError("density must be in (0, 1] and weight in (0, 2]")
+
+
+def mergekit_config(config: MergeConfig, promoted_dir: Path, finetuned_dir: Path) -> dict:
+    promoted, finetuned = str(promoted_dir), str(finetuned_dir)
+    if config.method == "linear":
+        return {
+            "merge_method": "linear",
+            "models": [
+                {"model": promoted, "parameters": {"weight": 1.0 - min(config.weight, 1.0)}},
+                {"model": finetuned, "parameters": {"weight": min(config.weight, 1.0)}},
+            ],
+            "dtype": "float32",
+        }
+    parameters = {"weight": config.weight}
+    if config.method in ("ties", "dare_ties"):
+        parameters["density"] = config.density
+    return {
+        "merge_method": config.method,
+        "base_model": promoted,
+        "models": [{"model": finetuned, "parameters": parameters}],
+        "parameters": {"normalize": False} if config.method != "task_arithmetic" else {},
+        "dtype": "float32",
+    }
+
+
+def fold_adapter(promoted_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(promoted_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    model.save_pretrained(str(out_dir))
+    AutoTokenizer.from_pretrained(str(promoted_dir)).save_pretrained(str(out_dir))
+    return out_dir
+
+
+def merge_into_promoted(promoted_dir: Path, adapter_dir: Path, out_dir: Path, config: MergeConfig, scratch_dir: Path) -> dict:
+    """Write the merged candidate model to out_dir; returns the mergekit config used."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    finetuned = fold_adapter(promoted_dir, adapter_dir, Path(scratch_dir) / "finetuned")
+    merge = mergekit_config(config, promoted_dir, finetuned)
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    run_merge(
+        MergeConfiguration.model_validate(merge),
+        str(out_dir),
+        MergeOptions(copy_tokenizer=True, random_seed=config.seed, write_model_card=False, quiet=True),
+    )
+    (out_dir / "memo_merge.json").write_text(json.dumps({"config": asdict(config), "mergekit": merge}, indent=1))
+    shutil.rmtree(finetuned, ignore_errors=True)
+    return merge

@@ -1,0 +1,120 @@
+"""S3 object store: the one place the library touches buckets (SeaweedFS locally, any S3 in production)."""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    etag: str
+    size: int
+
+
+def make_s3_client(endpoint_url: str | None, access_key: str | None, secret_key: str | None, region: str = "us-east-1"):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or None,
+        aws_access_key_id=access_key or None,
+        aws_secret_access_key=secret_key or None,
+        region_name=region,
+        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 5}),
+    )
+
+
+class ObjectStore:
+    """A bucket seen through boto3. Keys are plain strings; JSON helpers for small records."""
+
+    def __init__(self, client, bucket: str):
+        self.client = client
+        self.bucket = bucket
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object under prefix, across as many pages as the server returns."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield StoredObject(item["Key"], item["ETag"].strip('"'), int(item["Size"]))
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        return self.client.put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"')
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def get_object(self, key: str) -> tuple[bytes, str]:
+        reply = self.client.get_object(Bucket=self.bucket, Key=key)
+        return reply["Body"].read(), reply["ETag"].strip('"')
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError:
+            return False
+
+    def put_json(self, key: str, value: Any) -> str:
+        return self.put_bytes(key, json.dumps(value, indent=1, sort_keys=True).encode())
+
+    def get_json(self, key: str, default: Any = None) -> Any:
+        from botocore.exceptions import ClientError
+
+        try:
+            return json.loads(self.get_bytes(key))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return default
+            raise
+
+    def put_jsonl(self, key: str, rows: list[dict]) -> str:
+        return self.put_bytes(key, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode())
+
+    def get_jsonl(self, key: str) -> list[dict]:
+        return [json.loads(line) for line in self.get_bytes(key).decode().splitlines() if line.strip()]
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def upload_dir(self, local_dir: Path, prefix: str) -> list[str]:
+        keys = []
+        for path in sorted(Path(local_dir).rglob("*")):
+            if path.is_file():
+                key = f"{prefix.rstrip('/')}/{path.relative_to(local_dir).as_posix()}"
+                self.client.upload_file(str(path), self.bucket, key)
+                keys.append(key)
+        return keys
+
+    def download_dir(self, prefix: str, local_dir: Path) -> Path:
+        """Download prefix into local_dir atomically: a half-finished download never looks complete."""
+        local_dir = Path(local_dir)
+        if local_dir.exists():
+            return local_dir
+        partial = local_dir.with_name(local_dir.name + f".partial-{os.getpid()}")
+        prefix = prefix.rstrip("/") + "/"
+        found = False
+        for obj in self.list_objects(prefix):
+            target = partial / obj.key[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(self.bucket, obj.key, str(target))
+            found = True
+        if not found:
+            raise FileNotFoundError(f"nothing stored under s3://{self.bucket}/{prefix}")
+        local_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, local_dir)
+        return local_dir

@@ -1,0 +1,90 @@
+"""The model registry, kept in the object store: every model with its lineage, and a promoted pointer with history."""
+
+import hashlib
+import time
+from pathlib import Path
+
+from .objectstore import ObjectStore
+
+POINTER_KEY = "registry/promoted.json"
+
+
+def dir_sha256(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).rglob("*.safetensors")):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class PromotionRefused(RuntimeError):
+    pass
+
+
+class ModelRegistry:
+    def __init__(self, store: ObjectStore, cache_dir: Path):
+        self.store = store
+        self.cache_dir = Path(cache_dir)
+
+    # -- models ---------------------------------------------------------------------------------------------------
+    def register(self, model_id: str, model_dir: Path, meta: dict) -> dict:
+        """Upload a model and record its lineage; idempotent for the same id."""
+        record = {"model_id": model_id, "uri": f"s3://{self.store.bucket}/models/{model_id}", "sha256": dir_sha256(model_dir),
+                  "registered_at": time.time(), **meta}
+        self.store.upload_dir(Path(model_dir), f"models/{model_id}")
+        self.store.put_json(f"registry/models/{model_id}.json", record)
+        return record
+
+    def get(self, model_id: str) -> dict | None:
+        return self.store.get_json(f"registry/models/{model_id}.json")
+
+    def models(self) -> list[dict]:
+        return [self.store.get_json(o.key) for o in self.store.list_objects("registry/models/")]
+
+    def fetch(self, model_id: str) -> Path:
+        """Local directory of a registered model, downloaded once into the cache."""
+        return self.store.download_dir(f"models/{model_id}", self.cache_dir / model_id)
+
+    # -- promotion ------------------------------------------------------------------------------------------------
+    def pointer(self) -> dict:
+        """{"model_id": current, "stack": promoted ids, oldest first (rollback pops), "history": every move}."""
+        return self.store.get_json(POINTER_KEY, default={"model_id": None, "stack": [], "history": []})
+
+    def promoted_id(self) -> str | None:
+        return self.pointer()["model_id"]
+
+    def _write_pointer(self, stack: list[str], history: list[dict], model_id: str, reason: str) -> dict:
+        entry = {"model_id": model_id, "at": time.time(), "reason": reason}
+        # one PUT of one small object: readers see the old pointer or the new one, never a mix
+        self.store.put_json(POINTER_KEY, {"model_id": model_id, "stack": stack, "history": history + [entry]})
+        return entry
+
+    def promote(self, model_id: str, reason: str, expected_current: str | None = ...) -> dict:
+        """Move the pointer to model_id; refuses if the pointer moved since the candidate was trained on it."""
+        if self.get(model_id) is None:
+            raise PromotionRefused(f"model {model_id} is not registered")
+        pointer = self.pointer()
+        if expected_current is not ... and pointer["model_id"] != expected_current:
+            raise PromotionRefused(
+                f"promoted model is {pointer['model_id']}, but the candidate was trained on {expected_current}; retrain it on the current model"
+            )
+        return self._write_pointer(pointer["stack"] + [model_id], pointer["history"], model_id, reason)
+
+    def rollback(self, reason: str = "rollback") -> str:
+        """Point back at the model promoted before the current one."""
+        pointer = self.pointer()
+        if len(pointer["stack"]) < 2:
+            raise PromotionRefused("no earlier promoted model to roll back to")
+        stack = pointer["stack"][:-1]
+        self._write_pointer(stack, pointer["history"], stack[-1], reason)
+        return stack[-1]
+
+    def ensure_base(self, base_id: str, base_dir: Path) -> str:
+        """Register and promote the base memory model when the registry is empty."""
+        if self.promoted_id() is None:
+            if self.get(base_id) is None:
+                self.register(base_id, base_dir, {"kind": "base", "parent": None, "version": None})
+            self.promote(base_id, "initial base memory model", expected_current=None)
+        return self.promoted_id()

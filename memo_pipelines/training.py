@@ -1,0 +1,165 @@
+"""Memory training: a LoRA adapter (peft) on reflections plus replay, loss on the answer tokens only.
+
+Runs out of the orchestrator's process: `python -m memo_pipelines.training SPEC.json` prints one
+`MEMO_PROGRESS {json}` line per logged step, so any launcher (subprocess here, accelerate on a GPU host)
+can stream progress back.
+"""
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from .prompts import memory_messages, memory_training_messages
+
+PROGRESS_PREFIX = "MEMO_PROGRESS "
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: str = "all-linear"
+    learning_rate: float = 3e-4
+    epochs: int = 8
+    batch_size: int = 8
+    max_length: int = 160
+    seed: int = 0
+    log_every: int = 5
+
+
+def encode_example(tokenizer, question: str, answer: str, max_length: int) -> tuple[list[int], list[int]] | None:
+    """Token ids and labels of one chat-formatted example; labels are -100 except on the answer (and its end token)."""
+    prompt = tokenizer.apply_chat_template(memory_messages(question), add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(memory_training_messages(question, answer), tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError("the chat template does not extend the prompt with the answer; cannot mask the prompt")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(prompt) :].rstrip("\n"), add_special_tokens=False)["input_ids"]
+    ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
+    if all(label == -100 for label in labels):
+        return None
+    return ids, labels
+
+
+def train_adapter(
+    base_dir: Path,
+    examples: list[dict],
+    out_dir: Path,
+    config: TrainConfig,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train a LoRA adapter on top of base_dir and save it (peft format) in out_dir; returns training figures."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    encoded = [e for e in (encode_example(tokenizer, x["question"], x["answer"], config.max_length) for x in examples) if e]
+    if not encoded:
+        raise ValueError("no training examples")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    # the LM head runs only where a label exists: same loss, far less work with a 49k vocabulary
+    decoder, lm_head = model.get_base_model().model, model.get_base_model().lm_head
+    model.train()
+    losses, tokens, started, step = [], 0, time.time(), 0
+    for epoch in range(config.epochs):
+        order = list(range(len(encoded)))
+        random.Random(config.seed + epoch).shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            batch = [encoded[i] for i in order[start : start + config.batch_size]]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in batch])
+            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
+            attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch])
+            hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            targets = labels[:, 1:]
+            positions = targets != -100
+            logits = lm_head(hidden[:, :-1][positions])
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets[positions])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens += int(attention.sum())
+            losses.append(round(float(loss), 5))
+            if progress and (step % config.log_every == 0 or step == total_steps):
+                elapsed = time.time() - started
+                progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "loss": losses[-1], "tokens_per_s": round(tokens / elapsed, 1)})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    figures = {
+        "examples": len(encoded),
+        "steps": step,
+        "tokens": tokens,
+        "seconds": round(time.time() - started, 2),
+        "final_loss": losses[-1],
+        "loss_curve": losses,
+        "config": asdict(config),
+    }
+    (out_dir / "training.json").write_text(json.dumps(figures, indent=1))
+    return figures
+
+
+def run_training_subprocess(spec: dict, work_dir: Path, on_progress: Callable[[dict], None], log: Callable[[str], None]) -> dict:
+    """Launch training in a child Python process and stream its progress; raises with the log tail on failure."""
+    import subprocess
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = work_dir / "train_spec.json"
+    spec_path.write_text(json.dumps(spec))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "memo_pipelines.training", str(spec_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    )
+    tail: list[str] = []
+    for line in child.stdout:
+        if line.startswith(PROGRESS_PREFIX):
+            on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
+        elif line.strip():
+            tail = (tail + [line.rstrip()])[-40:]
+    if child.wait() != 0:
+        raise RuntimeError("training process failed:\n" + "\n".join(tail))
+    log("\n".join(tail[-5:]))
+    return json.loads((Path(spec["out_dir"]) / "training.json").read_text())
+
+
+def main(argv: list[str]) -> None:
+    spec = json.loads(Path(argv[0]).read_text())
+    examples = [json.loads(line) for line in Path(spec["examples_path"]).read_text().splitlines() if line.strip()]
+
+    def report(figures: dict) -> None:
+        print(PROGRESS_PREFIX + json.dumps(figures), flush=True)
+
+    train_adapter(Path(spec["base_dir"]), examples, Path(spec["out_dir"]), TrainConfig(**spec["config"]), report)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,42 @@
+import dagster as dg
+
+from memo_pipelines.evaluation import Gates
+from memo_pipelines.merging import MergeConfig
+from memo_pipelines.training import TrainConfig
+
+
+class TrainerResource(dg.ConfigurableResource):
+    """Training and merge settings; training runs in a child process launched by the asset."""
+
+    lora_r: int = 16
+    lora_alpha: int = 32
+    learning_rate: float = 3e-4
+    epochs: int = 8
+    batch_size: int = 8
+    max_length: int = 160
+    replay_size: int = 64
+    seed: int = 0
+    merge_method: str = "ties"
+    merge_weight: float = 1.0
+    merge_density: float = 0.5
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            lora_r=self.lora_r, lora_alpha=self.lora_alpha, learning_rate=self.learning_rate, epochs=self.epochs,
+            batch_size=self.batch_size, max_length=self.max_length, seed=self.seed,
+        )
+
+    def merge_config(self) -> MergeConfig:
+        return MergeConfig(method=self.merge_method, weight=self.merge_weight, density=self.merge_density, seed=self.seed)
+
+
+class EvaluationResource(dg.ConfigurableResource):
+    """The promotion gates."""
+
+    min_recall: float = 0.6
+    max_retention_drop: float = 0.15
+    min_general: float = 0.5
+    sample_size: int = 60
+
+    def gates(self) -> Gates:
+        return Gates(self.min_recall, self.max_retention_drop, self.min_general)

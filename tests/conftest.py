@@ -1,0 +1,41 @@
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from memo_pipelines.objectstore import ObjectStore, make_s3_client  # noqa: E402
+from memo_pipelines.seaweed import SeaweedServer, free_s3_port  # noqa: E402
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "memo_pipelines" / "sample_corpus"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "memo-test", "AWS_SECRET_ACCESS_KEY": "memo-test-secret"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on loopback, shared by the session; each test gets its own bucket."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), free_s3_port(), env=CREDENTIALS)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store(s3_server) -> ObjectStore:
+    client = make_s3_client(s3_server.endpoint_url, CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    store = ObjectStore(client, f"test-{uuid.uuid4().hex[:12]}")
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A 2-layer Llama with a BPE tokenizer trained on the sample corpus: real transformers code, milliseconds a step."""
+    from tests.tiny_models import build_tiny_llama
+
+    texts = [p.read_text() for p in sorted(SAMPLE_DIR.glob("*.md")) + sorted(SAMPLE_DIR.glob("*.txt"))]
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama", texts)

@@ -1,0 +1,49 @@
+"""Resources and runs over the real asset graph, for tests: tiny models, a real S3 bucket, a real Dagster instance."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from memo_pipelines.definitions import ASSETS, build_definitions
+from memo_pipelines.objectstore import ObjectStore
+from resources import EvaluationResource, GeneratorResource, ModelRegistryResource, ObjectStoreResource, TrainerResource
+from tests.conftest import CREDENTIALS
+
+# the tiny model memorises in a few hundred steps of a few milliseconds each
+TINY_TRAINER = dict(lora_r=16, lora_alpha=32, learning_rate=5e-3, epochs=30, batch_size=8, replay_size=64, merge_method="ties", merge_density=0.9)
+
+
+def pipeline_resources(store: ObjectStore, work_dir: Path, base_dir: Path, trainer: dict | None = None, evaluation: dict | None = None) -> dict:
+    object_store = ObjectStoreResource(
+        bucket=store.bucket,
+        endpoint_url=store.client.meta.endpoint_url,
+        access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    return {
+        "object_store": object_store,
+        "registry": ModelRegistryResource(object_store=object_store, work_dir=str(work_dir), base_model=str(base_dir)),
+        "generator": GeneratorResource(),
+        "trainer": TrainerResource(**{**TINY_TRAINER, **(trainer or {})}),
+        # a random tiny base has no general ability to guard, so that gate is off here and tested on its own
+        "evaluation": EvaluationResource(**{"min_recall": 0.5, "min_general": 0.0, **(evaluation or {})}),
+    }
+
+
+def run_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, resources: dict, cursor: str | None):
+    """One sensor tick, with its partition requests applied to the instance the way the daemon applies them."""
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"object_store": resources["object_store"]}, definitions=defs)
+    result = sensor(context)
+    if isinstance(result, dg.SensorResult):
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def materialize_version(instance: dg.DagsterInstance, resources: dict, version: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize(ASSETS, partition_key=version, resources=resources, instance=instance, raise_on_error=False)
+
+
+def definitions(resources: dict) -> dg.Definitions:
+    return build_definitions(resources=resources)

@@ -1,0 +1,83 @@
+"""The whole asset graph on a real Dagster instance, a real S3 server and a tiny real model."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from memo_pipelines.evaluation import recalled
+from memo_pipelines.llm import LocalChatModel
+from memo_pipelines.prompts import memory_messages
+from tests.conftest import SAMPLE_DIR
+from tests.pipeline_helpers import definitions, materialize_version, run_sensor, pipeline_resources
+
+V1_DOCS = ["product_tern.md", "plant_kesby.txt", "scanned_contract.pdf"]
+V2_DOCS = ["people_ines_halloran.txt"]
+
+
+def upload(store, names):
+    for name in names:
+        store.put_bytes(f"landing/{name}", (SAMPLE_DIR / name).read_bytes())
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def test_two_versions_reach_promotion_and_the_first_is_retained(store, tiny_base, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base)
+    defs = definitions(resources)
+
+    upload(store, V1_DOCS)
+    tick = run_sensor(defs, instance, resources, cursor=None)
+    assert [r.partition_key for r in tick.run_requests] == ["v000001"]
+    first = materialize_version(instance, resources, "v000001")
+    assert first.success, first.all_events
+    snapshot = first.asset_materializations_for_node("corpus_snapshot")[0].metadata
+    assert snapshot["documents"].value == 2 and snapshot["quarantined"].value == 1
+    assert "scanned_contract.pdf" in snapshot["quarantine"].value
+    assert all(check_evaluations(first).values()), check_evaluations(first)
+    promoted_v1 = first.asset_materializations_for_node("promoted_memory")[0].metadata["promoted_model"].value
+    assert promoted_v1.startswith("v000001-")
+
+    upload(store, V2_DOCS)
+    tick = run_sensor(defs, instance, resources, cursor=tick.cursor)
+    assert [r.partition_key for r in tick.run_requests] == ["v000002"]
+    second = materialize_version(instance, resources, "v000002")
+    assert second.success
+    adapter = second.asset_materializations_for_node("memory_adapter")[0].metadata
+    assert adapter["parent_model"].value == promoted_v1  # version 2 trained on top of version 1's model
+    assert adapter["replay_reflections"].value > 0
+    evaluation = second.asset_materializations_for_node("memory_eval")[0].metadata
+    print({k: v.value for k, v in evaluation.items()})
+    assert evaluation["recall_new_version"].value >= 0.5
+    assert check_evaluations(second)["retention_earlier_versions"]
+    promoted_v2 = second.asset_materializations_for_node("promoted_memory")[0].metadata["promoted_model"].value
+
+    # the promoted model still answers a version-1 fact after version 2
+    registry = resources["registry"].workspace().registry
+    assert registry.promoted_id() == promoted_v2
+    memory = LocalChatModel(registry.fetch(promoted_v2))
+    answer = memory.chat([memory_messages("The Kesby plant employs how many people?")], max_new_tokens=32)[0]
+    assert recalled(answer, "340 people"), answer
+
+
+def test_failing_gate_blocks_promotion_and_keeps_the_pointer(store, tiny_base, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    # recall above 100 % is impossible: the gate must fail and promotion must not happen
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base, evaluation={"min_recall": 1.01})
+    defs = definitions(resources)
+    upload(store, ["product_petrel.md"])
+    run_sensor(defs, instance, resources, cursor=None)
+    registry = resources["registry"].workspace().registry
+    result = materialize_version(instance, resources, "v000001")
+
+    checks = check_evaluations(result)
+    assert checks["recall_new_version"] is False
+    assert not result.asset_materializations_for_node("promoted_memory")
+    assert registry.promoted_id() == f"base-{Path(tiny_base).name}"
+    with pytest.raises(RuntimeError, match="failed its gates"):
+        from memo_pipelines.pipeline import promote_version
+
+        promote_version(resources["registry"].workspace(), "v000001")
