@@ -48,8 +48,8 @@ class Snapshot:
 def normalise_text(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"[ \t]+", " ", text)
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    return "\n".join(line.strip() for line in text.split("\n")).strip()
+    text = "\n".join(line.strip() for line in text.split("\n")).strip()
+    return re.sub(r"\n{3,}", "\n\n", text)  # after stripping, so blank lines holding spaces collapse too
 
 
 def extract_text(key: str, data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> str:

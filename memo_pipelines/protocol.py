@@ -56,12 +56,11 @@ Facts from memory:
 Candidates: {candidates}
 Which candidate does the question ask about or depend on? Reply with only JSON: {{"entity": "<one candidate or none>"}}"""
 
-SYNTHESIS_PROMPT = """Answer the question using only the facts from memory below. Reply with the short answer only.
-If the facts do not answer it, reply: {idk}
+SYNTHESIS_PROMPT = """Answer the question using only the facts from memory below.
 Facts from memory:
 {facts}
 Question: {question}
-Answer:"""
+Reply with only JSON: {{"answer": "<short answer, or {idk} if the facts do not answer it>"}}"""
 
 
 def is_idk(answer: str) -> bool:
@@ -132,11 +131,13 @@ class Protocol:
         if not facts:
             return result
         reply = self._ask_executive(result, SYNTHESIS_PROMPT.format(idk=IDK, facts=format_facts(facts), question=question))
-        if reply is None or not reply.strip() or (is_idk(reply) and not is_idk(direct)):
-            result.notes.append("synthesis gave nothing usable; answered with the memory's direct answer")
+        parsed = parse_json_value(reply or "")
+        synthesised = parsed.get("answer") if isinstance(parsed, dict) else None
+        if not isinstance(synthesised, str) or not synthesised.strip() or (is_idk(synthesised) and not is_idk(direct)):
+            result.notes.append("synthesis gave no usable JSON answer; answered with the memory's direct answer")
             result.answer = direct
         else:
-            result.answer = reply.strip().split("\n")[0]
+            result.answer = synthesised.strip()
         return result
 
 

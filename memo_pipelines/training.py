@@ -105,7 +105,7 @@ def train_adapter(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens += int(attention.sum())
-            losses.append(round(float(loss), 5))
+            losses.append(round(loss.item(), 5))
             if progress and (step % config.log_every == 0 or step == total_steps):
                 elapsed = time.time() - started
                 progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "loss": losses[-1], "tokens_per_s": round(tokens / elapsed, 1)})

@@ -1,0 +1,213 @@
+"""`memo`: ask the memory-augmented executive, upload documents, watch versions, roll back.
+
+Executive and memory are chosen by flags or environment: in-process local models by default, or any
+OpenAI-compatible endpoint (base URL, model name, API key read from the environment variable you name).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .settings import Settings, local_credentials
+
+STAGES = ["manifest.json", "snapshot.json", "reflections.jsonl", "adapter_lineage.json", "candidate.json", "evaluation.json"]
+
+
+def _llm_spec(prefix: str, backend: str, model: str, base_url: str):
+    from .llm import LLMSpec
+
+    env = lambda name, default="": os.environ.get(f"MEMO_{prefix}_{name}", default)  # noqa: E731
+    return LLMSpec(
+        backend=backend or env("BACKEND", "local"),
+        model=model or env("MODEL"),
+        base_url=base_url or env("BASE_URL"),
+        api_key_env=env("API_KEY_ENV", "OPENAI_API_KEY"),
+        timeout_s=float(env("TIMEOUT_S", "60")),
+    )
+
+
+def build_protocol(args, settings: Settings):
+    from .embedded import embedded_model_dir
+    from .llm import load_chat_model
+    from .protocol import Protocol
+
+    embedded = lambda: embedded_model_dir(settings.work_dir / "embedded")  # noqa: E731
+    memory_spec = _llm_spec("MEMORY", args.memory, args.memory_model, args.memory_base_url)
+    if memory_spec.backend == "local" and not memory_spec.model:
+        if args.base:
+            memory_dir = embedded()
+        else:
+            registry = settings.registry()
+            promoted = registry.promoted_id()
+            if promoted is None:
+                raise SystemExit("no promoted memory model yet: run `make demo` or wait for the pipeline to promote one")
+            memory_dir = registry.fetch(promoted)
+        memory_spec = memory_spec.__class__(**{**memory_spec.__dict__, "model": str(memory_dir)})
+    executive_spec = _llm_spec("EXECUTIVE", args.executive, args.executive_model, args.executive_base_url)
+    executive = load_chat_model(executive_spec, default_local_dir=embedded() if executive_spec.backend == "local" and not executive_spec.model else None)
+    return Protocol(executive, load_chat_model(memory_spec)), memory_spec
+
+
+def cmd_ask(args) -> int:
+    settings = Settings.from_env()
+    protocol, memory_spec = build_protocol(args, settings)
+    result = protocol.ask(args.question)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+        return 0
+    if args.trace:
+        print(f"memory: {memory_spec.backend}:{Path(memory_spec.model).name if memory_spec.backend == 'local' else memory_spec.model}")
+        for turn in result.trace:
+            print(f"[{turn.stage}] {len(turn.sub_questions)} sub-questions, one memory batch")
+            for question, answer in zip(turn.sub_questions, turn.memory_answers):
+                print(f"  Q: {question}\n  A: {answer}")
+        for note in result.notes:
+            print(f"note: {note}")
+        if result.target:
+            print(f"target: {result.target}")
+    print(result.answer)
+    return 0
+
+
+def cmd_upload(args) -> int:
+    store = Settings.from_env().store()
+    paths = [p for arg in args.paths for p in (sorted(Path(arg).rglob("*")) if Path(arg).is_dir() else [Path(arg)]) if p.is_file()]
+    for path in paths:
+        key = f"{args.prefix.rstrip('/')}/{path.name}"
+        store.put_bytes(key, path.read_bytes())
+        print(f"uploaded {path.name} -> s3://{store.bucket}/{key}")
+    return 0
+
+
+def version_states(store) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for obj in store.list_objects("versions/"):
+        parts = obj.key.split("/")
+        if len(parts) == 3 and parts[2] in STAGES:
+            states.setdefault(parts[1], []).append(parts[2])
+    return states
+
+
+def cmd_status(args) -> int:
+    settings = Settings.from_env()
+    store, registry = settings.store(), settings.registry()
+    print(f"bucket s3://{settings.bucket} at {settings.endpoint_url or 'AWS'}")
+    print(f"promoted memory model: {registry.promoted_id() or 'none'}")
+    for version, done in sorted(version_states(store).items()):
+        evaluation = store.get_json(f"versions/{version}/evaluation.json") if "evaluation.json" in done else None
+        snapshot = store.get_json(f"versions/{version}/snapshot.json") if "snapshot.json" in done else None
+        line = f"{version}: {len(done)}/{len(STAGES)} stages"
+        if snapshot:
+            line += f", {len(snapshot['documents'])} documents, {len(snapshot['quarantine'])} quarantined"
+        if evaluation:
+            report = evaluation["report"]
+            passed = all(g["passed"] for g in evaluation["gates"])
+            line += f", recall {report['recall_new']:.2f}, general {report['general']:.2f}, gates {'passed' if passed else 'FAILED'}"
+        print(line)
+        for item in (snapshot or {}).get("quarantine", []):
+            print(f"    quarantined {item['doc_id']}: {item['reason']}")
+    return 0
+
+
+def cmd_wait(args) -> int:
+    """Wait until `--versions` versions have an evaluation and the promoted model is one of theirs, with a progress bar."""
+    from tqdm import tqdm
+
+    settings = Settings.from_env()
+    store, registry = settings.store(), settings.registry()
+    deadline = time.time() + args.timeout
+    total = args.versions * len(STAGES)
+    with tqdm(total=total, desc="pipeline", unit="stage") as bar:
+        while time.time() < deadline:
+            states = version_states(store)
+            done = sum(len(v) for _, v in sorted(states.items())[: args.versions])
+            bar.update(min(done, total) - bar.n)
+            versions = sorted(states)[: args.versions]
+            finished = [v for v in versions if "evaluation.json" in states[v]]
+            if len(finished) == args.versions:
+                promoted = registry.promoted_id() or ""
+                gates = store.get_json(f"versions/{versions[-1]}/evaluation.json")["gates"]
+                if any(m.startswith(versions[-1] + "-") for m in registry.pointer()["stack"]):
+                    bar.close()
+                    print(f"promoted memory model: {promoted}")
+                    return 0
+                if not all(g["passed"] for g in gates):
+                    bar.close()
+                    print(f"version {versions[-1]} failed its gates: {[g['name'] for g in gates if not g['passed']]}; promoted stays {promoted}")
+                    return 1
+            time.sleep(3)
+    print(f"timed out after {args.timeout} s; see the Dagster UI for the run")
+    return 1
+
+
+def cmd_rollback(args) -> int:
+    print(f"promoted memory model: {Settings.from_env().registry().rollback(args.reason)}")
+    return 0
+
+
+def cmd_setup(args) -> int:
+    from .embedded import embedded_model_dir
+
+    settings = Settings.from_env()
+    local_credentials(settings.home)
+    print(f"embedded model: {embedded_model_dir(settings.work_dir / 'embedded')}")
+    return 0
+
+
+def cmd_env(args) -> int:
+    """Shell exports for the local demo's services (credentials are read from the state folder, not printed in logs)."""
+    settings = Settings.from_env()
+    credentials = local_credentials(settings.home)
+    values = {**credentials, "MEMO_HOME": str(settings.home), "MEMO_S3_ENDPOINT": settings.endpoint_url or "",
+              "MEMO_BUCKET": settings.bucket, "MEMO_WORK_DIR": str(settings.work_dir)}
+    for name, value in values.items():
+        print(f"export {name}={value!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="memo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ask = sub.add_parser("ask", help="answer a question through the executive-memory protocol")
+    ask.add_argument("question")
+    ask.add_argument("--trace", action="store_true", help="print every sub-question and memory answer")
+    ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    ask.add_argument("--base", action="store_true", help="use the untrained base model as memory (for comparison)")
+    ask.add_argument("--executive", default="", help="executive backend: local (default) or openai")
+    ask.add_argument("--executive-model", default="", help="executive model: a directory (local) or a served model name")
+    ask.add_argument("--executive-base-url", default="", help="OpenAI-compatible base URL of the executive")
+    ask.add_argument("--memory", default="", help="memory backend: local (the promoted model, default) or openai")
+    ask.add_argument("--memory-model", default="", help="memory model: a directory (local) or a served model name")
+    ask.add_argument("--memory-base-url", default="", help="OpenAI-compatible base URL of the memory (e.g. vLLM serving it)")
+    ask.set_defaults(func=cmd_ask)
+
+    upload = sub.add_parser("upload", help="put documents into the landing prefix of the bucket")
+    upload.add_argument("paths", nargs="+")
+    upload.add_argument("--prefix", default="landing/")
+    upload.set_defaults(func=cmd_upload)
+
+    sub.add_parser("status", help="corpus versions, their stages, quarantine and the promoted model").set_defaults(func=cmd_status)
+
+    wait = sub.add_parser("wait", help="wait for the pipeline to promote a model for the first N versions")
+    wait.add_argument("--versions", type=int, default=1)
+    wait.add_argument("--timeout", type=float, default=3600)
+    wait.set_defaults(func=cmd_wait)
+
+    rollback = sub.add_parser("rollback", help="point the registry back at the previously promoted model")
+    rollback.add_argument("--reason", default="manual rollback")
+    rollback.set_defaults(func=cmd_rollback)
+
+    sub.add_parser("setup", help="create local credentials and convert the embedded model (once)").set_defaults(func=cmd_setup)
+    sub.add_parser("env", help="print shell exports for the local services").set_defaults(func=cmd_env)
+
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The model registry on a real S3 server: promotion with compare, a rollback stack, and models that load after fetch."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from memo_pipelines.registry import ModelRegistry, PromotionRefused, dir_sha256
+
+
+@pytest.fixture
+def registry(store, tmp_path):
+    return ModelRegistry(store, tmp_path / "cache")
+
+
+def test_ensure_base_promotes_the_base_once(registry, tiny_base):
+    assert registry.ensure_base("base", tiny_base) == "base"
+    assert registry.get("base")["sha256"] == dir_sha256(tiny_base)
+    registry.register("m1", tiny_base, {"parent": "base"})
+    registry.promote("m1", "v1 passed", expected_current="base")
+
+    assert registry.ensure_base("base", tiny_base) == "m1"  # a later start must not push the base over a promoted model
+    pointer = registry.pointer()
+    assert pointer["stack"] == ["base", "m1"]
+    assert [h["model_id"] for h in pointer["history"]] == ["base", "m1"]
+
+
+def test_promote_refuses_unregistered_and_stale_candidates(registry, tiny_base):
+    registry.ensure_base("base", tiny_base)
+    registry.register("m1", tiny_base, {"parent": "base"})
+    registry.register("m2", tiny_base, {"parent": "base"})
+    registry.promote("m1", "v1 passed", expected_current="base")
+    before = registry.pointer()
+
+    with pytest.raises(PromotionRefused, match="not registered"):
+        registry.promote("never-registered", "typo")
+    with pytest.raises(PromotionRefused, match="promoted model is m1"):
+        registry.promote("m2", "trained on the base", expected_current="base")
+    assert registry.pointer() == before
+
+
+def test_rollback_walks_back_the_promotions(registry, tiny_base):
+    registry.ensure_base("base", tiny_base)
+    for model_id, parent in [("m1", "base"), ("m2", "m1")]:
+        registry.register(model_id, tiny_base, {"parent": parent})
+        registry.promote(model_id, "passed", expected_current=parent)
+
+    assert registry.rollback() == "m1" and registry.promoted_id() == "m1"
+    assert registry.rollback() == "base" and registry.promoted_id() == "base"
+    with pytest.raises(PromotionRefused):
+        registry.rollback()
+    assert registry.promoted_id() == "base"
+    assert [h["model_id"] for h in registry.pointer()["history"]] == ["base", "m1", "m2", "m1", "base"]
+
+
+def test_fetched_model_loads_with_the_registered_weights(registry, tiny_base):
+    from transformers import AutoModelForCausalLM
+
+    record = registry.register("m1", tiny_base, {"parent": None})
+    local = registry.fetch("m1")
+    assert local == registry.cache_dir / "m1"
+    assert dir_sha256(local) == record["sha256"]
+
+    model = AutoModelForCausalLM.from_pretrained(local)
+    original = {}
+    for path in sorted(tiny_base.glob("*.safetensors")):
+        original.update(load_file(path))
+    loaded = model.state_dict()
+    assert original and all(torch.equal(loaded[name], tensor) for name, tensor in original.items())

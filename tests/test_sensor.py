@@ -1,0 +1,96 @@
+"""The landing sensor on a real S3 server and a real Dagster instance: one version per batch of new documents."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import dagster as dg
+import pytest
+
+from memo_pipelines.partitions import corpus_versions
+from tests.pipeline_helpers import definitions, run_sensor, pipeline_resources
+
+
+@pytest.fixture
+def landing(store, tiny_base, tmp_path):
+    """(tick, instance): tick(cursor) runs one sensor evaluation against this test's bucket."""
+    instance = dg.DagsterInstance.ephemeral()
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base)
+    defs = definitions(resources)
+    return (lambda cursor: run_sensor(defs, instance, resources, cursor)), instance
+
+
+def versions(instance) -> list[str]:
+    return instance.get_dynamic_partitions(corpus_versions.name)
+
+
+def manifest_etags(store, version: str) -> dict[str, str]:
+    return {o["key"]: o["etag"] for o in store.get_json(f"versions/{version}/manifest.json")["objects"]}
+
+
+def requested(tick) -> list[tuple[str, str]]:
+    return [] if isinstance(tick, dg.SkipReason) else [(r.run_key, r.partition_key) for r in tick.run_requests]
+
+
+def test_new_documents_make_one_version_and_an_unchanged_bucket_makes_none(store, landing):
+    tick, instance = landing
+    etags = {key: store.put_bytes(key, text.encode()) for key, text in {
+        "landing/a.txt": "Alpha.", "landing/notes/b.md": "Beta.", "landing/c.txt": "Gamma."}.items()}
+
+    first = tick(None)
+    assert requested(first) == [("v000001", "v000001")]
+    assert versions(instance) == ["v000001"]
+    assert manifest_etags(store, "v000001") == etags
+    assert store.get_json("versions/v000001/manifest.json")["deleted"] == []
+
+    second = tick(first.cursor)
+    assert requested(second) == []
+    assert versions(instance) == ["v000001"]
+    assert not store.exists("versions/v000002/manifest.json")
+
+
+def test_rewrite_in_place_makes_a_version_with_only_that_key(store, landing):
+    tick, instance = landing
+    store.put_bytes("landing/a.txt", b"first draft")
+    store.put_bytes("landing/b.txt", b"unchanged")
+    first = tick(None)
+
+    new_etag = store.put_bytes("landing/a.txt", b"second draft")
+    second = tick(first.cursor)
+    assert requested(second) == [("v000002", "v000002")]
+    assert versions(instance) == ["v000001", "v000002"]
+    assert manifest_etags(store, "v000002") == {"landing/a.txt": new_etag}
+
+
+def test_listing_across_pages_lands_in_one_version(store, landing):
+    tick, _ = landing
+    keys = [f"landing/bulk/{i:05d}.txt" for i in range(1100)]
+    with ThreadPoolExecutor(8) as pool:
+        etags = dict(zip(keys, pool.map(lambda key: store.put_bytes(key, key.encode()), keys)))
+    # the server really pages this listing, so the sensor must follow continuation tokens
+    page = store.client.list_objects_v2(Bucket=store.bucket, Prefix="landing/")
+    assert page["IsTruncated"] and page["KeyCount"] < len(keys)
+
+    first = tick(None)
+    assert requested(first) == [("v000001", "v000001")]
+    assert manifest_etags(store, "v000001") == etags
+
+
+def test_outside_prefix_is_ignored_and_deletions_are_recorded(store, landing):
+    tick, instance = landing
+    store.put_bytes("landing/keep.txt", b"kept")
+    store.put_bytes("landing/gone.txt", b"to be deleted")
+    for key in ["archive/landing/old.txt", "landing-old/x.txt", "readme.txt"]:
+        store.put_bytes(key, b"not a landed document")
+    first = tick(None)
+    assert set(manifest_etags(store, "v000001")) == {"landing/keep.txt", "landing/gone.txt"}
+
+    store.put_bytes("other/new.txt", b"still outside")
+    assert requested(tick(first.cursor)) == []
+
+    store.delete("landing/gone.txt")
+    new_etag = store.put_bytes("landing/new.txt", b"arrived")
+    second = tick(first.cursor)
+    assert requested(second) == [("v000002", "v000002")]
+    manifest = store.get_json("versions/v000002/manifest.json")
+    assert manifest["deleted"] == ["landing/gone.txt"]
+    assert manifest_etags(store, "v000002") == {"landing/new.txt": new_etag}
+    assert versions(instance) == ["v000001", "v000002"]
