@@ -9,24 +9,31 @@ from .objectstore import StoredObject
 @dataclass
 class LandingDiff:
     new_or_changed: list[StoredObject]
-    deleted: list[str]
+    deleted: list[str]  # deletions not yet recorded in a version's manifest
     seen: dict[str, str]  # the cursor after this batch: {key: etag}
 
 
-def parse_cursor(cursor: str | None) -> dict[str, str]:
-    return json.loads(cursor)["etags"] if cursor else {}
+@dataclass
+class Cursor:
+    etags: dict[str, str]
+    pending_deleted: list[str]  # deletions wait here for the next version that has new documents
 
 
-def dump_cursor(seen: dict[str, str]) -> str:
-    return json.dumps({"etags": seen}, sort_keys=True, separators=(",", ":"))
+def parse_cursor(cursor: str | None) -> Cursor:
+    data = json.loads(cursor) if cursor else {}
+    return Cursor(data.get("etags", {}), data.get("pending_deleted", []))
 
 
-def diff_landing(listing: list[StoredObject], seen: dict[str, str]) -> LandingDiff:
+def dump_cursor(seen: dict[str, str], pending_deleted: list[str] = ()) -> str:
+    return json.dumps({"etags": seen, "pending_deleted": sorted(pending_deleted)}, sort_keys=True, separators=(",", ":"))
+
+
+def diff_landing(listing: list[StoredObject], cursor: Cursor) -> LandingDiff:
     """New keys and keys rewritten in place (new ETag) since the cursor; ETag, not LastModified (one-second resolution)."""
     current = {o.key: o.etag for o in listing if not o.key.endswith("/")}
-    changed = [o for o in listing if o.key in current and seen.get(o.key) != o.etag]
-    deleted = sorted(set(seen) - set(current))
-    return LandingDiff(sorted(changed, key=lambda o: o.key), deleted, current)
+    changed = [o for o in listing if o.key in current and cursor.etags.get(o.key) != o.etag]
+    deleted = set(cursor.pending_deleted) | (set(cursor.etags) - set(current))
+    return LandingDiff(sorted(changed, key=lambda o: o.key), sorted(deleted - set(current)), current)
 
 
 def next_version_key(existing: list[str]) -> str:

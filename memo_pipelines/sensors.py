@@ -15,12 +15,11 @@ def build_landing_sensor(job: dg.JobDefinition, landing_prefix: str, interval_s:
     )
     def landing_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource) -> dg.SensorResult | dg.SkipReason:
         store = object_store.store()
-        seen = parse_cursor(context.cursor)
-        diff = diff_landing(list(store.list_objects(landing_prefix)), seen)
+        diff = diff_landing(list(store.list_objects(landing_prefix)), parse_cursor(context.cursor))
         if not diff.new_or_changed:
             if diff.deleted:
-                context.log.info(f"{len(diff.deleted)} documents deleted: {diff.deleted[:10]}")
-                return dg.SensorResult(cursor=dump_cursor(diff.seen))
+                context.log.info(f"{len(diff.deleted)} deletions wait for the next version's manifest: {diff.deleted[:10]}")
+                return dg.SensorResult(cursor=dump_cursor(diff.seen, diff.deleted))
             return dg.SkipReason(f"no new documents under {landing_prefix}")
         version = next_version_key(context.instance.get_dynamic_partitions(corpus_versions.name))
         # the manifest is written before the partition exists; a failed tick rewrites the same key with the same content

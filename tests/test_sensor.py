@@ -94,3 +94,21 @@ def test_outside_prefix_is_ignored_and_deletions_are_recorded(store, landing):
     assert manifest["deleted"] == ["landing/gone.txt"]
     assert manifest_etags(store, "v000002") == {"landing/new.txt": new_etag}
     assert versions(instance) == ["v000001", "v000002"]
+
+
+def test_a_deletion_alone_waits_for_the_next_version_manifest(store, landing):
+    tick, instance = landing
+    store.put_bytes("landing/a.txt", b"first")
+    store.put_bytes("landing/b.txt", b"second")
+    first = tick(None)
+    store.delete("landing/b.txt")
+    quiet = tick(first.cursor)
+    assert requested(quiet) == [] and versions(instance) == ["v000001"]
+    store.put_bytes("landing/c.txt", b"third")
+    later = tick(quiet.cursor)
+    assert requested(later) == [("v000002", "v000002")]
+    assert store.get_json("versions/v000002/manifest.json")["deleted"] == ["landing/b.txt"]
+    # once recorded, the deletion is not repeated in later manifests
+    store.put_bytes("landing/d.txt", b"fourth")
+    tick(later.cursor)
+    assert store.get_json("versions/v000003/manifest.json")["deleted"] == []
