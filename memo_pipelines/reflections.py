@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 from .corpus import Document
 from .llm import ChatModel
 
-PROMPT_VERSION = "step1-v1"
+PROMPT_VERSION = "step1-v2"
 STOPWORDS = set("a an the of in on at by for to from with and or is was were are be been its it this that as into than".split())
 MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 ORG_WORDS = set("Labs Lab Energy University Building Union Motors Instruments Prize Plant Company Inc Ltd Group Trust Bank Council".split())
@@ -157,12 +157,29 @@ Answer: {answer}
 Question:"""
 
 
-def valid_question(question: str, answer: str, sentence: str) -> str | None:
+ASKS_FOR = {
+    "year": ("when", "year", "date"),
+    "date": ("when", "year", "date", "month"),
+    "quantity": ("how many", "how much", "number", "capacity", "how large"),
+    "person": ("who", "whom", "person"),
+}
+
+
+def valid_question(question: str, answer: str, sentence: str, kind: str | None = None) -> str | None:
     """None when the question is usable; otherwise the reason to drop it."""
     if not question.endswith("?") or len(question.split()) < 3:
         return "not a question"
+    lowered = question.lower()
+    if "the answer to" in lowered or lowered.count("?") > 1:
+        return "question about a question"
     if normalise(answer) in normalise(question):
         return "question contains its answer"
+    if kind == "name" and 2 <= len(answer.split()) <= 3:
+        kind = "person"
+    if kind in ASKS_FOR and not any(word in lowered for word in ASKS_FOR[kind]):
+        return f"question does not ask for a {kind}"
+    if kind not in ("person", None) and re.match(r"(who|whom)\b", lowered):
+        return f"asks who, but the answer is a {kind}"
     subjects = [s for s in entity_spans(sentence) if normalise(s) != normalise(answer)]
     if subjects and not any(normalise(s) in normalise(question) for s in subjects):
         return "question names no subject of the sentence"
@@ -183,7 +200,7 @@ def grounded_pairs(doc: Document, generator: ChatModel, stats: ReflectionStats) 
     for (sentence, span, kind), llm_question in zip(items, phrased):
         # the memory answers with the whole stated fact; the span is what recall is scored on
         fact = sentence.rstrip(".!? ") + "."
-        reason = valid_question(llm_question, span, sentence)
+        reason = valid_question(llm_question, span, sentence, kind)
         if reason is None:
             pairs.append({"question": llm_question, "answer": fact, "key_answer": span, "method": "llm_phrased"})
         else:
