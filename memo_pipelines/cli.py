@@ -26,6 +26,7 @@ def _llm_spec(prefix: str, backend: str, model: str, base_url: str):
         base_url=base_url or env("BASE_URL"),
         api_key_env=env("API_KEY_ENV", "OPENAI_API_KEY"),
         timeout_s=float(env("TIMEOUT_S", "60")),
+        max_retries=int(env("MAX_RETRIES", "4")),
     )
 
 

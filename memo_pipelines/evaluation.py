@@ -9,8 +9,8 @@ from .llm import ChatModel
 from .prompts import memory_messages
 from .reflections import STOPWORDS, normalise
 
-# generic questions whose answers the base model already gives; they guard general ability and feed replay
-GENERAL_QUESTIONS = [
+# generic questions paired with the base model's own answers: replayed in training so updates keep general ability
+GENERAL_REPLAY = [
     "What is the capital of France?",
     "How many days are in a week?",
     "What colour is the sky on a clear day?",
@@ -26,6 +26,19 @@ GENERAL_QUESTIONS = [
     "What animal is known as man's best friend?",
     "What is the boiling point of water in degrees Celsius?",
     "What gas do humans breathe in to live?",
+]
+# held out from training: the general-ability guard measures drift on questions the memory never trained on
+GENERAL_GUARD = [
+    "What is the capital of Italy?",
+    "How many months are in a year?",
+    "What colour is grass?",
+    "What is three plus five?",
+    "What do cows drink?",
+    "What is the opposite of up?",
+    "Which star is closest to the Earth?",
+    "What is the main ingredient of bread?",
+    "How many wheels does a bicycle have?",
+    "What language is spoken in Germany?",
 ]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from .corpus import Snapshot, build_snapshot
-from .evaluation import GENERAL_QUESTIONS, EvalReport, Gates, ask_memory, evaluate_candidate
+from .evaluation import GENERAL_GUARD, GENERAL_REPLAY, EvalReport, Gates, ask_memory, evaluate_candidate
 from .llm import ChatModel, LocalChatModel
 from .merging import MergeConfig, merge_into_promoted
 from .objectstore import ObjectStore
@@ -91,14 +91,14 @@ def earlier_versions(ws: Workspace, version: str) -> list[str]:
 # -- 3. memory adapter --------------------------------------------------------------------------------------------
 
 
-def general_reference(ws: Workspace, base_id: str) -> list[dict]:
-    """The base model's own answers to generic questions: the general-ability guard and its replay set."""
+def general_reference(ws: Workspace, base_id: str) -> dict[str, list[dict]]:
+    """The base model's own answers to generic questions: {"replay": trained on, "guard": held out for the gate}."""
     key = f"registry/general/{base_id}.json"
     reference = ws.store.get_json(key)
     if reference is None:
         base = LocalChatModel(ws.registry.fetch(base_id))
-        answers = ask_memory(base, GENERAL_QUESTIONS)
-        reference = [{"question": q, "answer": a} for q, a in zip(GENERAL_QUESTIONS, answers)]
+        questions = {"replay": GENERAL_REPLAY, "guard": GENERAL_GUARD}
+        reference = {name: [{"question": q, "answer": a} for q, a in zip(qs, ask_memory(base, qs))] for name, qs in questions.items()}
         ws.store.put_json(key, reference)
     return reference
 
@@ -117,7 +117,7 @@ def train_memory_adapter(
     parent_dir = ws.registry.fetch(parent_id)
     rows = load_reflections(ws, version)
     replay = replay_sample(ws, version, replay_size, config.seed)
-    general = general_reference(ws, base_id)
+    general = general_reference(ws, base_id)["replay"]
     examples = rows + replay + general
     scratch = ws.scratch(version, "adapter")
     (scratch / "examples.jsonl").write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"]}) + "\n" for e in examples))
@@ -157,7 +157,7 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
     candidate = LocalChatModel(ws.registry.fetch(candidate_info["model_id"]))
     promoted = LocalChatModel(ws.registry.fetch(candidate_info["parent"]))
     earlier = {v: load_reflections(ws, v) for v in earlier_versions(ws, version)}
-    report = evaluate_candidate(candidate, promoted, load_reflections(ws, version), earlier, general_reference(ws, base_id), sample_size)
+    report = evaluate_candidate(candidate, promoted, load_reflections(ws, version), earlier, general_reference(ws, base_id)["guard"], sample_size)
     results = report.gate_results(gates)
     ws.store.put_json(version_key(version, "evaluation.json"), {"candidate": candidate_info, "report": report.to_json(), "gates": results})
     return report, results, candidate_info

@@ -143,6 +143,27 @@ def wh_question(sentence: str, span: str, kind: str) -> str | None:
     return question + "?"
 
 
+def natural_questions(sentence: str, span: str, kind: str) -> list[str]:
+    """Questions in the form people ask them, for the two sentence shapes that invert safely by rule:
+    "A is SPAN." -> "Who/What is A?" and "A was VERBed ... by SPAN." -> "Who VERBed A ...?"."""
+    body = sentence.rstrip(".!? ")
+    if not body.endswith(span):
+        return []
+    person = kind == "name" and 2 <= len(span.split()) <= 3
+    wh = "Who" if person else "What"
+    head = body[: -len(span)].rstrip()
+    out = []
+    copula = re.fullmatch(r"(?P<a>.+?) (?P<verb>is|are|was|were)(?: the| a| an)?", head)
+    if copula and kind in ("name", "organisation"):
+        a = copula["a"][0].lower() + copula["a"][1:] if copula["a"].startswith(("The ", "A ", "An ")) else copula["a"]
+        out.append(f"{wh} {copula['verb']} {a}?")
+    passive = re.fullmatch(r"(?P<a>.+?) (?:was|were) (?P<verb>[a-z]+ed)(?P<rest>(?: in \d{4})?) by(?: the [a-z]+)?", head)
+    if passive and person:
+        a = passive["a"][0].lower() + passive["a"][1:] if passive["a"].startswith(("The ", "A ", "An ")) else passive["a"]
+        out.append(f"Who {passive['verb']} {a}{passive['rest']}?")
+    return out
+
+
 PHRASING_PROMPT = """Write a question whose answer is the given answer, using the sentence.
 Sentence: The Eiffel Tower was completed in 1889 in Paris.
 Answer: 1889
@@ -205,9 +226,9 @@ def grounded_pairs(doc: Document, generator: ChatModel, stats: ReflectionStats) 
             pairs.append({"question": llm_question, "answer": fact, "key_answer": span, "method": "llm_phrased"})
         else:
             stats.dropped[reason] += 1
-        template = wh_question(sentence, span, kind)
-        if template and valid_question(template, span, sentence) is None:
-            pairs.append({"question": template, "answer": fact, "key_answer": span, "method": "wh_template"})
+        for template in [wh_question(sentence, span, kind), *natural_questions(sentence, span, kind)]:
+            if template and valid_question(template, span, sentence) is None:
+                pairs.append({"question": template, "answer": fact, "key_answer": span, "method": "wh_template"})
     return pairs
 
 

@@ -83,6 +83,7 @@ def test_ask_json_and_malformed_executive_reply_degrade_to_the_memory(promoted, 
 
 def test_ask_survives_an_executive_that_fails(promoted, capsys, monkeypatch):
     monkeypatch.setenv("MEMO_EXECUTIVE_TIMEOUT_S", "2")
+    monkeypatch.setenv("MEMO_EXECUTIVE_MAX_RETRIES", "1")
     with ScriptedOpenAI(lambda request: {"status": 500}) as executive:
         out = ask(capsys, "Who is the manager of the Kesby plant?", "--json", "--executive", "openai",
                   "--executive-model", "m", "--executive-base-url", executive.base_url)
