@@ -125,7 +125,8 @@ def cmd_wait(args) -> int:
         while time.time() < deadline:
             states = version_states(store)
             done = sum(len(v) for _, v in sorted(states.items())[: args.versions])
-            bar.update(min(done, total) - bar.n)
+            if min(done, total) > bar.n:  # redraw only on progress, so a log file gets one line per stage
+                bar.update(min(done, total) - bar.n)
             versions = sorted(states)[: args.versions]
             finished = [v for v in versions if "evaluation.json" in states[v]]
             if len(finished) == args.versions:
