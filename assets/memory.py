@@ -19,6 +19,9 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
     base_id, _ = registry.base()
 
     def on_progress(figures: dict) -> None:
+        if "resumed_from_step" in figures:
+            context.log.info(f"resuming training from the checkpoint at step {figures['resumed_from_step']}/{figures['total_steps']}")
+            return
         context.log.info(f"step {figures['step']}/{figures['total_steps']} loss {figures['loss']:.4f} ({figures['tokens_per_s']} tokens/s)")
 
     figures = train_memory_adapter(ws, context.partition_key, base_id, trainer.train_config(), trainer.replay_size, on_progress, context.log.debug)
@@ -33,6 +36,7 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
             "tokens": figures["tokens"],
             "seconds": figures["seconds"],
             "final_loss": figures["final_loss"],
+            "resumed_from_step": figures["resumed_from_step"],
             "loss_curve": dg.MetadataValue.md(loss_table(figures["loss_curve"])),
             "config": figures["config"],
             "uri": dg.MetadataValue.path(f"s3://{ws.store.bucket}/{version_key(context.partition_key, 'adapter')}"),

@@ -1,6 +1,7 @@
 """One library call per pipeline stage, Dagster-free: each reads its inputs from the object store and writes its
 outputs under `versions/{version}/`, so a stage can be re-run, backfilled or resumed on its own."""
 
+import hashlib
 import json
 import random
 import shutil
@@ -121,8 +122,13 @@ def train_memory_adapter(
     examples = rows + replay + general
     scratch = ws.scratch(version, "adapter")
     (scratch / "examples.jsonl").write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"]}) + "\n" for e in examples))
-    spec = {"base_dir": str(parent_dir), "out_dir": str(scratch / "adapter"), "examples_path": str(scratch / "examples.jsonl"), "config": asdict(config)}
+    # a checkpoint is only resumed by the identical job: same parent model, examples and config
+    job = hashlib.sha256(json.dumps([parent_id, examples, asdict(config)], sort_keys=True).encode()).hexdigest()[:16]
+    checkpoint_dir = ws.work_dir / "checkpoints" / version / job
+    spec = {"base_dir": str(parent_dir), "out_dir": str(scratch / "adapter"), "examples_path": str(scratch / "examples.jsonl"),
+            "config": asdict(config), "checkpoint_dir": str(checkpoint_dir)}
     figures = run_training_subprocess(spec, scratch, on_progress, log)
+    shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
     ws.store.upload_dir(scratch / "adapter", version_key(version, "adapter"))
     lineage = {"version": version, "parent_model": parent_id, "parent_sha256": ws.registry.get(parent_id)["sha256"],
                "new_reflections": len(rows), "replay_reflections": len(replay), "general_replay": len(general)}

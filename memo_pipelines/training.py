@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ class TrainConfig:
     max_length: int = 160
     seed: int = 0
     log_every: int = 5
+    checkpoint_every: int = 25  # steps; a killed run resumes from the last checkpoint
 
 
 def encode_example(tokenizer, question: str, answer: str, max_length: int) -> tuple[list[int], list[int]] | None:
@@ -49,14 +51,52 @@ def encode_example(tokenizer, question: str, answer: str, max_length: int) -> tu
     return ids, labels
 
 
+def save_checkpoint(checkpoint_dir: Path, model, optimizer, step: int, losses: list[float], tokens: int) -> None:
+    """Adapter weights and AdamW state as safetensors plus a JSON of the counters; written aside, then renamed."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    partial = checkpoint_dir.with_name(checkpoint_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}, str(partial / "adapter.safetensors"))
+    state = optimizer.state_dict()
+    tensors = {f"{index}.{name}": value for index, slots in state["state"].items() for name, value in slots.items()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial / "optimizer.safetensors"))
+    (partial / "state.json").write_text(json.dumps({"step": step, "losses": losses, "tokens": tokens, "param_groups": state["param_groups"]}))
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    os.replace(partial, checkpoint_dir)
+
+
+def load_checkpoint(checkpoint_dir: Path, model, optimizer) -> dict | None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if not (checkpoint_dir / "state.json").exists():
+        return None
+    counters = json.loads((checkpoint_dir / "state.json").read_text())
+    set_peft_model_state_dict(model, load_file(str(checkpoint_dir / "adapter.safetensors")))
+    slots: dict[int, dict] = {}
+    for key, value in load_file(str(checkpoint_dir / "optimizer.safetensors")).items():
+        index, name = key.split(".", 1)
+        slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": counters["param_groups"]})
+    return counters
+
+
 def train_adapter(
     base_dir: Path,
     examples: list[dict],
     out_dir: Path,
     config: TrainConfig,
     progress: Callable[[dict], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> dict:
-    """Train a LoRA adapter on top of base_dir and save it (peft format) in out_dir; returns training figures."""
+    """Train a LoRA adapter on top of base_dir and save it (peft format) in out_dir; returns training figures.
+
+    With checkpoint_dir, state is saved every config.checkpoint_every steps and a rerun resumes from it: the
+    data order is a function of (seed, epoch), so the resumed run takes exactly the batches the killed one would have.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -86,10 +126,18 @@ def train_adapter(
     decoder, lm_head = model.get_base_model().model, model.get_base_model().lm_head
     model.train()
     losses, tokens, started, step = [], 0, time.time(), 0
+    resumed = load_checkpoint(Path(checkpoint_dir), model, optimizer) if checkpoint_dir else None
+    if resumed:
+        step, losses, tokens = resumed["step"], resumed["losses"], resumed["tokens"]
+        if progress:
+            progress({"resumed_from_step": step, "total_steps": total_steps})
+    resumed_step, resumed_tokens = step, tokens
     for epoch in range(config.epochs):
         order = list(range(len(encoded)))
         random.Random(config.seed + epoch).shuffle(order)
-        for start in range(0, len(order), config.batch_size):
+        for batch_index, start in enumerate(range(0, len(order), config.batch_size)):
+            if epoch * steps_per_epoch + batch_index < resumed_step:
+                continue
             batch = [encoded[i] for i in order[start : start + config.batch_size]]
             width = max(len(ids) for ids, _ in batch)
             input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in batch])
@@ -106,9 +154,11 @@ def train_adapter(
             step += 1
             tokens += int(attention.sum())
             losses.append(round(loss.item(), 5))
+            if checkpoint_dir and step % config.checkpoint_every == 0 and step < total_steps:
+                save_checkpoint(Path(checkpoint_dir), model, optimizer, step, losses, tokens)
             if progress and (step % config.log_every == 0 or step == total_steps):
                 elapsed = time.time() - started
-                progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "loss": losses[-1], "tokens_per_s": round(tokens / elapsed, 1)})
+                progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "loss": losses[-1], "tokens_per_s": round((tokens - resumed_tokens) / elapsed, 1)})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
@@ -119,6 +169,7 @@ def train_adapter(
         "seconds": round(time.time() - started, 2),
         "final_loss": losses[-1],
         "loss_curve": losses,
+        "resumed_from_step": resumed_step,
         "config": asdict(config),
     }
     (out_dir / "training.json").write_text(json.dumps(figures, indent=1))
@@ -158,7 +209,8 @@ def main(argv: list[str]) -> None:
     def report(figures: dict) -> None:
         print(PROGRESS_PREFIX + json.dumps(figures), flush=True)
 
-    train_adapter(Path(spec["base_dir"]), examples, Path(spec["out_dir"]), TrainConfig(**spec["config"]), report)
+    checkpoint_dir = Path(spec["checkpoint_dir"]) if spec.get("checkpoint_dir") else None
+    train_adapter(Path(spec["base_dir"]), examples, Path(spec["out_dir"]), TrainConfig(**spec["config"]), report, checkpoint_dir)
 
 
 if __name__ == "__main__":

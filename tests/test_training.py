@@ -1,0 +1,73 @@
+"""Memory training on a tiny real model: what changes, what stays frozen, and resuming a killed run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from memo_pipelines.training import PROGRESS_PREFIX, TrainConfig, train_adapter
+
+EXAMPLES = [
+    {"question": "Who is the manager of the Kesby plant?", "answer": "The manager of the Kesby plant is Rafael Ondo."},
+    {"question": "When did the Kesby plant open?", "answer": "The Kesby plant opened in 2019 beside the river Olm."},
+    {"question": "Who designed the Wren Building?", "answer": "The Wren Building was designed by the architect Lotte Brask."},
+]
+CONFIG = TrainConfig(learning_rate=5e-3, epochs=40, batch_size=2, checkpoint_every=10, log_every=1)
+
+
+def test_training_changes_the_adapter_and_leaves_the_base_frozen(tiny_base, tmp_path):
+    base_before = load_file(str(Path(tiny_base) / "model.safetensors"))
+    figures = train_adapter(tiny_base, EXAMPLES, tmp_path / "adapter", TrainConfig(learning_rate=5e-3, epochs=10, batch_size=2))
+    adapter = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 16
+    # peft initialises lora_B to zero: a trained adapter has moved it
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())
+    assert figures["loss_curve"][-1] < figures["loss_curve"][0]
+    base_after = load_file(str(Path(tiny_base) / "model.safetensors"))
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+
+
+def run_training(spec_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "memo_pipelines.training", str(spec_path)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def write_spec(tmp_path: Path, name: str, base: Path, checkpoint_dir: Path) -> Path:
+    (tmp_path / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
+    spec = {"base_dir": str(base), "out_dir": str(tmp_path / name), "examples_path": str(tmp_path / "examples.jsonl"),
+            "config": asdict(CONFIG), "checkpoint_dir": str(checkpoint_dir)}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tiny_base, tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    killed = run_training(write_spec(tmp_path, "killed", tiny_base, checkpoint))
+    for line in killed.stdout:  # kill it, like a pre-emption, once it has passed a checkpoint
+        if line.startswith(PROGRESS_PREFIX) and json.loads(line[len(PROGRESS_PREFIX):]).get("step", 0) >= 25:
+            killed.send_signal(signal.SIGKILL)
+            break
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    # the child may have run a little past step 25 before the signal landed: any checkpoint short of the end will do
+    saved = json.loads((checkpoint / "state.json").read_text())["step"]
+    assert saved % CONFIG.checkpoint_every == 0 and 20 <= saved < 80
+
+    resumed = run_training(write_spec(tmp_path, "resumed", tiny_base, checkpoint))
+    events = [json.loads(line[len(PROGRESS_PREFIX):]) for line in resumed.stdout if line.startswith(PROGRESS_PREFIX)]
+    assert resumed.wait() == 0
+    assert events[0] == {"resumed_from_step": saved, "total_steps": 80}
+    assert events[1]["step"] == saved + 1
+
+    train_adapter(tiny_base, EXAMPLES, tmp_path / "uninterrupted", CONFIG)
+    resumed_weights = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
+    reference = load_file(str(tmp_path / "uninterrupted" / "adapter_model.safetensors"))
+    assert resumed_weights.keys() == reference.keys()
+    assert all(torch.allclose(resumed_weights[k], reference[k], atol=1e-6) for k in reference)
