@@ -150,6 +150,12 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_prune(args) -> int:
+    pruned = Settings.from_env().registry().prune_candidates(args.keep)
+    print(f"pruned {len(pruned)} never-promoted candidates: {', '.join(pruned) or '-'}")
+    return 0
+
+
 def cmd_setup(args) -> int:
     from .embedded import embedded_model_dir
 
@@ -202,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     rollback = sub.add_parser("rollback", help="point the registry back at the previously promoted model")
     rollback.add_argument("--reason", default="manual rollback")
     rollback.set_defaults(func=cmd_rollback)
+
+    prune = sub.add_parser("prune", help="delete never-promoted candidate models, keeping the newest few")
+    prune.add_argument("--keep", type=int, default=2)
+    prune.set_defaults(func=cmd_prune)
 
     sub.add_parser("setup", help="create local credentials and convert the embedded model (once)").set_defaults(func=cmd_setup)
     sub.add_parser("env", help="print shell exports for the local services").set_defaults(func=cmd_env)

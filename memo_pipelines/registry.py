@@ -1,6 +1,7 @@
 """The model registry, kept in the object store: every model with its lineage, and a promoted pointer with history."""
 
 import hashlib
+import shutil
 import time
 from pathlib import Path
 
@@ -80,6 +81,18 @@ class ModelRegistry:
         stack = pointer["stack"][:-1]
         self._write_pointer(stack, pointer["history"], stack[-1], reason)
         return stack[-1]
+
+    def prune_candidates(self, keep_latest: int = 2) -> list[str]:
+        """Delete candidates that were never promoted, except the newest keep_latest; promoted models are kept for rollback."""
+        ever_promoted = {h["model_id"] for h in self.pointer()["history"]}
+        candidates = sorted((m for m in self.models() if m["model_id"] not in ever_promoted), key=lambda m: m["registered_at"])
+        pruned = [m["model_id"] for m in candidates[: max(0, len(candidates) - keep_latest)]]
+        for model_id in pruned:
+            for obj in list(self.store.list_objects(f"models/{model_id}/")):
+                self.store.delete(obj.key)
+            self.store.delete(f"registry/models/{model_id}.json")
+            shutil.rmtree(self.cache_dir / model_id, ignore_errors=True)
+        return pruned
 
     def ensure_base(self, base_id: str, base_dir: Path) -> str:
         """Register and promote the base memory model when the registry is empty."""

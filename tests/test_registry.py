@@ -66,3 +66,19 @@ def test_fetched_model_loads_with_the_registered_weights(registry, tiny_base):
         original.update(load_file(path))
     loaded = model.state_dict()
     assert original and all(torch.equal(loaded[name], tensor) for name, tensor in original.items())
+
+
+def test_prune_deletes_only_never_promoted_candidates_beyond_the_newest(registry, tiny_base):
+    registry.ensure_base("base", tiny_base)
+    for model_id in ["c1", "c2", "p1", "c3", "c4"]:
+        registry.register(model_id, tiny_base, {"kind": "candidate"})
+    registry.promote("p1", "passed")
+    registry.fetch("c1")
+    pruned = registry.prune_candidates(keep_latest=2)
+    assert pruned == ["c1", "c2"]
+    remaining = {m["model_id"] for m in registry.models()}
+    assert remaining == {"base", "p1", "c3", "c4"}
+    assert not list(registry.store.list_objects("models/c1/"))
+    assert not (registry.cache_dir / "c1").exists()
+    # the promoted model and its predecessor stay: rollback still works
+    assert registry.rollback() == "base"
