@@ -60,6 +60,9 @@ class ObjectStore:
         reply = self.client.get_object(Bucket=self.bucket, Key=key)
         return reply["Body"].read(), reply["ETag"].strip('"')
 
+    def etag(self, key: str) -> str:
+        return self.client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 

@@ -149,7 +149,7 @@ def merge_memory_model(ws: Workspace, version: str, config: MergeConfig) -> dict
     record = ws.registry.register(
         model_id, scratch / "model",
         {"kind": "candidate", "version": version, "parent": lineage["parent_model"], "merge": {"config": asdict(config), "mergekit": merged},
-         "reflections_sha256": ws.store.client.head_object(Bucket=ws.store.bucket, Key=version_key(version, "reflections.jsonl"))["ETag"].strip('"')},
+         "reflections_etag": ws.store.etag(version_key(version, "reflections.jsonl"))},
     )
     ws.store.put_json(version_key(version, "candidate.json"), {"model_id": model_id, "parent": lineage["parent_model"]})
     return record

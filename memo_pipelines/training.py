@@ -34,6 +34,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 5
     checkpoint_every: int = 25  # steps; a killed run resumes from the last checkpoint
+    pack_length: int = 0  # > 0: pack each step's examples into rows of at most this many tokens instead of padding
 
 
 def encode_example(tokenizer, question: str, answer: str, max_length: int) -> tuple[list[int], list[int]] | None:
@@ -49,6 +50,42 @@ def encode_example(tokenizer, question: str, answer: str, max_length: int) -> tu
     if all(label == -100 for label in labels):
         return None
     return ids, labels
+
+
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, pack_length: int = 0):
+    """Model inputs for one step: (input_ids, labels, model kwargs, real tokens, tokens computed).
+
+    pack_length > 0 packs the step's examples into rows (first fit, longest first) with position ids restarting per
+    example and a block-diagonal causal mask, so no example sees another: the same examples and the same loss as
+    padding, with fewer padded tokens computed.
+    """
+    import torch
+
+    rows: list[list[tuple[list[int], list[int]]]] = []
+    for example in sorted(batch, key=lambda e: -len(e[0])) if pack_length > 0 else batch:
+        row = next((r for r in rows if pack_length > 0 and sum(len(i) for i, _ in r) + len(example[0]) <= pack_length), None)
+        if row is None:
+            rows.append([example])
+        else:
+            row.append(example)
+    width = max(sum(len(i) for i, _ in row) for row in rows)
+    input_ids, labels, positions, segments = [], [], [], []
+    for row in rows:
+        pad = width - sum(len(i) for i, _ in row)
+        input_ids.append([t for i, _ in row for t in i] + [pad_id] * pad)
+        labels.append([t for _, lab in row for t in lab] + [-100] * pad)
+        positions.append([p for i, _ in row for p in range(len(i))] + [0] * pad)
+        segments.append([s for s, (i, _) in enumerate(row) for _ in i] + [-1] * pad)
+    segment = torch.tensor(segments)
+    if pack_length > 0:
+        causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
+        same = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)
+        # padded queries attend to themselves only, so no row of the mask is empty (an empty row gives NaN)
+        mask = (same & causal) | torch.eye(width, dtype=torch.bool)
+        kwargs = {"attention_mask": mask[:, None], "position_ids": torch.tensor(positions)}
+    else:
+        kwargs = {"attention_mask": (segment >= 0).long()}
+    return torch.tensor(input_ids), torch.tensor(labels), kwargs, int((segment >= 0).sum()), segment.numel()
 
 
 def save_checkpoint(checkpoint_dir: Path, model, optimizer, step: int, losses: list[float], tokens: int) -> None:
@@ -125,7 +162,7 @@ def train_adapter(
     # the LM head runs only where a label exists: same loss, far less work with a 49k vocabulary
     decoder, lm_head = model.get_base_model().model, model.get_base_model().lm_head
     model.train()
-    losses, tokens, started, step = [], 0, time.time(), 0
+    losses, tokens, computed_tokens, started, step = [], 0, 0, time.time(), 0
     resumed = load_checkpoint(Path(checkpoint_dir), model, optimizer) if checkpoint_dir else None
     if resumed:
         step, losses, tokens = resumed["step"], resumed["losses"], resumed["tokens"]
@@ -139,11 +176,8 @@ def train_adapter(
             if epoch * steps_per_epoch + batch_index < resumed_step:
                 continue
             batch = [encoded[i] for i in order[start : start + config.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in batch])
-            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
-            attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch])
-            hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            input_ids, labels, inputs, real, computed = collate(batch, pad_id, config.pack_length)
+            hidden = decoder(input_ids=input_ids, **inputs).last_hidden_state
             targets = labels[:, 1:]
             positions = targets != -100
             logits = lm_head(hidden[:, :-1][positions])
@@ -152,7 +186,8 @@ def train_adapter(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            tokens += int(attention.sum())
+            tokens += real
+            computed_tokens += computed
             losses.append(round(loss.item(), 5))
             if checkpoint_dir and step % config.checkpoint_every == 0 and step < total_steps:
                 save_checkpoint(Path(checkpoint_dir), model, optimizer, step, losses, tokens)
@@ -166,6 +201,7 @@ def train_adapter(
         "examples": len(encoded),
         "steps": step,
         "tokens": tokens,
+        "padding_share": round(1 - (tokens - resumed_tokens) / max(1, computed_tokens), 4),
         "seconds": round(time.time() - started, 2),
         "final_loss": losses[-1],
         "loss_curve": losses,

@@ -71,3 +71,24 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_r
     reference = load_file(str(tmp_path / "uninterrupted" / "adapter_model.safetensors"))
     assert resumed_weights.keys() == reference.keys()
     assert all(torch.allclose(resumed_weights[k], reference[k], atol=1e-6) for k in reference)
+
+
+def test_packing_gives_the_padded_loss_with_fewer_tokens(tiny_base):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from memo_pipelines.training import collate, encode_example
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_base))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_base))
+    batch = [encode_example(tokenizer, e["question"], e["answer"], 160) for e in EXAMPLES] + [encode_example(tokenizer, "Who?", "Ondo.", 160)]
+
+    def loss(pack_length: int):
+        input_ids, labels, inputs, real, computed = collate(batch, tokenizer.pad_token_id, pack_length)
+        hidden = model.model(input_ids=input_ids, **inputs).last_hidden_state
+        targets = labels[:, 1:]
+        return torch.nn.functional.cross_entropy(model.lm_head(hidden[:, :-1][targets != -100]), targets[targets != -100]), real, computed
+
+    padded, real, padded_tokens = loss(0)
+    packed, real_packed, packed_tokens = loss(1024)
+    assert real == real_packed and packed_tokens == real < padded_tokens
+    assert torch.allclose(padded, packed, atol=1e-5)
