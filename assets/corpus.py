@@ -1,5 +1,6 @@
 import dagster as dg
 
+from assets import md_table
 from memo_pipelines.partitions import corpus_versions
 from memo_pipelines.pipeline import snapshot_corpus, version_key
 from resources import ModelRegistryResource
@@ -15,14 +16,15 @@ def corpus_snapshot(context: dg.AssetExecutionContext, config: SnapshotConfig, r
     snapshot = snapshot_corpus(ws, context.partition_key, config.max_document_bytes)
     for item in snapshot.quarantine:
         context.log.warning(f"quarantined {item['doc_id']}: {item['reason']}")
-    quarantine = "\n".join(f"| {q['doc_id']} | {q['reason']} |" for q in snapshot.quarantine)
     return dg.MaterializeResult(
         metadata={
             "documents": len(snapshot.documents),
             "quarantined": len(snapshot.quarantine),
             "duplicates": len(snapshot.duplicates),
             "characters": sum(len(d.text) for d in snapshot.documents),
-            "quarantine": dg.MetadataValue.md("| document | reason |\n|---|---|\n" + quarantine if quarantine else "nothing quarantined"),
+            "quarantine": dg.MetadataValue.md(
+                md_table(["document", "reason"], [[q["doc_id"], q["reason"]] for q in snapshot.quarantine]) if snapshot.quarantine else "nothing quarantined"
+            ),
             "uri": dg.MetadataValue.path(f"s3://{ws.store.bucket}/{version_key(context.partition_key, 'snapshot.json')}"),
         }
     )

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from assets import md_table
 from assets.memory import memory_model
 from memo_pipelines.partitions import corpus_versions
 from memo_pipelines.pipeline import evaluate_memory_model
@@ -38,8 +39,6 @@ def memory_eval(context: dg.AssetExecutionContext, registry: ModelRegistryResour
             metadata={g["name"]: {"candidate": g["value"], "floor": g["threshold"]} for g in retention_gates} or {"earlier_versions": 0},
         )
     )
-    table = "\n".join(f"| {v} | {f['candidate']:.2f} | {f['promoted']:.2f} |" for v, f in sorted(report.retention.items()))
-    samples = "\n".join(f"| {s['question']} | {s['expected']} | {s['answer'][:80]} | {'yes' if s['recalled'] else 'no'} |" for s in report.samples[:10])
     return dg.MaterializeResult(
         metadata={
             "candidate_model": candidate["model_id"],
@@ -47,8 +46,13 @@ def memory_eval(context: dg.AssetExecutionContext, registry: ModelRegistryResour
             "recall_new_version": report.recall_new,
             "general_ability": report.general,
             "gates_passed": all(g["passed"] for g in gates),
-            "retention": dg.MetadataValue.md("| version | candidate | promoted |\n|---|---|---|\n" + table if table else "no earlier versions"),
-            "samples": dg.MetadataValue.md("| question | expected | answer | recalled |\n|---|---|---|---|\n" + samples),
+            "retention": dg.MetadataValue.md(
+                md_table(["version", "candidate", "promoted"], [[v, f"{f['candidate']:.2f}", f"{f['promoted']:.2f}"] for v, f in sorted(report.retention.items())])
+                if report.retention else "no earlier versions"
+            ),
+            "samples": dg.MetadataValue.md(
+                md_table(["question", "expected", "answer", "recalled"], [[s["question"], s["expected"], s["answer"], "yes" if s["recalled"] else "no"] for s in report.samples[:10]])
+            ),
         },
         check_results=checks,
     )

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from assets import md_table
 from assets.reflections import reflections
 from memo_pipelines.partitions import corpus_versions
 from memo_pipelines.pipeline import merge_memory_model, train_memory_adapter, version_key
@@ -7,9 +8,9 @@ from resources import ModelRegistryResource, TrainerResource
 
 
 def loss_table(curve: list[float], rows: int = 12) -> str:
+    """The loss curve as a table with a bar per row, sampled to about `rows` steps."""
     every = max(1, len(curve) // rows)
-    lines = [f"| {i + 1} | {curve[i]:.4f} | {'#' * max(1, int(40 * curve[i] / max(curve)))} |" for i in range(0, len(curve), every)]
-    return "| step | loss | |\n|---|---|---|\n" + "\n".join(lines)
+    return md_table(["step", "loss", ""], [[i + 1, f"{curve[i]:.4f}", "#" * max(1, int(40 * curve[i] / max(curve)))] for i in range(0, len(curve), every)])
 
 
 @dg.asset(partitions_def=corpus_versions, deps=[reflections], kinds={"pytorch"}, group_name="memo", pool="training",
@@ -34,6 +35,7 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
             "replay_reflections": figures["replay_reflections"],
             "steps": figures["steps"],
             "tokens": figures["tokens"],
+            "padding_share": figures["padding_share"],
             "seconds": figures["seconds"],
             "final_loss": figures["final_loss"],
             "resumed_from_step": figures["resumed_from_step"],

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from assets import md_table
 from assets.corpus import corpus_snapshot
 from memo_pipelines.expectations import validate_reflections
 from memo_pipelines.partitions import corpus_versions
@@ -32,7 +33,6 @@ def reflections(context: dg.AssetExecutionContext, registry: ModelRegistryResour
 
     rows, stats = generate_reflections(ws, context.partition_key, generator.chat_model(base_dir), strategy, progress)
     outcomes = validate_reflections(rows, [d.doc_id for d in load_snapshot(ws, context.partition_key).documents])
-    sample = "\n".join(f"| {r['question']} | {r['answer']} | {', '.join(r['source_doc_ids'])} |" for r in rows[:10])
     return dg.MaterializeResult(
         metadata={
             "reflections": len(rows),
@@ -41,7 +41,7 @@ def reflections(context: dg.AssetExecutionContext, registry: ModelRegistryResour
             "cache_hits": stats["cache_hits"],
             "kept_by_method": stats["kept_by_method"],
             "dropped_by_reason": stats["dropped_by_reason"],
-            "sample": dg.MetadataValue.md("| question | answer | sources |\n|---|---|---|\n" + sample),
+            "sample": dg.MetadataValue.md(md_table(["question", "answer", "sources"], [[r["question"], r["answer"], ", ".join(r["source_doc_ids"])] for r in rows[:10]])),
             "uri": dg.MetadataValue.path(f"s3://{ws.store.bucket}/{version_key(context.partition_key, 'reflections.jsonl')}"),
         },
         check_results=[dg.AssetCheckResult(check_name=n, passed=o["passed"], metadata=o["metadata"]) for n, o in outcomes.items()],

@@ -14,6 +14,7 @@ class TrainerResource(dg.ConfigurableResource):
     epochs: int = 8
     batch_size: int = 8
     max_length: int = 160
+    pack_length: int = 0
     replay_size: int = 64
     seed: int = 0
     merge_method: str = "ties"
@@ -23,7 +24,7 @@ class TrainerResource(dg.ConfigurableResource):
     def train_config(self) -> TrainConfig:
         return TrainConfig(
             lora_r=self.lora_r, lora_alpha=self.lora_alpha, learning_rate=self.learning_rate, epochs=self.epochs,
-            batch_size=self.batch_size, max_length=self.max_length, seed=self.seed,
+            batch_size=self.batch_size, max_length=self.max_length, seed=self.seed, pack_length=self.pack_length,
         )
 
     def merge_config(self) -> MergeConfig:
