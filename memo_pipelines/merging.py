@@ -67,7 +67,9 @@ def merge_into_promoted(promoted_dir: Path, adapter_dir: Path, out_dir: Path, co
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
-    finetuned = fold_adapter(promoted_dir, adapter_dir, Path(scratch_dir) / "finetuned")
+    # a LoRA adapter is folded into the promoted model first; a fully fine-tuned model is merged as it is
+    is_adapter = (Path(adapter_dir) / "adapter_config.json").exists()
+    finetuned = fold_adapter(promoted_dir, adapter_dir, Path(scratch_dir) / "finetuned") if is_adapter else Path(adapter_dir)
     merge = mergekit_config(config, promoted_dir, finetuned)
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -77,5 +79,6 @@ def merge_into_promoted(promoted_dir: Path, adapter_dir: Path, out_dir: Path, co
         MergeOptions(copy_tokenizer=True, random_seed=config.seed, write_model_card=False, quiet=True),
     )
     (out_dir / "memo_merge.json").write_text(json.dumps({"config": asdict(config), "mergekit": merge}, indent=1))
-    shutil.rmtree(finetuned, ignore_errors=True)
+    if is_adapter:
+        shutil.rmtree(finetuned, ignore_errors=True)
     return merge

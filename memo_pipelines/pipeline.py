@@ -110,6 +110,12 @@ def replay_sample(ws: Workspace, version: str, size: int, seed: int) -> list[dic
     return rng.sample(pool, min(size, len(pool)))
 
 
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import version as installed
+
+    return {name: installed(name) for name in ("torch", "transformers", "peft", "mergekit", "dagster", "memo-pipelines")}
+
+
 def train_memory_adapter(
     ws: Workspace, version: str, base_id: str, config: TrainConfig, replay_size: int, on_progress: Callable[[dict], None], log: Log
 ) -> dict:
@@ -130,8 +136,9 @@ def train_memory_adapter(
     figures = run_training_subprocess(spec, scratch, on_progress, log)
     shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
     ws.store.upload_dir(scratch / "adapter", version_key(version, "adapter"))
-    lineage = {"version": version, "parent_model": parent_id, "parent_sha256": ws.registry.get(parent_id)["sha256"],
-               "new_reflections": len(rows), "replay_reflections": len(replay), "general_replay": len(general)}
+    lineage = {"version": version, "parent_model": parent_id, "library_versions": library_versions(), "parent_sha256": ws.registry.get(parent_id)["sha256"],
+               "new_reflections": len(rows), "replay_reflections": len(replay), "general_replay": len(general),
+               "train_config": asdict(config)}
     ws.store.put_json(version_key(version, "adapter_lineage.json"), lineage)
     return {**figures, **lineage}
 
@@ -149,6 +156,7 @@ def merge_memory_model(ws: Workspace, version: str, config: MergeConfig) -> dict
     record = ws.registry.register(
         model_id, scratch / "model",
         {"kind": "candidate", "version": version, "parent": lineage["parent_model"], "merge": {"config": asdict(config), "mergekit": merged},
+         "training": {"config": lineage["train_config"], "library_versions": lineage["library_versions"]},
          "reflections_etag": ws.store.etag(version_key(version, "reflections.jsonl"))},
     )
     ws.store.put_json(version_key(version, "candidate.json"), {"model_id": model_id, "parent": lineage["parent_model"]})

@@ -21,8 +21,12 @@ from .prompts import memory_messages, memory_training_messages
 PROGRESS_PREFIX = "MEMO_PROGRESS "
 
 
+METHODS = ("lora", "full")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    method: str = "lora"  # "lora": a peft adapter; "full": every weight trains and a whole model is saved
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -35,6 +39,10 @@ class TrainConfig:
     log_every: int = 5
     checkpoint_every: int = 25  # steps; a killed run resumes from the last checkpoint
     pack_length: int = 0  # > 0: pack each step's examples into rows of at most this many tokens instead of padding
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown training method {self.method!r}; choose one of {METHODS}")
 
 
 def encode_example(tokenizer, question: str, answer: str, max_length: int) -> tuple[list[int], list[int]] | None:
@@ -88,15 +96,20 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, pack_length: 
     return torch.tensor(input_ids), torch.tensor(labels), kwargs, int((segment >= 0).sum()), segment.numel()
 
 
+def trainable_state(model) -> dict:
+    """The weights that training changes (the adapter, or every weight), cloned so tied tensors save separately."""
+    names = {name for name, param in model.named_parameters() if param.requires_grad}
+    return {name: tensor.detach().clone().contiguous() for name, tensor in model.state_dict().items() if name in names}
+
+
 def save_checkpoint(checkpoint_dir: Path, model, optimizer, step: int, losses: list[float], tokens: int) -> None:
     """Adapter weights and AdamW state as safetensors plus a JSON of the counters; written aside, then renamed."""
-    from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     partial = checkpoint_dir.with_name(checkpoint_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}, str(partial / "adapter.safetensors"))
+    save_file(trainable_state(model), str(partial / "weights.safetensors"))
     state = optimizer.state_dict()
     tensors = {f"{index}.{name}": value for index, slots in state["state"].items() for name, value in slots.items()}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial / "optimizer.safetensors"))
@@ -106,13 +119,12 @@ def save_checkpoint(checkpoint_dir: Path, model, optimizer, step: int, losses: l
 
 
 def load_checkpoint(checkpoint_dir: Path, model, optimizer) -> dict | None:
-    from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     if not (checkpoint_dir / "state.json").exists():
         return None
     counters = json.loads((checkpoint_dir / "state.json").read_text())
-    set_peft_model_state_dict(model, load_file(str(checkpoint_dir / "adapter.safetensors")))
+    model.load_state_dict(load_file(str(checkpoint_dir / "weights.safetensors")), strict=False)
     slots: dict[int, dict] = {}
     for key, value in load_file(str(checkpoint_dir / "optimizer.safetensors")).items():
         index, name = key.split(".", 1)
@@ -143,16 +155,18 @@ def train_adapter(
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules,
-            task_type="CAUSAL_LM",
-        ),
-    )
+    if config.method == "lora":
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=config.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    backbone = model.get_base_model() if config.method == "lora" else model
     encoded = [e for e in (encode_example(tokenizer, x["question"], x["answer"], config.max_length) for x in examples) if e]
     if not encoded:
         raise ValueError("no training examples")
@@ -160,7 +174,7 @@ def train_adapter(
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     # the LM head runs only where a label exists: same loss, far less work with a 49k vocabulary
-    decoder, lm_head = model.get_base_model().model, model.get_base_model().lm_head
+    decoder, lm_head = backbone.model, backbone.lm_head
     model.train()
     losses, tokens, computed_tokens, started, step = [], 0, 0, time.time(), 0
     resumed = load_checkpoint(Path(checkpoint_dir), model, optimizer) if checkpoint_dir else None
@@ -197,6 +211,8 @@ def train_adapter(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
+    if config.method == "full":  # a whole model: the merge stage uses it as the fine-tuned model directly
+        tokenizer.save_pretrained(str(out_dir))
     figures = {
         "examples": len(encoded),
         "steps": step,

@@ -8,6 +8,7 @@ from memo_pipelines.training import TrainConfig
 class TrainerResource(dg.ConfigurableResource):
     """Training and merge settings; training runs in a child process launched by the asset."""
 
+    method: str = "lora"
     lora_r: int = 16
     lora_alpha: int = 32
     learning_rate: float = 3e-4
@@ -23,7 +24,7 @@ class TrainerResource(dg.ConfigurableResource):
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
-            lora_r=self.lora_r, lora_alpha=self.lora_alpha, learning_rate=self.learning_rate, epochs=self.epochs,
+            method=self.method, lora_r=self.lora_r, lora_alpha=self.lora_alpha, learning_rate=self.learning_rate, epochs=self.epochs,
             batch_size=self.batch_size, max_length=self.max_length, seed=self.seed, pack_length=self.pack_length,
         )
 

@@ -92,3 +92,18 @@ def test_packing_gives_the_padded_loss_with_fewer_tokens(tiny_base):
     packed, real_packed, packed_tokens = loss(1024)
     assert real == real_packed and packed_tokens == real < padded_tokens
     assert torch.allclose(padded, packed, atol=1e-5)
+
+
+def test_full_fine_tuning_saves_a_whole_model_that_mergekit_merges(tiny_base, tmp_path):
+    from memo_pipelines.merging import MergeConfig, merge_into_promoted
+
+    config = TrainConfig(method="full", learning_rate=1e-3, epochs=5, batch_size=2)
+    train_adapter(tiny_base, EXAMPLES, tmp_path / "full", config)
+    assert not (tmp_path / "full" / "adapter_config.json").exists()
+    base = load_file(str(Path(tiny_base) / "model.safetensors"))
+    tuned = load_file(str(tmp_path / "full" / "model.safetensors"))
+    assert any(not torch.equal(base[k], tuned[k]) for k in base if k in tuned)
+    merge_into_promoted(tiny_base, tmp_path / "full", tmp_path / "merged", MergeConfig(method="task_arithmetic"), tmp_path / "scratch")
+    merged = load_file(str(tmp_path / "merged" / "model.safetensors"))
+    # task arithmetic with weight 1 reproduces the fine-tuned weights
+    assert all(torch.allclose(merged[k], tuned[k], atol=1e-5) for k in merged if k in tuned)
