@@ -3,7 +3,7 @@
 Three steps over the same batches of the same LoRA model (SmolLM2-135M-Instruct, MuSiQue single-hop facts in the
 memory's chat format, loss on the answer only):
   baseline   plain loop: padded batch, model(input_ids, labels) computes logits at every position;
-  head-only  ours without packing: the LM head runs only at answer positions;
+  head-only  ours without packing: the LM head runs only at positions that predict an answer token (logits_to_keep);
   packed     ours: examples packed into rows with a block-diagonal mask, LM head at answer positions.
 
     .venv/bin/python benchmarks/training_throughput.py [--steps 12] [--quick] [--json FILE]
@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from incremental_update import DATA, single_hop_facts  # noqa: E402
 
 from memo_pipelines.embedded import embedded_model_dir  # noqa: E402
-from memo_pipelines.training import collate, encode_example  # noqa: E402
+from memo_pipelines.training import answer_loss, collate, encode_example  # noqa: E402
 
 
 def main() -> None:
@@ -54,19 +54,15 @@ def main() -> None:
     random.Random(0).shuffle(facts)
     encoded = [encode_example(tokenizer, f["question"], f["answer"], 160) for f in facts[: args.steps * args.batch_size]]
     batches = [encoded[i : i + args.batch_size] for i in range(0, len(encoded), args.batch_size)]
-    decoder, lm_head = model.get_base_model().model, model.get_base_model().lm_head
 
     def baseline(batch):
         input_ids, labels, inputs, real, computed = collate(batch, tokenizer.pad_token_id, 0)
         return model(input_ids=input_ids, labels=labels, **inputs).loss, real, computed
 
     def ours(pack_length):
-        def step(batch):
+        def step(batch):  # the training loop's own loss
             input_ids, labels, inputs, real, computed = collate(batch, tokenizer.pad_token_id, pack_length)
-            hidden = decoder(input_ids=input_ids, **inputs).last_hidden_state
-            targets = labels[:, 1:]
-            positions = targets != -100
-            return torch.nn.functional.cross_entropy(lm_head(hidden[:, :-1][positions]), targets[positions]), real, computed
+            return answer_loss(model, input_ids, labels, inputs), real, computed
         return step
 
     results = {}

@@ -117,7 +117,8 @@ def library_versions() -> dict[str, str]:
 
 
 def train_memory_adapter(
-    ws: Workspace, version: str, base_id: str, config: TrainConfig, replay_size: int, on_progress: Callable[[dict], None], log: Log
+    ws: Workspace, version: str, base_id: str, config: TrainConfig, replay_size: int, on_progress: Callable[[dict], None], log: Log,
+    launch: dict | None = None,
 ) -> dict:
     """Train this version's adapter on top of the promoted model; upload it with its lineage."""
     parent_id = ws.registry.promoted_id()
@@ -132,7 +133,7 @@ def train_memory_adapter(
     job = hashlib.sha256(json.dumps([parent_id, examples, asdict(config)], sort_keys=True).encode()).hexdigest()[:16]
     checkpoint_dir = ws.work_dir / "checkpoints" / version / job
     spec = {"base_dir": str(parent_dir), "out_dir": str(scratch / "adapter"), "examples_path": str(scratch / "examples.jsonl"),
-            "config": asdict(config), "checkpoint_dir": str(checkpoint_dir)}
+            "config": asdict(config), "checkpoint_dir": str(checkpoint_dir), **(launch or {})}
     figures = run_training_subprocess(spec, scratch, on_progress, log)
     shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
     ws.store.upload_dir(scratch / "adapter", version_key(version, "adapter"))

@@ -38,7 +38,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 5
     checkpoint_every: int = 25  # steps; a killed run resumes from the last checkpoint
-    pack_length: int = 0  # > 0: pack each step's examples into rows of at most this many tokens instead of padding
+    pack_length: int = 512  # > 0: pack each step's examples into rows of at most this many tokens instead of padding
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -96,6 +96,20 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, pack_length: 
     return torch.tensor(input_ids), torch.tensor(labels), kwargs, int((segment >= 0).sum()), segment.numel()
 
 
+def answer_loss(model, input_ids, labels, inputs: dict):
+    """Cross-entropy on the answer tokens only, with the LM head run only at positions that predict one
+    (logits_to_keep): the same loss as full logits, far less work with a 49k vocabulary. Goes through the model's
+    own forward, so a DDP or DeepSpeed wrapper sees the call."""
+    import torch
+
+    targets = labels[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(1)
+    logits = model(input_ids=input_ids, **inputs, logits_to_keep=keep).logits
+    chosen = targets[:, keep]
+    mask = chosen != -100
+    return torch.nn.functional.cross_entropy(logits[mask].float(), chosen[mask])
+
+
 def trainable_state(model) -> dict:
     """The weights that training changes (the adapter, or every weight), cloned so tied tensors save separately."""
     names = {name for name, param in model.named_parameters() if param.requires_grad}
@@ -147,6 +161,7 @@ def train_adapter(
     data order is a function of (seed, epoch), so the resumed run takes exactly the batches the killed one would have.
     """
     import torch
+    from accelerate import Accelerator
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,18 +181,20 @@ def train_adapter(
                 task_type="CAUSAL_LM",
             ),
         )
-    backbone = model.get_base_model() if config.method == "lora" else model
     encoded = [e for e in (encode_example(tokenizer, x["question"], x["answer"], config.max_length) for x in examples) if e]
     if not encoded:
         raise ValueError("no training examples")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    # the LM head runs only where a label exists: same loss, far less work with a 49k vocabulary
-    decoder, lm_head = backbone.model, backbone.lm_head
-    model.train()
     losses, tokens, computed_tokens, started, step = [], 0, 0, time.time(), 0
     resumed = load_checkpoint(Path(checkpoint_dir), model, optimizer) if checkpoint_dir else None
+    # one process on a CPU; under `accelerate launch` (DDP or DeepSpeed) one per device, each taking a shard of every batch
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model, optimizer = accelerator.prepare(model, optimizer)
+    main_process = accelerator.is_main_process
+    progress = progress if main_process else None
+    model.train()
     if resumed:
         step, losses, tokens = resumed["step"], resumed["losses"], resumed["tokens"]
         if progress:
@@ -190,25 +207,27 @@ def train_adapter(
             if epoch * steps_per_epoch + batch_index < resumed_step:
                 continue
             batch = [encoded[i] for i in order[start : start + config.batch_size]]
-            input_ids, labels, inputs, real, computed = collate(batch, pad_id, config.pack_length)
-            hidden = decoder(input_ids=input_ids, **inputs).last_hidden_state
-            targets = labels[:, 1:]
-            positions = targets != -100
-            logits = lm_head(hidden[:, :-1][positions])
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets[positions])
-            loss.backward()
+            shard = batch[accelerator.process_index :: accelerator.num_processes] or batch[:1]
+            input_ids, labels, inputs, real, computed = collate(shard, pad_id, config.pack_length)
+            inputs = {name: value.to(accelerator.device) for name, value in inputs.items()}
+            loss = answer_loss(model, input_ids.to(accelerator.device), labels.to(accelerator.device), inputs)
+            accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens += real
             computed_tokens += computed
             losses.append(round(loss.item(), 5))
-            if checkpoint_dir and step % config.checkpoint_every == 0 and step < total_steps:
-                save_checkpoint(Path(checkpoint_dir), model, optimizer, step, losses, tokens)
+            if checkpoint_dir and main_process and step % config.checkpoint_every == 0 and step < total_steps:
+                save_checkpoint(Path(checkpoint_dir), accelerator.unwrap_model(model), optimizer, step, losses, tokens)
             if progress and (step % config.log_every == 0 or step == total_steps):
                 elapsed = time.time() - started
                 progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "loss": losses[-1], "tokens_per_s": round((tokens - resumed_tokens) / elapsed, 1)})
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(model)
     out_dir = Path(out_dir)
+    if not main_process:
+        return {}
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     if config.method == "full":  # a whole model: the merge stage uses it as the fine-tuned model directly
@@ -228,6 +247,17 @@ def train_adapter(
     return figures
 
 
+def launch_command(launcher: str, accelerate_config: str, spec_path: Path) -> list[str]:
+    """'python': one process here; 'accelerate': `accelerate launch` with a config file (e.g. DeepSpeed ZeRO on GPUs)."""
+    module = ["-m", "memo_pipelines.training", str(spec_path)]
+    if launcher == "python":
+        return [sys.executable, *module]
+    if launcher == "accelerate":
+        config = ["--config_file", accelerate_config] if accelerate_config else []
+        return [sys.executable, "-m", "accelerate.commands.launch", *config, *module]
+    raise ValueError(f"unknown launcher {launcher!r}; choose 'python' or 'accelerate'")
+
+
 def run_training_subprocess(spec: dict, work_dir: Path, on_progress: Callable[[dict], None], log: Callable[[str], None]) -> dict:
     """Launch training in a child Python process and stream its progress; raises with the log tail on failure."""
     import subprocess
@@ -236,7 +266,7 @@ def run_training_subprocess(spec: dict, work_dir: Path, on_progress: Callable[[d
     spec_path = work_dir / "train_spec.json"
     spec_path.write_text(json.dumps(spec))
     child = subprocess.Popen(
-        [sys.executable, "-m", "memo_pipelines.training", str(spec_path)],
+        launch_command(spec.get("launcher", "python"), spec.get("accelerate_config", ""), spec_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

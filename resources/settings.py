@@ -6,8 +6,14 @@ from memo_pipelines.training import TrainConfig
 
 
 class TrainerResource(dg.ConfigurableResource):
-    """Training and merge settings; training runs in a child process launched by the asset."""
+    """Training and merge settings; training runs in a child process launched by the asset.
 
+    launcher: 'python' (one process, CPU or one GPU) or 'accelerate' with accelerate_config, e.g.
+    configs/accelerate_deepspeed_zero2.yaml for DeepSpeed ZeRO-2 on a GPU host.
+    """
+
+    launcher: str = "python"
+    accelerate_config: str = ""
     method: str = "lora"
     lora_r: int = 16
     lora_alpha: int = 32
@@ -15,7 +21,7 @@ class TrainerResource(dg.ConfigurableResource):
     epochs: int = 8
     batch_size: int = 8
     max_length: int = 160
-    pack_length: int = 0
+    pack_length: int = 512
     replay_size: int = 64
     seed: int = 0
     merge_method: str = "ties"
@@ -27,6 +33,9 @@ class TrainerResource(dg.ConfigurableResource):
             method=self.method, lora_r=self.lora_r, lora_alpha=self.lora_alpha, learning_rate=self.learning_rate, epochs=self.epochs,
             batch_size=self.batch_size, max_length=self.max_length, seed=self.seed, pack_length=self.pack_length,
         )
+
+    def launch(self) -> dict:
+        return {"launcher": self.launcher, "accelerate_config": self.accelerate_config}
 
     def merge_config(self) -> MergeConfig:
         return MergeConfig(method=self.merge_method, weight=self.merge_weight, density=self.merge_density, seed=self.seed)

@@ -107,3 +107,16 @@ def test_full_fine_tuning_saves_a_whole_model_that_mergekit_merges(tiny_base, tm
     merged = load_file(str(tmp_path / "merged" / "model.safetensors"))
     # task arithmetic with weight 1 reproduces the fine-tuned weights
     assert all(torch.allclose(merged[k], tuned[k], atol=1e-5) for k in merged if k in tuned)
+
+
+def test_accelerate_launcher_runs_the_same_training_out_of_process(tiny_base, tmp_path):
+    from memo_pipelines.training import run_training_subprocess
+
+    (tmp_path / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
+    config = TrainConfig(learning_rate=5e-3, epochs=4, batch_size=2, log_every=1)
+    spec = {"base_dir": str(tiny_base), "out_dir": str(tmp_path / "adapter"), "examples_path": str(tmp_path / "examples.jsonl"),
+            "config": asdict(config), "launcher": "accelerate", "accelerate_config": str(Path(__file__).parents[1] / "configs" / "accelerate_cpu.yaml")}
+    steps = []
+    figures = run_training_subprocess(spec, tmp_path, lambda event: steps.append(event["step"]), lambda text: None)
+    assert steps == list(range(1, 9)) and figures["steps"] == 8
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
