@@ -25,7 +25,7 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
             return
         context.log.info(f"step {figures['step']}/{figures['total_steps']} loss {figures['loss']:.4f} ({figures['tokens_per_s']} tokens/s)")
 
-    figures = train_memory_adapter(ws, context.partition_key, base_id, trainer.train_config(), trainer.replay_size, on_progress, context.log.debug, trainer.launch())
+    figures = train_memory_adapter(ws, context.partition_key, base_id, trainer.train_config(), trainer.replay_size, on_progress, context.log.debug, trainer.launch(), trainer.general_replay_size)
     return dg.MaterializeResult(
         metadata={
             "parent_model": figures["parent_model"],

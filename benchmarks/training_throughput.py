@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--pack-length", type=int, default=512)
+    parser.add_argument("--data", type=Path, help="a JSONL of {question, answer} rows (e.g. a version's reflections.jsonl) instead of MuSiQue")
     parser.add_argument("--quick", action="store_true", help="3 steps each")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -50,7 +51,7 @@ def main() -> None:
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32),
                            LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    facts = single_hop_facts(DATA)
+    facts = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()] if args.data else single_hop_facts(DATA)
     random.Random(0).shuffle(facts)
     encoded = [encode_example(tokenizer, f["question"], f["answer"], 160) for f in facts[: args.steps * args.batch_size]]
     batches = [encoded[i : i + args.batch_size] for i in range(0, len(encoded), args.batch_size)]
@@ -66,7 +67,9 @@ def main() -> None:
         return step
 
     results = {}
-    for name, step in (("baseline", baseline), ("head-only", ours(0)), ("packed", ours(args.pack_length))):
+    variants = [("baseline", baseline), ("head-only", ours(0)), (f"packed {args.pack_length}", ours(args.pack_length)),
+                (f"packed {args.pack_length // 2}", ours(args.pack_length // 2))]
+    for name, step in variants:
         step(batches[0])[0].backward()  # warm-up, not timed
         optimizer.zero_grad(set_to_none=True)
         real_total = computed_total = 0
@@ -82,7 +85,8 @@ def main() -> None:
         results[name] = {"tokens_per_s": round(real_total / seconds, 1), "seconds_per_step": round(seconds / len(batches), 3),
                          "padding_share": round(1 - real_total / computed_total, 4), "mean_loss": round(sum(losses) / len(losses), 4)}
 
-    print(f"{len(batches)} steps of {args.batch_size} examples, SmolLM2-135M-Instruct + LoRA r=16, {os.cpu_count()} CPUs")
+    print(f"{len(batches)} steps of {args.batch_size} examples ({args.data.name if args.data else 'MuSiQue single-hop facts'}), "
+          f"SmolLM2-135M-Instruct + LoRA r=16, {os.cpu_count()} CPUs")
     print("| step | tokens/s | s/step | padding computed | mean loss | speed vs baseline |")
     print("|---|---|---|---|---|---|")
     for name, figures in results.items():

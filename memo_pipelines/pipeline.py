@@ -119,13 +119,14 @@ def library_versions() -> dict[str, str]:
 def train_memory_adapter(
     ws: Workspace, version: str, base_id: str, config: TrainConfig, replay_size: int, on_progress: Callable[[dict], None], log: Log,
     launch: dict | None = None,
+    general_replay_size: int = 15,
 ) -> dict:
     """Train this version's adapter on top of the promoted model; upload it with its lineage."""
     parent_id = ws.registry.promoted_id()
     parent_dir = ws.registry.fetch(parent_id)
     rows = load_reflections(ws, version)
     replay = replay_sample(ws, version, replay_size, config.seed)
-    general = general_reference(ws, base_id)["replay"]
+    general = general_reference(ws, base_id)["replay"][:general_replay_size]
     examples = rows + replay + general
     scratch = ws.scratch(version, "adapter")
     (scratch / "examples.jsonl").write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"]}) + "\n" for e in examples))

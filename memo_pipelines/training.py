@@ -38,7 +38,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 5
     checkpoint_every: int = 25  # steps; a killed run resumes from the last checkpoint
-    pack_length: int = 512  # > 0: pack each step's examples into rows of at most this many tokens instead of padding
+    pack_length: int = 0  # > 0: pack each step's examples into rows of at most this many tokens instead of padding
 
     def __post_init__(self):
         if self.method not in METHODS:

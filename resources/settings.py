@@ -21,8 +21,9 @@ class TrainerResource(dg.ConfigurableResource):
     epochs: int = 8
     batch_size: int = 8
     max_length: int = 160
-    pack_length: int = 512
-    replay_size: int = 64
+    pack_length: int = 0
+    replay_size: int = 64  # earlier versions' reflections replayed per update
+    general_replay_size: int = 15  # generic questions with the base model's own answers replayed per update
     seed: int = 0
     merge_method: str = "ties"
     merge_weight: float = 1.0
