@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from memo_pipelines.embedded import embedded_model_dir  # noqa: E402
-from memo_pipelines.evaluation import GENERAL_GUARD, GENERAL_REPLAY, ask_memory, recalled, token_f1  # noqa: E402
+from memo_pipelines.evaluation import GENERAL_GUARD, GENERAL_REPLAY, ask_memory, base_answers, general_score, recalled, token_f1  # noqa: E402
 from memo_pipelines.llm import LocalChatModel  # noqa: E402
 from memo_pipelines.merging import MergeConfig, fold_adapter, merge_into_promoted  # noqa: E402
 from memo_pipelines.reflections import normalise  # noqa: E402
@@ -64,11 +64,6 @@ def score(model: LocalChatModel, facts: list[dict]) -> dict:
     }
 
 
-def general(model: LocalChatModel, reference: list[dict]) -> float:
-    answers = ask_memory(model, [g["question"] for g in reference])
-    return sum(token_f1(a, g["answer"]) for a, g in zip(answers, reference)) / max(1, len(reference))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--versions", type=int, default=4)
@@ -92,8 +87,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="memo-bench-"))
     base_dir = embedded_model_dir(ROOT / ".memo" / "work" / "embedded")
     base = LocalChatModel(base_dir)
-    guard_set = [{"question": q, "answer": a} for q, a in zip(GENERAL_GUARD, ask_memory(base, GENERAL_GUARD))]
-    replay_general = [{"question": q, "answer": a} for q, a in zip(GENERAL_REPLAY, ask_memory(base, GENERAL_REPLAY))]
+    guard_set, replay_general = base_answers(base, GENERAL_GUARD), base_answers(base, GENERAL_REPLAY)
     train_config = TrainConfig(learning_rate=args.learning_rate, epochs=args.epochs, batch_size=8, seed=args.seed)
     merge_config = MergeConfig(method=args.merge_method, density=args.merge_density, seed=args.seed)
 
@@ -120,7 +114,7 @@ def main() -> None:
             per_version = {f"v{j}": score(model, versions[j - 1]) for j in range(1, k + 1)}
             everything = score(model, seen)
             rows.append({"version": k, "path": path, "all_facts": everything, "per_version": per_version,
-                         "general": general(model, guard_set), "cumulative_seconds": round(cost[path], 1)})
+                         "general": general_score(model, guard_set), "cumulative_seconds": round(cost[path], 1)})
         a, b = rows[-2], rows[-1]
         print(f"v{k}: recall of {len(seen)} facts incremental {a['all_facts']['recall']:.2f} full {b['all_facts']['recall']:.2f}; "
               f"cost {a['cumulative_seconds']:.0f}s vs {b['cumulative_seconds']:.0f}s", flush=True)

@@ -5,6 +5,7 @@ OpenAI-compatible endpoint (base URL, model name, API key read from the environm
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -46,7 +47,7 @@ def build_protocol(args, settings: Settings):
             if promoted is None:
                 raise SystemExit("no promoted memory model yet: run `make demo` or wait for the pipeline to promote one")
             memory_dir = registry.fetch(promoted)
-        memory_spec = memory_spec.__class__(**{**memory_spec.__dict__, "model": str(memory_dir)})
+        memory_spec = dataclasses.replace(memory_spec, model=str(memory_dir))
     executive_spec = _llm_spec("EXECUTIVE", args.executive, args.executive_model, args.executive_base_url)
     executive = load_chat_model(executive_spec, default_local_dir=embedded() if executive_spec.backend == "local" and not executive_spec.model else None)
     return Protocol(executive, load_chat_model(memory_spec)), memory_spec

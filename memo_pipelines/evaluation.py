@@ -83,6 +83,11 @@ def recall(memory: ChatModel, rows: list[dict]) -> tuple[float, list[dict]]:
     return (sum(d["recalled"] for d in details) / len(details) if details else 1.0), details
 
 
+def base_answers(model: ChatModel, questions: list[str]) -> list[dict]:
+    """The model's own answers as references: the general-ability replay set and guard."""
+    return [{"question": q, "answer": a} for q, a in zip(questions, ask_memory(model, questions))]
+
+
 def general_score(memory: ChatModel, general_reference: list[dict]) -> float:
     answers = ask_memory(memory, [g["question"] for g in general_reference])
     return sum(token_f1(a, g["answer"]) for a, g in zip(answers, general_reference)) / max(1, len(general_reference))

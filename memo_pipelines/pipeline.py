@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from .corpus import Snapshot, build_snapshot
-from .evaluation import GENERAL_GUARD, GENERAL_REPLAY, EvalReport, Gates, ask_memory, evaluate_candidate
+from .evaluation import GENERAL_GUARD, GENERAL_REPLAY, EvalReport, Gates, base_answers, evaluate_candidate
 from .llm import ChatModel, LocalChatModel
 from .merging import MergeConfig, merge_into_promoted
 from .objectstore import ObjectStore
@@ -98,8 +98,7 @@ def general_reference(ws: Workspace, base_id: str) -> dict[str, list[dict]]:
     reference = ws.store.get_json(key)
     if reference is None:
         base = LocalChatModel(ws.registry.fetch(base_id))
-        questions = {"replay": GENERAL_REPLAY, "guard": GENERAL_GUARD}
-        reference = {name: [{"question": q, "answer": a} for q, a in zip(qs, ask_memory(base, qs))] for name, qs in questions.items()}
+        reference = {"replay": base_answers(base, GENERAL_REPLAY), "guard": base_answers(base, GENERAL_GUARD)}
         ws.store.put_json(key, reference)
     return reference
 

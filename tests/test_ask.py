@@ -19,6 +19,15 @@ FACTS = [
 ]
 
 
+def point_cli_at(store, work_dir, monkeypatch) -> None:
+    """The CLI reads its bucket, endpoint, credentials and work folder from the environment."""
+    monkeypatch.setenv("MEMO_S3_ENDPOINT", store.client.meta.endpoint_url)
+    monkeypatch.setenv("MEMO_BUCKET", store.bucket)
+    monkeypatch.setenv("MEMO_WORK_DIR", str(work_dir))
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture(scope="module")
 def memorised_model(tiny_base, tmp_path_factory):
     """A tiny memory that has memorised FACTS: real peft training, folded into a full model."""
@@ -33,11 +42,7 @@ def promoted(store, memorised_model, tmp_path, monkeypatch):
     registry = ModelRegistry(store, tmp_path / "models")
     registry.register("v000001-test", memorised_model, {"kind": "candidate", "version": "v000001", "parent": None})
     registry.promote("v000001-test", "test")
-    monkeypatch.setenv("MEMO_S3_ENDPOINT", store.client.meta.endpoint_url)
-    monkeypatch.setenv("MEMO_BUCKET", store.bucket)
-    monkeypatch.setenv("MEMO_WORK_DIR", str(tmp_path / "work"))
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+    point_cli_at(store, tmp_path / "work", monkeypatch)
     return registry
 
 
@@ -93,10 +98,6 @@ def test_ask_survives_an_executive_that_fails(promoted, capsys, monkeypatch):
 
 
 def test_ask_without_a_promoted_model_says_so(store, tmp_path, monkeypatch):
-    monkeypatch.setenv("MEMO_S3_ENDPOINT", store.client.meta.endpoint_url)
-    monkeypatch.setenv("MEMO_BUCKET", store.bucket)
-    monkeypatch.setenv("MEMO_WORK_DIR", str(tmp_path))
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+    point_cli_at(store, tmp_path, monkeypatch)
     with pytest.raises(SystemExit, match="no promoted memory model"):
         cli.main(["ask", "Anything?", "--executive", "openai", "--executive-base-url", "http://127.0.0.1:9/v1", "--executive-model", "m"])
