@@ -1,31 +1,69 @@
-"""What the landing sensor decides, without Dagster: which objects are new since the cursor, and the next version key."""
+"""What the landing sensor decides, without Dagster: which objects are new since the cursor, and the next version key.
 
+Exactly once: every (key, ETag) that lands goes into one version's manifest. The sensor's state ({key: ETag} seen,
+deletions not yet recorded) is kept in the bucket under a content-addressed key, so the Dagster cursor stays a few
+bytes however large the bucket; a tick that dies before its cursor is committed leaves the previous state intact.
+A tick whose partitions were added but whose cursor was lost (a daemon crash between the two) is recovered by
+folding those versions' manifests back into the state, so their documents are not assigned a second time.
+"""
+
+import gzip
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .objectstore import StoredObject
+from .objectstore import ObjectStore, StoredObject
+
+STATE_PREFIX = "sensors/landing/"
 
 
 @dataclass
 class LandingDiff:
     new_or_changed: list[StoredObject]
     deleted: list[str]  # deletions not yet recorded in a version's manifest
-    seen: dict[str, str]  # the cursor after this batch: {key: etag}
+    seen: dict[str, str]  # the state after this batch: {key: etag}
 
 
 @dataclass
 class Cursor:
-    etags: dict[str, str]
-    pending_deleted: list[str]  # deletions wait here for the next version that has new documents
+    etags: dict[str, str] = field(default_factory=dict)
+    pending_deleted: list[str] = field(default_factory=list)  # deletions wait here for the next version with new documents
+    last_version: str = ""  # the newest version this state already accounts for
 
 
-def parse_cursor(cursor: str | None) -> Cursor:
+def load_cursor(store: ObjectStore, cursor: str | None) -> Cursor:
     data = json.loads(cursor) if cursor else {}
-    return Cursor(data.get("etags", {}), data.get("pending_deleted", []))
+    last_version = data.get("last_version", "")
+    if "state" in data:
+        data = json.loads(gzip.decompress(store.get_bytes(data["state"])))
+    return Cursor(data.get("etags", {}), data.get("pending_deleted", []), last_version)
 
 
-def dump_cursor(seen: dict[str, str], pending_deleted: list[str] = ()) -> str:
-    return json.dumps({"etags": seen, "pending_deleted": sorted(pending_deleted)}, sort_keys=True, separators=(",", ":"))
+def save_cursor(store: ObjectStore, seen: dict[str, str], pending_deleted: list[str], last_version: str, previous: str | None) -> str:
+    """Write the state object (content-addressed, so rewriting it is harmless) and return the small Dagster cursor."""
+    body = json.dumps({"etags": seen, "pending_deleted": sorted(pending_deleted)}, sort_keys=True, separators=(",", ":")).encode()
+    key = f"{STATE_PREFIX}state-{hashlib.sha256(body).hexdigest()[:20]}.json.gz"
+    store.put_bytes(key, gzip.compress(body, mtime=0))
+    # states of failed or superseded ticks; the one the incoming cursor names stays until a later tick commits
+    keep = {key, json.loads(previous).get("state") if previous else None}
+    for obj in list(store.list_objects(STATE_PREFIX)):
+        if obj.key not in keep:
+            store.delete(obj.key)
+    return json.dumps({"state": key, "last_version": last_version, "objects": len(seen), "pending_deleted": len(pending_deleted)},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def fold_uncommitted(cursor: Cursor, manifests: dict[str, dict]) -> Cursor:
+    """Account for versions created after the cursor's last version (their tick's cursor was never committed)."""
+    etags, pending = dict(cursor.etags), set(cursor.pending_deleted)
+    for version in sorted(manifests):
+        for obj in manifests[version]["objects"]:
+            etags[obj["key"]] = obj["etag"]
+        for key in manifests[version].get("deleted", []):
+            etags.pop(key, None)
+            pending.discard(key)
+    last = max(manifests, default=cursor.last_version)
+    return Cursor(etags, sorted(pending), max(last, cursor.last_version))
 
 
 def diff_landing(listing: list[StoredObject], cursor: Cursor) -> LandingDiff:

@@ -1,8 +1,13 @@
 import dagster as dg
 
-from memo_pipelines.landing import diff_landing, dump_cursor, manifest, next_version_key, parse_cursor
+from memo_pipelines.landing import diff_landing, fold_uncommitted, load_cursor, manifest, next_version_key, save_cursor
 from memo_pipelines.partitions import corpus_versions
 from resources import ObjectStoreResource
+
+
+def version_run(version: str) -> dg.RunRequest:
+    # run_key = version: a re-tick, or a tick recovered after a crash, never launches the same version twice
+    return dg.RunRequest(run_key=version, partition_key=version, tags={"memo/version": version})
 
 
 def build_landing_sensor(job: dg.JobDefinition, landing_prefix: str, interval_s: int = 15) -> dg.SensorDefinition:
@@ -15,20 +20,29 @@ def build_landing_sensor(job: dg.JobDefinition, landing_prefix: str, interval_s:
     )
     def landing_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource) -> dg.SensorResult | dg.SkipReason:
         store = object_store.store()
-        diff = diff_landing(list(store.list_objects(landing_prefix)), parse_cursor(context.cursor))
+        cursor = load_cursor(store, context.cursor)
+        existing = context.instance.get_dynamic_partitions(corpus_versions.name)
+        uncommitted = {v: m for v in existing if v > cursor.last_version
+                       if (m := store.get_json(f"versions/{v}/manifest.json")) is not None}
+        if uncommitted:
+            context.log.warning(f"recovering versions whose tick was not committed: {sorted(uncommitted)}")
+            cursor = fold_uncommitted(cursor, uncommitted)
+        diff = diff_landing(list(store.list_objects(landing_prefix)), cursor)
+        runs = [version_run(v) for v in sorted(uncommitted)]
         if not diff.new_or_changed:
+            if not (diff.deleted or uncommitted):
+                return dg.SkipReason(f"no new documents under {landing_prefix}")
             if diff.deleted:
                 context.log.info(f"{len(diff.deleted)} deletions wait for the next version's manifest: {diff.deleted[:10]}")
-                return dg.SensorResult(cursor=dump_cursor(diff.seen, diff.deleted))
-            return dg.SkipReason(f"no new documents under {landing_prefix}")
-        version = next_version_key(context.instance.get_dynamic_partitions(corpus_versions.name))
-        # the manifest is written before the partition exists; a failed tick rewrites the same key with the same content
+            return dg.SensorResult(run_requests=runs, cursor=save_cursor(store, diff.seen, diff.deleted, cursor.last_version, context.cursor))
+        version = next_version_key(existing)
+        # written before the partition exists; a tick that dies here leaves a manifest the next tick rewrites
         store.put_json(f"versions/{version}/manifest.json", manifest(version, diff))
-        context.log.info(f"version {version}: {len(diff.new_or_changed)} new or changed documents")
+        context.log.info(f"version {version}: {len(diff.new_or_changed)} new or changed documents, {len(diff.deleted)} deleted")
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=version, partition_key=version, tags={"memo/version": version})],
+            run_requests=runs + [version_run(version)],
             dynamic_partitions_requests=[corpus_versions.build_add_request([version])],
-            cursor=dump_cursor(diff.seen),
+            cursor=save_cursor(store, diff.seen, [], version, context.cursor),
         )
 
     return landing_sensor

@@ -39,3 +39,16 @@ def tiny_base(tmp_path_factory) -> Path:
 
     texts = [p.read_text() for p in sorted(SAMPLE_DIR.glob("*.md")) + sorted(SAMPLE_DIR.glob("*.txt"))]
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama", texts)
+
+
+@pytest.fixture
+def landing(store, tiny_base, tmp_path):
+    """(tick, instance): tick(cursor) runs one sensor evaluation against this test's bucket."""
+    import dagster as dg
+
+    from tests.pipeline_helpers import definitions, pipeline_resources, run_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base)
+    defs = definitions(resources)
+    return (lambda cursor: run_sensor(defs, instance, resources, cursor)), instance

@@ -3,19 +3,8 @@
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
-import pytest
 
 from memo_pipelines.partitions import corpus_versions
-from tests.pipeline_helpers import definitions, run_sensor, pipeline_resources
-
-
-@pytest.fixture
-def landing(store, tiny_base, tmp_path):
-    """(tick, instance): tick(cursor) runs one sensor evaluation against this test's bucket."""
-    instance = dg.DagsterInstance.ephemeral()
-    resources = pipeline_resources(store, tmp_path / "work", tiny_base)
-    defs = definitions(resources)
-    return (lambda cursor: run_sensor(defs, instance, resources, cursor)), instance
 
 
 def versions(instance) -> list[str]:
