@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 EMBEDDED := $(MEMO_HOME)/work/embedded/smollm2-135m-instruct/model.safetensors
 
-.PHONY: setup demo test stop clean
+.PHONY: setup system-deps demo test stop clean
 
 setup: $(VENV)/.installed $(EMBEDDED)
 
@@ -28,7 +28,11 @@ $(EMBEDDED): $(VENV)/.installed
 demo: setup
 	scripts/demo.sh
 
-test: setup
+# chromium and postgresql for the UI and production-instance tests (installed as root only; the tests skip otherwise)
+system-deps:
+	scripts/system-deps.sh
+
+test: setup system-deps
 	$(VENV)/bin/python -m pytest
 
 stop:
