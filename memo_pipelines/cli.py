@@ -14,9 +14,6 @@ from pathlib import Path
 
 from .settings import Settings, local_credentials
 
-STAGES = ["manifest.json", "snapshot.json", "reflections.jsonl", "adapter_lineage.json", "candidate.json", "evaluation.json"]
-
-
 def _llm_spec(prefix: str, backend: str, model: str, base_url: str):
     from .llm import LLMSpec
 
@@ -77,40 +74,30 @@ def cmd_ask(args) -> int:
 def cmd_upload(args) -> int:
     store = Settings.from_env().store()
     paths = [p for arg in args.paths for p in (sorted(Path(arg).rglob("*")) if Path(arg).is_dir() else [Path(arg)]) if p.is_file()]
-    for path in paths:
+    from tqdm import tqdm
+
+    for path in tqdm(paths, desc="uploading", unit="file", disable=None):
         key = f"{args.prefix.rstrip('/')}/{path.name}"
         store.put_bytes(key, path.read_bytes())
-        print(f"uploaded {path.name} -> s3://{store.bucket}/{key}")
+        tqdm.write(f"uploaded {path.name} -> s3://{store.bucket}/{key}")
     return 0
 
 
-def version_states(store) -> dict[str, list[str]]:
-    states: dict[str, list[str]] = {}
-    for obj in store.list_objects("versions/"):
-        parts = obj.key.split("/")
-        if len(parts) == 3 and parts[2] in STAGES:
-            states.setdefault(parts[1], []).append(parts[2])
-    return states
-
-
 def cmd_status(args) -> int:
+    from tqdm import tqdm
+
+    from .status import collect, render
+
     settings = Settings.from_env()
-    store, registry = settings.store(), settings.registry()
+    dagster_home = os.environ.get("DAGSTER_HOME") if Path(os.environ.get("DAGSTER_HOME", "/nonexistent"), "dagster.yaml").exists() else None
+    # reading every version's records takes a while on a long history: a bar on a terminal, nothing in a log
+    progress = lambda versions: tqdm(versions, desc="reading versions", unit="version", leave=False, disable=None)  # noqa: E731
+    pointer, versions = collect(settings.store(), settings.registry(), dagster_home, progress)
+    if args.json:
+        print(json.dumps({"promoted": pointer, "versions": [dataclasses.asdict(v) for v in versions]}, indent=1))
+        return 0
     print(f"bucket s3://{settings.bucket} at {settings.endpoint_url or 'AWS'}")
-    print(f"promoted memory model: {registry.promoted_id() or 'none'}")
-    for version, done in sorted(version_states(store).items()):
-        evaluation = store.get_json(f"versions/{version}/evaluation.json") if "evaluation.json" in done else None
-        snapshot = store.get_json(f"versions/{version}/snapshot.json") if "snapshot.json" in done else None
-        line = f"{version}: {len(done)}/{len(STAGES)} stages"
-        if snapshot:
-            line += f", {len(snapshot['documents'])} documents, {len(snapshot['quarantine'])} quarantined"
-        if evaluation:
-            report = evaluation["report"]
-            passed = all(g["passed"] for g in evaluation["gates"])
-            line += f", recall {report['recall_new']:.2f}, general {report['general']:.2f}, gates {'passed' if passed else 'FAILED'}"
-        print(line)
-        for item in (snapshot or {}).get("quarantine", []):
-            print(f"    quarantined {item['doc_id']}: {item['reason']}")
+    print(render(pointer, versions, quarantine_limit=10**9 if args.all else 20))
     return 0
 
 
@@ -118,13 +105,15 @@ def cmd_wait(args) -> int:
     """Wait until `--versions` versions have an evaluation and the promoted model is one of theirs, with a progress bar."""
     from tqdm import tqdm
 
+    from .status import STAGES, version_stages
+
     settings = Settings.from_env()
     store, registry = settings.store(), settings.registry()
     deadline = time.time() + args.timeout
     total = args.versions * len(STAGES)
     with tqdm(total=total, desc="pipeline", unit="stage") as bar:
         while time.time() < deadline:
-            states = version_states(store)
+            states = version_stages(store)
             done = sum(len(v) for _, v in sorted(states.items())[: args.versions])
             if min(done, total) > bar.n:  # redraw only on progress, so a log file gets one line per stage
                 bar.update(min(done, total) - bar.n)
@@ -199,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     upload.add_argument("--prefix", default="landing/")
     upload.set_defaults(func=cmd_upload)
 
-    sub.add_parser("status", help="corpus versions, their stages, quarantine and the promoted model").set_defaults(func=cmd_status)
+    status = sub.add_parser("status", help="corpus versions and their state, the promoted model, quarantine, last evaluations")
+    status.add_argument("--all", action="store_true", help="list every quarantined document, not only the last 20")
+    status.add_argument("--json", action="store_true", help="print everything as JSON")
+    status.set_defaults(func=cmd_status)
 
     wait = sub.add_parser("wait", help="wait for the pipeline to promote a model for the first N versions")
     wait.add_argument("--versions", type=int, default=1)

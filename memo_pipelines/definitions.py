@@ -49,12 +49,14 @@ memo_job = dg.define_asset_job(
 )
 
 
-def build_definitions(environment: Environment = Environment.LOCAL, resources: dict | None = None, landing_prefix: str = "landing/") -> dg.Definitions:
+def build_definitions(environment: Environment = Environment.LOCAL, resources: dict | None = None, landing_prefix: str = "landing/",
+                      executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         jobs=[memo_job],
         sensors=[build_landing_sensor(memo_job, landing_prefix)],
         resources=resources if resources is not None else resources_for(environment),
+        executor=executor,
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 from memo_pipelines.evaluation import recalled
 from memo_pipelines.llm import LocalChatModel
 from memo_pipelines.prompts import memory_messages
-from tests.conftest import SAMPLE_DIR
+from tests.conftest import CREDENTIALS, SAMPLE_DIR
 from tests.pipeline_helpers import definitions, materialize_version, run_sensor, pipeline_resources
 
 V1_DOCS = ["product_tern.md", "plant_kesby.txt", "scanned_contract.pdf"]
@@ -24,7 +24,17 @@ def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
-def test_two_versions_reach_promotion_and_the_first_is_retained(store, tiny_base, tmp_path):
+def memo_status(store, tmp_path, monkeypatch, capsys) -> str:
+    from memo_pipelines.cli import main
+    from tests.test_ask import point_cli_at
+
+    point_cli_at(store, tmp_path / "work", monkeypatch)
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    return capsys.readouterr().out
+
+
+def test_two_versions_reach_promotion_and_the_first_is_retained(store, tiny_base, tmp_path, monkeypatch, capsys):
     instance = dg.DagsterInstance.ephemeral()
     resources = pipeline_resources(store, tmp_path / "work", tiny_base)
     defs = definitions(resources)
@@ -62,8 +72,22 @@ def test_two_versions_reach_promotion_and_the_first_is_retained(store, tiny_base
     answer = memory.chat([memory_messages("The Kesby plant employs how many people?")], max_new_tokens=32)[0]
     assert recalled(answer, "340 people"), answer
 
+    # memo status: both versions, their state and figures, the promoted model, the quarantined document
+    status = memo_status(store, tmp_path, monkeypatch, capsys)
+    assert f"promoted memory model: {promoted_v2}" in status
+    rows = {line.split()[0]: line for line in status.splitlines() if line.startswith("v00000")}
+    assert "superseded" in rows["v000001"] and "promoted" in rows["v000002"]
+    assert "scanned_contract.pdf" in status
 
-def test_failing_gate_blocks_promotion_and_keeps_the_pointer(store, tiny_base, tmp_path):
+    # credentials never reach run logs, asset metadata or the records kept in the bucket
+    secret = CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    for run in (first, second):
+        assert not [entry for entry in instance.all_logs(run.run_id) if secret in repr(entry)]
+    records = [o.key for o in store.list_objects("") if o.size < 1_000_000]
+    assert not [key for key in records if secret.encode() in store.get_bytes(key)]
+
+
+def test_failing_gate_blocks_promotion_and_keeps_the_pointer(store, tiny_base, tmp_path, monkeypatch, capsys):
     instance = dg.DagsterInstance.ephemeral()
     # recall above 100 % is impossible: the gate must fail and promotion must not happen
     resources = pipeline_resources(store, tmp_path / "work", tiny_base, evaluation={"min_recall": 1.01})
@@ -81,3 +105,5 @@ def test_failing_gate_blocks_promotion_and_keeps_the_pointer(store, tiny_base, t
         from memo_pipelines.pipeline import promote_version
 
         promote_version(resources["registry"].workspace(), "v000001")
+    status = memo_status(store, tmp_path, monkeypatch, capsys)
+    assert "rejected by its gates: recall_new_version" in status

@@ -1,0 +1,118 @@
+"""`memo status`: what a person wants to know about the pipeline, read from the bucket (and from the Dagster instance
+when DAGSTER_HOME names one): every corpus version with its state, the promoted model, quarantined documents and the
+last evaluation figures."""
+
+import time
+from dataclasses import dataclass, field
+
+from .objectstore import ObjectStore
+from .registry import ModelRegistry
+
+STAGES = ["manifest.json", "snapshot.json", "reflections.jsonl", "adapter_lineage.json", "candidate.json", "evaluation.json"]
+
+
+@dataclass
+class VersionStatus:
+    version: str
+    stages: list[str]
+    state: str = "queued"
+    documents: int | None = None
+    deleted: int = 0
+    quarantine: list[dict] = field(default_factory=list)
+    model_id: str | None = None
+    figures: dict = field(default_factory=dict)  # recall, general, lowest retention
+    failed_gates: list[str] = field(default_factory=list)
+    run_status: str | None = None
+
+
+def version_stages(store: ObjectStore) -> dict[str, list[str]]:
+    stages: dict[str, list[str]] = {}
+    for obj in store.list_objects("versions/"):
+        parts = obj.key.split("/")
+        if len(parts) == 3 and parts[2] in STAGES:
+            stages.setdefault(parts[1], []).append(parts[2])
+    return stages
+
+
+def version_status(store: ObjectStore, version: str, stages: list[str], pointer: dict) -> VersionStatus:
+    status = VersionStatus(version, [s for s in STAGES if s in stages])
+    manifest = store.get_json(f"versions/{version}/manifest.json") or {}
+    status.deleted = len(manifest.get("deleted", []))
+    snapshot = store.get_json(f"versions/{version}/snapshot.json") if "snapshot.json" in stages else None
+    if snapshot:
+        status.documents = len(snapshot["documents"])
+        status.quarantine = snapshot["quarantine"]
+    evaluation = store.get_json(f"versions/{version}/evaluation.json") if "evaluation.json" in stages else None
+    if evaluation:
+        report = evaluation["report"]
+        status.model_id = evaluation["candidate"]["model_id"]
+        retention = [figures["candidate"] for figures in report["retention"].values()]
+        status.figures = {"recall": report["recall_new"], "general": report["general"], "retention_min": min(retention, default=None)}
+        status.failed_gates = [g["name"] for g in evaluation["gates"] if not g["passed"]]
+    ever_promoted = {entry["model_id"] for entry in pointer.get("history", [])}
+    if status.model_id and status.model_id == pointer.get("model_id"):
+        status.state = "promoted"
+    elif status.model_id and status.model_id in ever_promoted:
+        status.state = "superseded" if status.model_id in pointer.get("stack", []) else "rolled back"
+    elif status.failed_gates:
+        status.state = "rejected by its gates"
+    elif evaluation:
+        status.state = "passed, not promoted"
+    elif len(status.stages) > 1:
+        status.state = f"in progress ({status.stages[-1].split('.')[0]} done)"
+    return status
+
+
+def run_statuses(dagster_home: str | None) -> dict[str, str]:
+    """The latest Dagster run's status per version tag, when a local instance is at hand."""
+    if not dagster_home:
+        return {}
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(dagster_home)
+    latest: dict[str, str] = {}
+    for run in reversed(instance.get_runs(limit=500)):  # newest first, so reversed: the newest run wins
+        version = run.tags.get("memo/version") or run.tags.get("dagster/partition")
+        if version:
+            latest[version] = run.status.value
+    return latest
+
+
+def collect(store: ObjectStore, registry: ModelRegistry, dagster_home: str | None = None, progress=None) -> tuple[dict, list[VersionStatus]]:
+    pointer = registry.pointer()
+    stages = version_stages(store)
+    runs = run_statuses(dagster_home)
+    versions = []
+    for version in (progress or (lambda items: items))(sorted(stages)):
+        status = version_status(store, version, stages[version], pointer)
+        status.run_status = runs.get(version)
+        versions.append(status)
+    return pointer, versions
+
+
+def render(pointer: dict, versions: list[VersionStatus], quarantine_limit: int = 20) -> str:
+    def figure(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    lines = [f"promoted memory model: {pointer.get('model_id') or 'none'}"]
+    if pointer.get("history"):
+        last = pointer["history"][-1]
+        at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last["at"])) if "at" in last else "?"
+        lines.append(f"  since {at}: {last.get('reason', '')}")
+    header = ["version", "state", "run", "docs", "quarantined", "deleted", "recall", "retention", "general"]
+    rows = [[v.version, v.state + (f": {', '.join(v.failed_gates)}" if v.failed_gates else ""), v.run_status or "-",
+             "-" if v.documents is None else str(v.documents), str(len(v.quarantine)), str(v.deleted),
+             figure(v.figures.get("recall")), figure(v.figures.get("retention_min")), figure(v.figures.get("general"))] for v in versions]
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    lines.append("")
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header] + rows]
+    if not versions:
+        lines.append("(no corpus versions yet: upload documents under the landing prefix)")
+    quarantined = [(v.version, q) for v in versions for q in v.quarantine]
+    if quarantined:
+        lines.append(f"\nquarantined documents ({len(quarantined)}):")
+        for version, item in quarantined[-quarantine_limit:]:
+            lines.append(f"  {version}  {item['doc_id']}: {item['reason']}")
+        if len(quarantined) > quarantine_limit:
+            lines.append(f"  ... {len(quarantined) - quarantine_limit} earlier ones: memo status --all")
+    return "\n".join(lines)
