@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .corpus import Snapshot, build_snapshot
+from .corpus import Snapshot, build_snapshot, doc_id_for
 from .evaluation import GENERAL_GUARD, GENERAL_REPLAY, EvalReport, Gates, base_answers, evaluate_candidate
 from .llm import ChatModel, LocalChatModel
 from .merging import MergeConfig, merge_into_promoted
+from .lease import Lease
 from .objectstore import ObjectStore
 from .reflections import synthesise_reflections
 from .registry import ModelRegistry, dir_sha256
@@ -49,6 +50,7 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int) -> Snapshot:
     if manifest is None:
         raise FileNotFoundError(f"version {version} has no manifest at {version_key(version, 'manifest.json')}")
     snapshot = build_snapshot(version, manifest["objects"], ws.store.get_object, ws.landing_prefix, max_bytes)
+    snapshot.deleted = [doc_id_for(key, ws.landing_prefix) for key in manifest.get("deleted", [])]
     ws.store.put_json(version_key(version, "snapshot.json"), snapshot.to_json())
     return snapshot
 
@@ -103,10 +105,48 @@ def general_reference(ws: Workspace, base_id: str) -> dict[str, list[dict]]:
     return reference
 
 
-def replay_sample(ws: Workspace, version: str, size: int, seed: int) -> list[dict]:
-    pool = [r for v in earlier_versions(ws, version) for r in load_reflections(ws, v)]
+def document_changes(ws: Workspace, up_to: str) -> dict[str, list[tuple[str, str]]]:
+    """{doc_id: [(version, "landed" | "deleted"), ...]} from the manifests of every version up to and including up_to."""
+    changes: dict[str, list[tuple[str, str]]] = {}
+    versions = sorted({o.key.split("/")[1] for o in ws.store.list_objects("versions/") if o.key.endswith("/manifest.json")})
+    for version in (v for v in versions if v <= up_to):
+        manifest = ws.store.get_json(version_key(version, "manifest.json"))
+        for entry in manifest["objects"]:
+            changes.setdefault(doc_id_for(entry["key"], ws.landing_prefix), []).append((version, "landed"))
+        for key in manifest.get("deleted", []):
+            changes.setdefault(doc_id_for(key, ws.landing_prefix), []).append((version, "deleted"))
+    return changes
+
+
+def live_earlier_reflections(ws: Workspace, version: str) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Earlier versions' reflections whose documents still stand as of `version`, and how many were retired and why.
+
+    A reflection of version u is retired when one of its source documents was deleted, or rewritten (a newer ETag,
+    whose reflections replace it), in a version after u and up to `version`. Decided from the manifests alone, so a
+    backfill of an old version sees the corpus as it was then.
+    """
+    changes = document_changes(ws, version)
+    live, retired = {}, {"deleted": 0, "rewritten": 0}
+    for earlier in earlier_versions(ws, version):
+        kept = []
+        for row in load_reflections(ws, earlier):
+            later = [kind for doc in row["source_doc_ids"] for v, kind in changes.get(doc, []) if earlier < v <= version]
+            if "deleted" in later:
+                retired["deleted"] += 1
+            elif later:
+                retired["rewritten"] += 1
+            else:
+                kept.append(row)
+        live[earlier] = kept
+    return live, retired
+
+
+def replay_sample(ws: Workspace, version: str, size: int, seed: int) -> tuple[list[dict], dict[str, int]]:
+    """A seeded sample of earlier versions' live reflections, and the counts of retired ones left out."""
+    live, retired = live_earlier_reflections(ws, version)
+    pool = [r for v in sorted(live) for r in live[v]]
     rng = random.Random(f"{seed}-{version}")
-    return rng.sample(pool, min(size, len(pool)))
+    return rng.sample(pool, min(size, len(pool))), retired
 
 
 def library_versions() -> dict[str, str]:
@@ -119,12 +159,29 @@ def train_memory_adapter(
     ws: Workspace, version: str, base_id: str, config: TrainConfig, replay_size: int, on_progress: Callable[[dict], None], log: Log,
     launch: dict | None = None,
     general_replay_size: int = 15,
+    owner: str = "memo",
+    lease_ttl_s: float = 900.0,
 ) -> dict:
-    """Train this version's adapter on top of the promoted model; upload it with its lineage."""
-    parent_id = ws.registry.promoted_id()
+    """Train this version's adapter on top of the model promoted after the previous version; upload it with its lineage.
+
+    In a forward run that parent is the promoted model; in a backfill of an old version it is the model the registry
+    history says was promoted after the version before it. One run at a time trains a version: the others find its
+    lease in the bucket and fail (their re-execution succeeds once the lease is released or expired).
+    """
+    with Lease(ws.store, f"locks/training/{version}.json", owner, lease_ttl_s) as lease:
+        def renewing_progress(figures: dict) -> None:
+            lease.renew(every_s=lease_ttl_s / 3)
+            on_progress(figures)
+
+        return _train_memory_adapter(ws, version, base_id, config, replay_size, renewing_progress, log, launch, general_replay_size)
+
+
+def _train_memory_adapter(ws, version, base_id, config, replay_size, on_progress, log, launch, general_replay_size) -> dict:
+    current_id = ws.registry.promoted_id()
+    parent_id = ws.registry.promoted_before(version)
     parent_dir = ws.registry.fetch(parent_id)
     rows = load_reflections(ws, version)
-    replay = replay_sample(ws, version, replay_size, config.seed)
+    replay, retired = replay_sample(ws, version, replay_size, config.seed)
     general = general_reference(ws, base_id)["replay"][:general_replay_size]
     examples = rows + replay + general
     scratch = ws.scratch(version, "adapter")
@@ -139,6 +196,7 @@ def train_memory_adapter(
     ws.store.upload_dir(scratch / "adapter", version_key(version, "adapter"))
     lineage = {"version": version, "parent_model": parent_id, "library_versions": library_versions(), "parent_sha256": ws.registry.get(parent_id)["sha256"],
                "new_reflections": len(rows), "replay_reflections": len(replay), "general_replay": len(general),
+               "retired_reflections": retired, "backfill": parent_id != current_id, "promoted_at_training": current_id,
                "train_config": asdict(config)}
     ws.store.put_json(version_key(version, "adapter_lineage.json"), lineage)
     return {**figures, **lineage}
@@ -171,7 +229,8 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
     candidate_info = ws.store.get_json(version_key(version, "candidate.json"))
     candidate = LocalChatModel(ws.registry.fetch(candidate_info["model_id"]))
     promoted = LocalChatModel(ws.registry.fetch(candidate_info["parent"]))
-    earlier = {v: load_reflections(ws, v) for v in earlier_versions(ws, version)}
+    live, _ = live_earlier_reflections(ws, version)  # facts of deleted or rewritten documents are not retention targets
+    earlier = {v: rows for v, rows in live.items() if rows}
     report = evaluate_candidate(candidate, promoted, load_reflections(ws, version), earlier, general_reference(ws, base_id)["guard"], sample_size)
     results = report.gate_results(gates)
     ws.store.put_json(version_key(version, "evaluation.json"), {"candidate": candidate_info, "report": report.to_json(), "gates": results})
@@ -181,8 +240,12 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
 # -- 6. promotion -------------------------------------------------------------------------------------------------
 
 
-def promote_version(ws: Workspace, version: str) -> dict:
-    """Promote this version's candidate only if every gate passed and the pointer still holds its parent."""
+def promote_version(ws: Workspace, version: str, allow_backfill_promotion: bool = False) -> dict:
+    """Promote this version's candidate if every gate passed and no model of this or a newer version holds the pointer.
+
+    Returns {"promoted": bool, "reason", "model_id", "parent", "current"}. A backfilled version is not promoted over a
+    newer version's model unless allow_backfill_promotion is set, and then it moves the pointer explicitly, in history.
+    """
     evaluation = ws.store.get_json(version_key(version, "evaluation.json"))
     if evaluation is None:
         raise RuntimeError(f"version {version} has no evaluation; refusing to promote")
@@ -190,5 +253,16 @@ def promote_version(ws: Workspace, version: str) -> dict:
     if failed:
         raise RuntimeError(f"version {version} failed its gates {failed}; refusing to promote")
     candidate = evaluation["candidate"]
-    entry = ws.registry.promote(candidate["model_id"], f"version {version} passed its gates", expected_current=candidate["parent"])
-    return {**entry, "parent": candidate["parent"]}
+    current = ws.registry.promoted_id()
+    current_version = ws.registry.model_version(current)
+    outcome = {"model_id": candidate["model_id"], "parent": candidate["parent"], "current": current}
+    if current == candidate["model_id"]:
+        return {**outcome, "promoted": False, "reason": f"{current} is already the promoted model"}
+    if current_version is not None and current_version >= version and not allow_backfill_promotion:
+        held_by = f"newer version {current_version}" if current_version > version else f"version {version}"
+        return {**outcome, "promoted": False,
+                "reason": f"not promoted: {held_by} is promoted ({current}); set allow_backfill_promotion to move the pointer to this backfill"}
+    backfill = current != candidate["parent"] and allow_backfill_promotion
+    reason = f"version {version} passed its gates" + (f" (backfill promoted over {current})" if backfill else "")
+    ws.registry.promote(candidate["model_id"], reason, expected_current=current if backfill else candidate["parent"])
+    return {**outcome, "promoted": True, "reason": reason}

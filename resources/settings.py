@@ -25,6 +25,7 @@ class TrainerResource(dg.ConfigurableResource):
     replay_size: int = 64  # earlier versions' reflections replayed per update
     general_replay_size: int = 15  # generic questions with the base model's own answers replayed per update
     seed: int = 0
+    lease_ttl_s: float = 900.0  # a version's training lease in the bucket expires this long after its last renewal
     merge_method: str = "ties"
     merge_weight: float = 1.0
     merge_density: float = 0.5
