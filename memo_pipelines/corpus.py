@@ -10,7 +10,7 @@ from .formats import Unreadable, document_format, read_document, unsafe_key_reas
 
 MAX_DOCUMENT_BYTES = 2_000_000
 
-__all__ = ["Unreadable", "Document", "Snapshot", "extract_text", "build_snapshot", "normalise_text", "doc_id_for"]
+__all__ = ["Unreadable", "Document", "Snapshot", "extract_text", "build_snapshot", "normalise_text", "doc_id_for", "vanished"]
 
 
 @dataclass
@@ -106,7 +106,7 @@ def build_snapshot(
         except Exception as error:
             if not vanished(error):
                 raise  # a store fault (after the client's retries) fails the step, to be re-executed; it is no reason to drop the document
-            snapshot.quarantine.append({"doc_id": doc_id, "key": key, "reason": "deleted before it was read"})
+            snapshot.quarantine.append({"doc_id": doc_id, "key": key, "reason": "deleted or rewritten before this version read it"})
             continue
         try:
             text = extract_text(key, data, max_bytes)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .corpus import Snapshot, build_snapshot, doc_id_for
+from .corpus import Snapshot, build_snapshot, doc_id_for, vanished
 from .evaluation import GENERAL_GUARD, GENERAL_REPLAY, EvalReport, Gates, base_answers, evaluate_candidate
 from .llm import ChatModel, LocalChatModel
 from .merging import MergeConfig, merge_into_promoted
@@ -49,7 +49,25 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int) -> Snapshot:
     manifest = ws.store.get_json(version_key(version, "manifest.json"))
     if manifest is None:
         raise FileNotFoundError(f"version {version} has no manifest at {version_key(version, 'manifest.json')}")
-    snapshot = build_snapshot(version, manifest["objects"], ws.store.get_object, ws.landing_prefix, max_bytes)
+    listed = {entry["key"]: entry.get("etag") for entry in manifest["objects"]}
+
+    def fetch_as_listed(key: str) -> tuple[bytes, str]:
+        """The object as the manifest listed it: from the landing folder while its ETag matches, else from the copy
+        this version archived when it first read it, so a backfill rebuilds the version from what it really held."""
+        archived = version_key(version, f"raw/{doc_id_for(key, ws.landing_prefix)}")
+        try:
+            data, etag = ws.store.get_object(key)
+        except Exception as error:
+            if not vanished(error):
+                raise
+        else:
+            if not listed.get(key) or etag == listed[key]:
+                ws.store.put_bytes(archived, data)
+                return data, etag
+        data, _ = ws.store.get_object(archived)  # NoSuchKey here: deleted or rewritten before this version ever read it
+        return data, listed[key]
+
+    snapshot = build_snapshot(version, manifest["objects"], fetch_as_listed, ws.landing_prefix, max_bytes)
     snapshot.deleted = [doc_id_for(key, ws.landing_prefix) for key in manifest.get("deleted", [])]
     ws.store.put_json(version_key(version, "snapshot.json"), snapshot.to_json())
     return snapshot
@@ -208,7 +226,10 @@ def _train_memory_adapter(ws, version, base_id, config, replay_size, on_progress
 def merge_memory_model(ws: Workspace, version: str, config: MergeConfig) -> dict:
     lineage = ws.store.get_json(version_key(version, "adapter_lineage.json"))
     parent_dir = ws.registry.fetch(lineage["parent_model"])
-    scratch = ws.scratch(version, "merge")
+    # keyed by the adapter's ETag: mergekit caches loaded models by path for the life of the process, so a re-merge of
+    # this version (a backfill or re-execution in the same process) must not read its new adapter from an old path
+    adapter_etag = ws.store.etag(version_key(version, "adapter/training.json"))
+    scratch = ws.scratch(version, f"merge-{adapter_etag[:12]}")
     adapter_dir = ws.store.download_dir(version_key(version, "adapter"), scratch / "adapter")
     merged = merge_into_promoted(parent_dir, adapter_dir, scratch / "model", config, scratch)
     model_id = f"{version}-{dir_sha256(scratch / 'model')[:10]}"
@@ -219,6 +240,7 @@ def merge_memory_model(ws: Workspace, version: str, config: MergeConfig) -> dict
          "reflections_etag": ws.store.etag(version_key(version, "reflections.jsonl"))},
     )
     ws.store.put_json(version_key(version, "candidate.json"), {"model_id": model_id, "parent": lineage["parent_model"]})
+    shutil.rmtree(scratch, ignore_errors=True)  # the model is in the bucket now; each merge has its own folder
     return record
 
 
@@ -257,7 +279,8 @@ def promote_version(ws: Workspace, version: str, allow_backfill_promotion: bool 
     current_version = ws.registry.model_version(current)
     outcome = {"model_id": candidate["model_id"], "parent": candidate["parent"], "current": current}
     if current == candidate["model_id"]:
-        return {**outcome, "promoted": False, "reason": f"{current} is already the promoted model"}
+        # an earlier attempt of this step moved the pointer and then died: re-execution is a no-op
+        return {**outcome, "promoted": True, "reason": f"{current} is already the promoted model"}
     if current_version is not None and current_version >= version and not allow_backfill_promotion:
         held_by = f"newer version {current_version}" if current_version > version else f"version {version}"
         return {**outcome, "promoted": False,

@@ -10,7 +10,10 @@ from memo_pipelines.definitions import ASSETS
 from tests.pipeline_helpers import definitions, materialize_version, pipeline_resources, run_sensor
 from tests.test_pipeline import upload
 
-BACKFILL_TAGS = {"dagster/backfill": "generator-change"}
+BACKFILL_TAGS = {"dagster/backfill": "training-change"}
+# what is tested is lineage and the pointer, not recall: short training, gates that pass
+FAST = {"epochs": 4}
+OPEN_GATES = {"min_recall": 0.0, "max_retention_drop": 1.0}
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -19,7 +22,7 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 
 def test_backfill_trains_on_the_history_and_does_not_promote_over_a_newer_version(store, tiny_base, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
-    resources = pipeline_resources(store, tmp_path / "work", tiny_base)
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base, trainer=FAST, evaluation=OPEN_GATES)
     defs = definitions(resources)
     registry = resources["registry"].workspace().registry
     base_id = registry.promoted_id() or f"base-{tiny_base.name}"
@@ -45,10 +48,12 @@ def test_backfill_trains_on_the_history_and_does_not_promote_over_a_newer_versio
     promoted_v2 = metadata(second, "promoted_memory")["promoted_model"]
     assert promoted_v2.startswith("v000002-") and registry.promoted_id() == promoted_v2
 
-    # backfill version 1 after a change (here the training seed): it trains on the base, as v1 did, and is not promoted
-    changed = pipeline_resources(store, tmp_path / "work", tiny_base, trainer={"seed": 1})
+    # backfill version 1 after a change (here the learning rate): it trains on the base, as v1 did, and is not promoted
+    changed = pipeline_resources(store, tmp_path / "work", tiny_base, trainer={**FAST, "learning_rate": 2e-3}, evaluation=OPEN_GATES)
     backfill = dg.materialize(ASSETS, partition_key="v000001", resources=changed, instance=instance, tags=BACKFILL_TAGS)
     assert backfill.success
+    # rebuilt from its manifest: the Kesby document, deleted since, comes from the copy version 1 archived
+    assert metadata(backfill, "corpus_snapshot")["documents"] == 2
     adapter_v1b = metadata(backfill, "memory_adapter")
     assert adapter_v1b["parent_model"] == base_id and adapter_v1b["backfill"] is True
     assert adapter_v1b["promoted_at_training"] == promoted_v2

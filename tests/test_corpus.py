@@ -136,7 +136,7 @@ def test_a_vanished_object_is_quarantined_but_a_store_fault_fails_the_snapshot()
     def gone(key):
         raise FileNotFoundError(key)
 
-    assert build_snapshot("v1", [{"key": "landing/a.txt"}], gone, "landing/").quarantine[0]["reason"] == "deleted before it was read"
+    assert build_snapshot("v1", [{"key": "landing/a.txt"}], gone, "landing/").quarantine[0]["reason"] == "deleted or rewritten before this version read it"
 
     def refused(key):
         raise ConnectionError("store unreachable")
