@@ -1,3 +1,5 @@
+from collections import Counter
+
 import dagster as dg
 
 from assets import md_table
@@ -7,7 +9,7 @@ from resources import ModelRegistryResource
 
 
 class SnapshotConfig(dg.Config):
-    max_document_bytes: int = 2_000_000
+    max_document_bytes: int = 2_000_000  # larger objects are quarantined from their manifest size, never downloaded
 
 
 @dg.asset(partitions_def=corpus_versions, kinds={"s3"}, group_name="memo", description="Manifest, normalised text and quarantine list of one corpus version.")
@@ -22,6 +24,8 @@ def corpus_snapshot(context: dg.AssetExecutionContext, config: SnapshotConfig, r
             "quarantined": len(snapshot.quarantine),
             "duplicates": len(snapshot.duplicates),
             "characters": sum(len(d.text) for d in snapshot.documents),
+            "formats": dict(sorted(Counter(d.format for d in snapshot.documents).items())),
+            "deleted": dg.MetadataValue.md(md_table(["deleted document"], [[d] for d in snapshot.deleted]) if snapshot.deleted else "nothing deleted"),
             "quarantine": dg.MetadataValue.md(
                 md_table(["document", "reason"], [[q["doc_id"], q["reason"]] for q in snapshot.quarantine]) if snapshot.quarantine else "nothing quarantined"
             ),

@@ -25,7 +25,12 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
             return
         context.log.info(f"step {figures['step']}/{figures['total_steps']} loss {figures['loss']:.4f} ({figures['tokens_per_s']} tokens/s)")
 
-    figures = train_memory_adapter(ws, context.partition_key, base_id, trainer.train_config(), trainer.replay_size, on_progress, context.log.debug, trainer.launch(), trainer.general_replay_size)
+    figures = train_memory_adapter(
+        ws, context.partition_key, base_id, trainer.train_config(), trainer.replay_size, on_progress, context.log.debug, trainer.launch(),
+        trainer.general_replay_size, owner=f"dagster run {context.run_id}", lease_ttl_s=trainer.lease_ttl_s,
+    )
+    if figures["backfill"]:
+        context.log.info(f"backfill: trained on {figures['parent_model']}, the model promoted after the version before; {figures['promoted_at_training']} is promoted now")
     return dg.MaterializeResult(
         metadata={
             "parent_model": figures["parent_model"],
@@ -33,6 +38,9 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
             "examples": figures["examples"],
             "new_reflections": figures["new_reflections"],
             "replay_reflections": figures["replay_reflections"],
+            "retired_reflections": figures["retired_reflections"],
+            "backfill": figures["backfill"],
+            "promoted_at_training": figures["promoted_at_training"] or "",
             "steps": figures["steps"],
             "tokens": figures["tokens"],
             "padding_share": figures["padding_share"],

@@ -6,9 +6,24 @@ from memo_pipelines.pipeline import promote_version
 from resources import ModelRegistryResource
 
 
+class PromotionConfig(dg.Config):
+    # a backfilled version never moves the pointer off a newer version's model unless this is set for its run
+    allow_backfill_promotion: bool = False
+
+
 @dg.asset(partitions_def=corpus_versions, deps=[memory_eval], kinds={"s3"}, group_name="memo",
-          description="Moves the registry's promoted pointer to this version's candidate, only when every gate passed.")
-def promoted_memory(context: dg.AssetExecutionContext, registry: ModelRegistryResource) -> dg.MaterializeResult:
-    entry = promote_version(registry.workspace(), context.partition_key)
-    context.log.info(f"promoted {entry['model_id']} (was {entry['parent']})")
-    return dg.MaterializeResult(metadata={"promoted_model": entry["model_id"], "previous_model": entry["parent"]})
+          description="Moves the registry's promoted pointer to this version's candidate, only when every gate passed "
+                      "and no newer version's model is promoted (unless allow_backfill_promotion).")
+def promoted_memory(context: dg.AssetExecutionContext, config: PromotionConfig, registry: ModelRegistryResource) -> dg.MaterializeResult:
+    outcome = promote_version(registry.workspace(), context.partition_key, config.allow_backfill_promotion)
+    context.log.info(outcome["reason"] if not outcome["promoted"] else f"promoted {outcome['model_id']} (was {outcome['current']})")
+    return dg.MaterializeResult(
+        metadata={
+            "promoted": outcome["promoted"],
+            "reason": outcome["reason"],
+            "candidate_model": outcome["model_id"],
+            "promoted_model": registry.workspace().registry.promoted_id(),
+            "previous_model": outcome["current"] or "",
+            "trained_on": outcome["parent"],
+        }
+    )

@@ -4,15 +4,13 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
 from typing import Callable
 
-TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text", ""}
+from .formats import Unreadable, document_format, read_document, unsafe_key_reason
+
 MAX_DOCUMENT_BYTES = 2_000_000
 
-
-class Unreadable(ValueError):
-    """A document that cannot become text; the message is the quarantine reason."""
+__all__ = ["Unreadable", "Document", "Snapshot", "extract_text", "build_snapshot", "normalise_text", "doc_id_for", "vanished"]
 
 
 @dataclass
@@ -23,6 +21,7 @@ class Document:
     size: int
     sha256: str
     text: str
+    format: str = "text"
 
 
 @dataclass
@@ -31,6 +30,7 @@ class Snapshot:
     documents: list[Document] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # doc ids removed from the landing folder in this version
 
     def to_json(self) -> dict:
         return {
@@ -38,11 +38,13 @@ class Snapshot:
             "documents": [asdict(doc) for doc in self.documents],
             "quarantine": self.quarantine,
             "duplicates": self.duplicates,
+            "deleted": self.deleted,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> "Snapshot":
-        return cls(data["version"], [Document(**doc) for doc in data["documents"]], data["quarantine"], data["duplicates"])
+        documents = [Document(**doc) for doc in data["documents"]]
+        return cls(data["version"], documents, data["quarantine"], data["duplicates"], data.get("deleted", []))
 
 
 def normalise_text(text: str) -> str:
@@ -53,27 +55,22 @@ def normalise_text(text: str) -> str:
 
 
 def extract_text(key: str, data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> str:
-    """Normalised text of a plain-text document, or Unreadable with the reason."""
-    suffix = PurePosixPath(key).suffix.lower()
-    if suffix not in TEXT_SUFFIXES:
-        raise Unreadable(f"unsupported document type {suffix!r}")
+    """Normalised text of a text, Markdown, HTML, JSON, JSONL or PDF document, or Unreadable with the reason."""
+    document_format(key)
     if len(data) == 0:
         raise Unreadable("empty document")
     if len(data) > max_bytes:
         raise Unreadable(f"document of {len(data)} bytes is over the {max_bytes}-byte limit")
-    if b"\x00" in data:
-        raise Unreadable("binary content (NUL bytes)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise Unreadable(f"not valid UTF-8 at byte {error.start}") from None
-    control = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t")
-    if control > 0.01 * len(text):
-        raise Unreadable("binary content (control characters)")
-    text = normalise_text(text)
+    text = normalise_text(read_document(key, data))
     if not text:
         raise Unreadable("no text after normalisation")
     return text
+
+
+def vanished(error: Exception) -> bool:
+    """True for an object that no longer exists (S3 NoSuchKey or 404, or a missing local file)."""
+    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    return code in ("NoSuchKey", "404") or isinstance(error, (FileNotFoundError, KeyError))
 
 
 def doc_id_for(key: str, landing_prefix: str) -> str:
@@ -93,10 +90,23 @@ def build_snapshot(
     for entry in manifest:
         key = entry["key"]
         doc_id = doc_id_for(key, landing_prefix)
+        refused = unsafe_key_reason(doc_id)
+        if refused is None and int(entry.get("size") or 0) > max_bytes:  # refused before downloading it
+            refused = f"document of {entry['size']} bytes is over the {max_bytes}-byte limit"
+        if refused is None:
+            try:
+                document_format(key)
+            except Unreadable as reason:
+                refused = str(reason)
+        if refused:
+            snapshot.quarantine.append({"doc_id": doc_id, "key": key, "reason": refused})
+            continue
         try:
             data, etag = fetch(key)
-        except Exception as error:  # a vanished or unreadable object must not stop the version
-            snapshot.quarantine.append({"doc_id": doc_id, "key": key, "reason": f"could not fetch: {error}"})
+        except Exception as error:
+            if not vanished(error):
+                raise  # a store fault (after the client's retries) fails the step, to be re-executed; it is no reason to drop the document
+            snapshot.quarantine.append({"doc_id": doc_id, "key": key, "reason": "deleted or rewritten before this version read it"})
             continue
         try:
             text = extract_text(key, data, max_bytes)
@@ -108,5 +118,5 @@ def build_snapshot(
             snapshot.duplicates.append({"doc_id": doc_id, "duplicate_of": seen[digest]})
             continue
         seen[digest] = doc_id
-        snapshot.documents.append(Document(doc_id, key, etag, len(data), digest, text))
+        snapshot.documents.append(Document(doc_id, key, etag, len(data), digest, text, document_format(key)))
     return snapshot

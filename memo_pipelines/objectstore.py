@@ -14,7 +14,15 @@ class StoredObject:
     size: int
 
 
-def make_s3_client(endpoint_url: str | None, access_key: str | None, secret_key: str | None, region: str = "us-east-1"):
+class WriteConflict(RuntimeError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
+def make_s3_client(endpoint_url: str | None, access_key: str | None, secret_key: str | None, region: str = "us-east-1", max_attempts: int = 8):
+    """A boto3 S3 client that retries throttling, 5xx and connection errors with exponential backoff and jitter.
+
+    botocore's standard retry mode: up to max_attempts tries per call, waits of random(0, 2**attempt) s capped at 20 s.
+    """
     import boto3
     from botocore.config import Config
 
@@ -24,7 +32,7 @@ def make_s3_client(endpoint_url: str | None, access_key: str | None, secret_key:
         aws_access_key_id=access_key or None,
         aws_secret_access_key=secret_key or None,
         region_name=region,
-        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 5}),
+        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": max_attempts}, connect_timeout=10, read_timeout=120),
     )
 
 
@@ -52,6 +60,30 @@ class ObjectStore:
 
     def put_bytes(self, key: str, data: bytes) -> str:
         return self.client.put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"')
+
+    def put_bytes_if(self, key: str, data: bytes, etag: str | None) -> str:
+        """Put only if the object still has `etag` (None: only if it does not exist yet); WriteConflict otherwise."""
+        from botocore.exceptions import ClientError
+
+        condition = {"IfMatch": f'"{etag}"'} if etag else {"IfNoneMatch": "*"}
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)["ETag"].strip('"')
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                raise WriteConflict(f"s3://{self.bucket}/{key} changed since it was read") from None
+            raise
+
+    def get_json_versioned(self, key: str, default: Any = None) -> tuple[Any, str | None]:
+        """(value, etag) of a JSON object, or (default, None) when it does not exist: the read half of a compare-and-set."""
+        from botocore.exceptions import ClientError
+
+        try:
+            data, etag = self.get_object(key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return default, None
+            raise
+        return json.loads(data), etag
 
     def get_bytes(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()

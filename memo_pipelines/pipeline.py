@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .corpus import Snapshot, build_snapshot
+from .corpus import Snapshot, build_snapshot, doc_id_for, vanished
 from .evaluation import GENERAL_GUARD, GENERAL_REPLAY, EvalReport, Gates, base_answers, evaluate_candidate
 from .llm import ChatModel, LocalChatModel
 from .merging import MergeConfig, merge_into_promoted
+from .lease import Lease
 from .objectstore import ObjectStore
 from .reflections import synthesise_reflections
 from .registry import ModelRegistry, dir_sha256
@@ -48,7 +49,26 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int) -> Snapshot:
     manifest = ws.store.get_json(version_key(version, "manifest.json"))
     if manifest is None:
         raise FileNotFoundError(f"version {version} has no manifest at {version_key(version, 'manifest.json')}")
-    snapshot = build_snapshot(version, manifest["objects"], ws.store.get_object, ws.landing_prefix, max_bytes)
+    listed = {entry["key"]: entry.get("etag") for entry in manifest["objects"]}
+
+    def fetch_as_listed(key: str) -> tuple[bytes, str]:
+        """The object as the manifest listed it: from the landing folder while its ETag matches, else from the copy
+        this version archived when it first read it, so a backfill rebuilds the version from what it really held."""
+        archived = version_key(version, f"raw/{doc_id_for(key, ws.landing_prefix)}")
+        try:
+            data, etag = ws.store.get_object(key)
+        except Exception as error:
+            if not vanished(error):
+                raise
+        else:
+            if not listed.get(key) or etag == listed[key]:
+                ws.store.put_bytes(archived, data)
+                return data, etag
+        data, _ = ws.store.get_object(archived)  # NoSuchKey here: deleted or rewritten before this version ever read it
+        return data, listed[key]
+
+    snapshot = build_snapshot(version, manifest["objects"], fetch_as_listed, ws.landing_prefix, max_bytes)
+    snapshot.deleted = [doc_id_for(key, ws.landing_prefix) for key in manifest.get("deleted", [])]
     ws.store.put_json(version_key(version, "snapshot.json"), snapshot.to_json())
     return snapshot
 
@@ -103,10 +123,48 @@ def general_reference(ws: Workspace, base_id: str) -> dict[str, list[dict]]:
     return reference
 
 
-def replay_sample(ws: Workspace, version: str, size: int, seed: int) -> list[dict]:
-    pool = [r for v in earlier_versions(ws, version) for r in load_reflections(ws, v)]
+def document_changes(ws: Workspace, up_to: str) -> dict[str, list[tuple[str, str]]]:
+    """{doc_id: [(version, "landed" | "deleted"), ...]} from the manifests of every version up to and including up_to."""
+    changes: dict[str, list[tuple[str, str]]] = {}
+    versions = sorted({o.key.split("/")[1] for o in ws.store.list_objects("versions/") if o.key.endswith("/manifest.json")})
+    for version in (v for v in versions if v <= up_to):
+        manifest = ws.store.get_json(version_key(version, "manifest.json"))
+        for entry in manifest["objects"]:
+            changes.setdefault(doc_id_for(entry["key"], ws.landing_prefix), []).append((version, "landed"))
+        for key in manifest.get("deleted", []):
+            changes.setdefault(doc_id_for(key, ws.landing_prefix), []).append((version, "deleted"))
+    return changes
+
+
+def live_earlier_reflections(ws: Workspace, version: str) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Earlier versions' reflections whose documents still stand as of `version`, and how many were retired and why.
+
+    A reflection of version u is retired when one of its source documents was deleted, or rewritten (a newer ETag,
+    whose reflections replace it), in a version after u and up to `version`. Decided from the manifests alone, so a
+    backfill of an old version sees the corpus as it was then.
+    """
+    changes = document_changes(ws, version)
+    live, retired = {}, {"deleted": 0, "rewritten": 0}
+    for earlier in earlier_versions(ws, version):
+        kept = []
+        for row in load_reflections(ws, earlier):
+            later = [kind for doc in row["source_doc_ids"] for v, kind in changes.get(doc, []) if earlier < v <= version]
+            if "deleted" in later:
+                retired["deleted"] += 1
+            elif later:
+                retired["rewritten"] += 1
+            else:
+                kept.append(row)
+        live[earlier] = kept
+    return live, retired
+
+
+def replay_sample(ws: Workspace, version: str, size: int, seed: int) -> tuple[list[dict], dict[str, int]]:
+    """A seeded sample of earlier versions' live reflections, and the counts of retired ones left out."""
+    live, retired = live_earlier_reflections(ws, version)
+    pool = [r for v in sorted(live) for r in live[v]]
     rng = random.Random(f"{seed}-{version}")
-    return rng.sample(pool, min(size, len(pool)))
+    return rng.sample(pool, min(size, len(pool))), retired
 
 
 def library_versions() -> dict[str, str]:
@@ -119,12 +177,29 @@ def train_memory_adapter(
     ws: Workspace, version: str, base_id: str, config: TrainConfig, replay_size: int, on_progress: Callable[[dict], None], log: Log,
     launch: dict | None = None,
     general_replay_size: int = 15,
+    owner: str = "memo",
+    lease_ttl_s: float = 900.0,
 ) -> dict:
-    """Train this version's adapter on top of the promoted model; upload it with its lineage."""
-    parent_id = ws.registry.promoted_id()
+    """Train this version's adapter on top of the model promoted after the previous version; upload it with its lineage.
+
+    In a forward run that parent is the promoted model; in a backfill of an old version it is the model the registry
+    history says was promoted after the version before it. One run at a time trains a version: the others find its
+    lease in the bucket and fail (their re-execution succeeds once the lease is released or expired).
+    """
+    with Lease(ws.store, f"locks/training/{version}.json", owner, lease_ttl_s) as lease:
+        def renewing_progress(figures: dict) -> None:
+            lease.renew(every_s=lease_ttl_s / 3)
+            on_progress(figures)
+
+        return _train_memory_adapter(ws, version, base_id, config, replay_size, renewing_progress, log, launch, general_replay_size)
+
+
+def _train_memory_adapter(ws, version, base_id, config, replay_size, on_progress, log, launch, general_replay_size) -> dict:
+    current_id = ws.registry.promoted_id()
+    parent_id = ws.registry.promoted_before(version)
     parent_dir = ws.registry.fetch(parent_id)
     rows = load_reflections(ws, version)
-    replay = replay_sample(ws, version, replay_size, config.seed)
+    replay, retired = replay_sample(ws, version, replay_size, config.seed)
     general = general_reference(ws, base_id)["replay"][:general_replay_size]
     examples = rows + replay + general
     scratch = ws.scratch(version, "adapter")
@@ -139,6 +214,7 @@ def train_memory_adapter(
     ws.store.upload_dir(scratch / "adapter", version_key(version, "adapter"))
     lineage = {"version": version, "parent_model": parent_id, "library_versions": library_versions(), "parent_sha256": ws.registry.get(parent_id)["sha256"],
                "new_reflections": len(rows), "replay_reflections": len(replay), "general_replay": len(general),
+               "retired_reflections": retired, "backfill": parent_id != current_id, "promoted_at_training": current_id,
                "train_config": asdict(config)}
     ws.store.put_json(version_key(version, "adapter_lineage.json"), lineage)
     return {**figures, **lineage}
@@ -150,7 +226,10 @@ def train_memory_adapter(
 def merge_memory_model(ws: Workspace, version: str, config: MergeConfig) -> dict:
     lineage = ws.store.get_json(version_key(version, "adapter_lineage.json"))
     parent_dir = ws.registry.fetch(lineage["parent_model"])
-    scratch = ws.scratch(version, "merge")
+    # keyed by the adapter's ETag: mergekit caches loaded models by path for the life of the process, so a re-merge of
+    # this version (a backfill or re-execution in the same process) must not read its new adapter from an old path
+    adapter_etag = ws.store.etag(version_key(version, "adapter/training.json"))
+    scratch = ws.scratch(version, f"merge-{adapter_etag[:12]}")
     adapter_dir = ws.store.download_dir(version_key(version, "adapter"), scratch / "adapter")
     merged = merge_into_promoted(parent_dir, adapter_dir, scratch / "model", config, scratch)
     model_id = f"{version}-{dir_sha256(scratch / 'model')[:10]}"
@@ -161,6 +240,7 @@ def merge_memory_model(ws: Workspace, version: str, config: MergeConfig) -> dict
          "reflections_etag": ws.store.etag(version_key(version, "reflections.jsonl"))},
     )
     ws.store.put_json(version_key(version, "candidate.json"), {"model_id": model_id, "parent": lineage["parent_model"]})
+    shutil.rmtree(scratch, ignore_errors=True)  # the model is in the bucket now; each merge has its own folder
     return record
 
 
@@ -171,7 +251,8 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
     candidate_info = ws.store.get_json(version_key(version, "candidate.json"))
     candidate = LocalChatModel(ws.registry.fetch(candidate_info["model_id"]))
     promoted = LocalChatModel(ws.registry.fetch(candidate_info["parent"]))
-    earlier = {v: load_reflections(ws, v) for v in earlier_versions(ws, version)}
+    live, _ = live_earlier_reflections(ws, version)  # facts of deleted or rewritten documents are not retention targets
+    earlier = {v: rows for v, rows in live.items() if rows}
     report = evaluate_candidate(candidate, promoted, load_reflections(ws, version), earlier, general_reference(ws, base_id)["guard"], sample_size)
     results = report.gate_results(gates)
     ws.store.put_json(version_key(version, "evaluation.json"), {"candidate": candidate_info, "report": report.to_json(), "gates": results})
@@ -181,8 +262,12 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
 # -- 6. promotion -------------------------------------------------------------------------------------------------
 
 
-def promote_version(ws: Workspace, version: str) -> dict:
-    """Promote this version's candidate only if every gate passed and the pointer still holds its parent."""
+def promote_version(ws: Workspace, version: str, allow_backfill_promotion: bool = False) -> dict:
+    """Promote this version's candidate if every gate passed and no model of this or a newer version holds the pointer.
+
+    Returns {"promoted": bool, "reason", "model_id", "parent", "current"}. A backfilled version is not promoted over a
+    newer version's model unless allow_backfill_promotion is set, and then it moves the pointer explicitly, in history.
+    """
     evaluation = ws.store.get_json(version_key(version, "evaluation.json"))
     if evaluation is None:
         raise RuntimeError(f"version {version} has no evaluation; refusing to promote")
@@ -190,5 +275,17 @@ def promote_version(ws: Workspace, version: str) -> dict:
     if failed:
         raise RuntimeError(f"version {version} failed its gates {failed}; refusing to promote")
     candidate = evaluation["candidate"]
-    entry = ws.registry.promote(candidate["model_id"], f"version {version} passed its gates", expected_current=candidate["parent"])
-    return {**entry, "parent": candidate["parent"]}
+    current = ws.registry.promoted_id()
+    current_version = ws.registry.model_version(current)
+    outcome = {"model_id": candidate["model_id"], "parent": candidate["parent"], "current": current}
+    if current == candidate["model_id"]:
+        # an earlier attempt of this step moved the pointer and then died: re-execution is a no-op
+        return {**outcome, "promoted": True, "reason": f"{current} is already the promoted model"}
+    if current_version is not None and current_version >= version and not allow_backfill_promotion:
+        held_by = f"newer version {current_version}" if current_version > version else f"version {version}"
+        return {**outcome, "promoted": False,
+                "reason": f"not promoted: {held_by} is promoted ({current}); set allow_backfill_promotion to move the pointer to this backfill"}
+    backfill = current != candidate["parent"] and allow_backfill_promotion
+    reason = f"version {version} passed its gates" + (f" (backfill promoted over {current})" if backfill else "")
+    ws.registry.promote(candidate["model_id"], reason, expected_current=current if backfill else candidate["parent"])
+    return {**outcome, "promoted": True, "reason": reason}

@@ -1,11 +1,12 @@
 """The model registry, kept in the object store: every model with its lineage, and a promoted pointer with history."""
 
 import hashlib
+import json
 import shutil
 import time
 from pathlib import Path
 
-from .objectstore import ObjectStore
+from .objectstore import ObjectStore, WriteConflict
 
 POINTER_KEY = "registry/promoted.json"
 
@@ -49,37 +50,61 @@ class ModelRegistry:
         return self.store.download_dir(f"models/{model_id}", self.cache_dir / model_id)
 
     # -- promotion ------------------------------------------------------------------------------------------------
+    def _read_pointer(self) -> tuple[dict, str | None]:
+        return self.store.get_json_versioned(POINTER_KEY, default={"model_id": None, "stack": [], "history": []})
+
     def pointer(self) -> dict:
         """{"model_id": current, "stack": promoted ids, oldest first (rollback pops), "history": every move}."""
-        return self.store.get_json(POINTER_KEY, default={"model_id": None, "stack": [], "history": []})
+        return self._read_pointer()[0]
 
     def promoted_id(self) -> str | None:
         return self.pointer()["model_id"]
 
-    def _write_pointer(self, stack: list[str], history: list[dict], model_id: str, reason: str) -> dict:
+    def model_version(self, model_id: str | None) -> str | None:
+        """The corpus version a model was trained for; None for the base model."""
+        record = self.get(model_id) if model_id else None
+        return record.get("version") if record else None
+
+    def promoted_before(self, version: str) -> str | None:
+        """The model the pointer held last among models of versions older than `version` (the base counts as oldest).
+
+        What version N trains on: the current pointer in a forward run, the model promoted after N-1 in a backfill.
+        """
+        for entry in reversed(self.pointer()["history"]):
+            earlier = self.model_version(entry["model_id"])
+            if earlier is None or earlier < version:
+                return entry["model_id"]
+        return None
+
+    def _write_pointer(self, stack: list[str], history: list[dict], model_id: str, reason: str, etag: str | None) -> dict:
         entry = {"model_id": model_id, "at": time.time(), "reason": reason}
-        # one PUT of one small object: readers see the old pointer or the new one, never a mix
-        self.store.put_json(POINTER_KEY, {"model_id": model_id, "stack": stack, "history": history + [entry]})
+        body = json.dumps({"model_id": model_id, "stack": stack, "history": history + [entry]}, indent=1, sort_keys=True).encode()
+        # one conditional PUT of one small object: readers see the old pointer or the new one, never a mix, and a
+        # writer that read the pointer before another writer moved it loses instead of overwriting that move
+        try:
+            self.store.put_bytes_if(POINTER_KEY, body, etag)
+        except WriteConflict:
+            raise PromotionRefused("the promoted pointer moved while this promotion was being decided; nothing was changed") from None
         return entry
 
     def promote(self, model_id: str, reason: str, expected_current: str | None = ...) -> dict:
         """Move the pointer to model_id; refuses if the pointer moved since the candidate was trained on it."""
         if self.get(model_id) is None:
             raise PromotionRefused(f"model {model_id} is not registered")
-        pointer = self.pointer()
+        pointer, etag = self._read_pointer()
         if expected_current is not ... and pointer["model_id"] != expected_current:
             raise PromotionRefused(
                 f"promoted model is {pointer['model_id']}, but the candidate was trained on {expected_current}; retrain it on the current model"
             )
-        return self._write_pointer(pointer["stack"] + [model_id], pointer["history"], model_id, reason)
+        return self._write_pointer(pointer["stack"] + [model_id], pointer["history"], model_id, reason, etag)
 
     def rollback(self, reason: str = "rollback") -> str:
         """Point back at the model promoted before the current one."""
-        pointer = self.pointer()
+        pointer, etag = self._read_pointer()
         if len(pointer["stack"]) < 2:
             raise PromotionRefused("no earlier promoted model to roll back to")
         stack = pointer["stack"][:-1]
-        self._write_pointer(stack, pointer["history"], stack[-1], reason)
+        self._write_pointer(stack, pointer["history"], stack[-1], reason, etag)
         return stack[-1]
 
     def prune_candidates(self, keep_latest: int = 2) -> list[str]:

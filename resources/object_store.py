@@ -14,11 +14,12 @@ class ObjectStoreResource(dg.ConfigurableResource):
     access_key_id: Optional[str] = None
     secret_access_key: Optional[str] = None
     region: str = "us-east-1"
+    max_attempts: int = 8  # per S3 call, with exponential backoff (botocore standard retry mode)
     _store: Optional[ObjectStore] = PrivateAttr(default=None)
 
     def store(self) -> ObjectStore:
         if self._store is None:
-            client = make_s3_client(self.endpoint_url, self.access_key_id, self.secret_access_key, self.region)
+            client = make_s3_client(self.endpoint_url, self.access_key_id, self.secret_access_key, self.region, self.max_attempts)
             self._store = ObjectStore(client, self.bucket)
             self._store.ensure_bucket()
         return self._store

@@ -25,6 +25,8 @@ class TrainerResource(dg.ConfigurableResource):
     replay_size: int = 64  # earlier versions' reflections replayed per update
     general_replay_size: int = 15  # generic questions with the base model's own answers replayed per update
     seed: int = 0
+    checkpoint_every: int = 25  # training steps between checkpoints; a killed training resumes from the last one
+    lease_ttl_s: float = 900.0  # a version's training lease in the bucket expires this long after its last renewal
     merge_method: str = "ties"
     merge_weight: float = 1.0
     merge_density: float = 0.5
@@ -33,6 +35,7 @@ class TrainerResource(dg.ConfigurableResource):
         return TrainConfig(
             method=self.method, lora_r=self.lora_r, lora_alpha=self.lora_alpha, learning_rate=self.learning_rate, epochs=self.epochs,
             batch_size=self.batch_size, max_length=self.max_length, seed=self.seed, pack_length=self.pack_length,
+            checkpoint_every=self.checkpoint_every,
         )
 
     def launch(self) -> dict:

@@ -13,8 +13,10 @@ from tests.conftest import CREDENTIALS
 TINY_TRAINER = dict(lora_r=16, lora_alpha=32, learning_rate=5e-3, epochs=30, batch_size=8, replay_size=64, merge_method="ties", merge_density=0.9)
 
 
-def pipeline_resources(store: ObjectStore, work_dir: Path, base_dir: Path, trainer: dict | None = None, evaluation: dict | None = None) -> dict:
+def pipeline_resources(store: ObjectStore, work_dir: Path, base_dir: Path, trainer: dict | None = None, evaluation: dict | None = None,
+                       s3_max_attempts: int = 8) -> dict:
     object_store = ObjectStoreResource(
+        max_attempts=s3_max_attempts,
         bucket=store.bucket,
         endpoint_url=store.client.meta.endpoint_url,
         access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
@@ -47,3 +49,22 @@ def materialize_version(instance: dg.DagsterInstance, resources: dict, version: 
 
 def definitions(resources: dict) -> dg.Definitions:
     return build_definitions(resources=resources)
+
+
+def reconstructable_job(spec_json: str) -> dg.JobDefinition:
+    """The pipeline as a job, in process, over resources described by spec_json; for dg.execute_job, which re-execution
+    from failure needs: dg.build_reconstructable_job("tests.pipeline_helpers", "reconstructable_job", (spec_json,)).
+    """
+    import json
+
+    from memo_pipelines.objectstore import make_s3_client
+
+    spec = json.loads(spec_json)
+    client = make_s3_client(spec["endpoint_url"], CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    resources = pipeline_resources(ObjectStore(client, spec["bucket"]), Path(spec["work_dir"]), Path(spec["base_dir"]), spec.get("trainer"),
+                                   spec.get("evaluation"), spec.get("s3_max_attempts", 8))
+    if spec.get("generator"):
+        resources["generator"] = GeneratorResource(**spec["generator"])
+    names = spec.get("assets") or [a.key.path[-1] for a in ASSETS]
+    job = dg.define_asset_job("memo_test_job", selection=dg.AssetSelection.assets(*names), executor_def=dg.in_process_executor)
+    return dg.Definitions(assets=ASSETS, jobs=[job], resources=resources).resolve_job_def("memo_test_job")

@@ -1,8 +1,11 @@
 """Text extraction and snapshots: unreadable documents are quarantined with a reason, readable ones kept once."""
 
+import json
+
 import pytest
 
 from memo_pipelines.corpus import Unreadable, build_snapshot, extract_text
+from tests.pdf_fixtures import encrypted_pdf, image_only_pdf, text_pdf
 
 GOOD = "The Kesby plant employs 340 people."
 
@@ -18,7 +21,8 @@ def snapshot_of(documents: dict[str, bytes], max_bytes: int = 1000):
         ("empty.txt", b"", "empty"),
         ("blob.txt", b"PK\x03\x04\x00\x00binary", "NUL"),
         ("latin1.txt", "café".encode("latin-1"), "UTF-8"),
-        ("scan.pdf", b"%PDF-1.7 text", "unsupported document type '.pdf'"),
+        ("scan.pdf", b"%PDF-1.7 text", "unreadable PDF"),
+        ("program.exe", b"MZ\x90\x00", "unsupported document type '.exe'"),
         ("huge.txt", b"word " * 300, "over the 1000-byte limit"),
     ],
 )
@@ -49,3 +53,93 @@ def test_blank_lines_holding_whitespace_do_not_defeat_duplicate_removal():
     clean, padded = b"Alpha.\n\n\nBeta.", b"Alpha.  \r\n \r\n\t\r\nBeta."
     assert extract_text("a.txt", padded) == extract_text("a.txt", clean) == "Alpha.\n\nBeta."
     assert snapshot_of({"clean.txt": clean, "padded.txt": padded}).duplicates == [{"doc_id": "padded.txt", "duplicate_of": "clean.txt"}]
+
+
+FACT = "The Kesby plant employs 340 people."
+GOOD_OF_EACH_FORMAT = {
+    "plain.txt": (FACT.encode(), FACT),
+    "notes.md": (f"# Kesby\n\n{FACT}".encode(), f"# Kesby\n\n{FACT}"),
+    "page.html": (
+        f"<html><head><title>Kesby</title><script>alert('x')</script><style>p{{}}</style></head>"
+        f"<body><p>{FACT}</p><p>Manager:&nbsp;Rafael&amp;Ondo</p><a href='http://example.invalid/x'>link</a></body></html>".encode(),
+        f"{FACT}\n\nManager: Rafael&Ondo\nlink",  # the title is dropped when the text already names it
+    ),
+    "record.json": (json.dumps({"plant": "Kesby", "staff": 340, "open": True, "note": FACT, "tags": ["a", None]}).encode(),
+                    f"plant: Kesby\nstaff: 340\nopen: yes\nnote: {FACT}\ntags: a"),
+    "records.jsonl": (b'{"fact": "The Kesby plant employs 340 people."}\n\n{"fact": "Tern is a cell."}\n', f"fact: {FACT}\n\nfact: Tern is a cell."),
+    "report.pdf": (text_pdf(["Annual report.", FACT]), f"Annual report.\n{FACT}"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_OF_EACH_FORMAT))
+def test_every_supported_format_becomes_normalised_text(name):
+    data, expected = GOOD_OF_EACH_FORMAT[name]
+    assert extract_text(name, data) == expected
+
+
+def test_html_scripts_are_dropped_and_nothing_is_followed():
+    page = b"<p>Visible.</p><script src='http://example.invalid/a.js'>steal()</script><iframe src='http://example.invalid'>x</iframe><!-- hidden -->"
+    assert extract_text("a.html", page) == "Visible."
+
+
+BAD_OF_EACH_FORMAT = {
+    "empty.md": (b"", "empty document"),
+    "whitespace.txt": (b" \n\t \n", "no text after normalisation"),
+    "script_only.html": (b"<html><script>var a = 1;</script></html>", "no text after normalisation"),
+    "latin1.html": ("<p>caf\u00e9</p>".encode("latin-1"), "not valid UTF-8"),
+    "broken.json": (b'{"plant": "Kesby", ', "not valid JSON"),
+    "deep.json": (b"[" * 5000 + b"]" * 5000, "nested"),
+    "null.json": (b"null", "no text after normalisation"),
+    "bad_line.jsonl": (b'{"a": "fine"}\n{not json}\n', "not valid JSON on line 2"),
+    "scanned.pdf": (image_only_pdf(), "no extractable text"),
+    "locked.pdf": (encrypted_pdf([FACT]), "encrypted PDF"),
+    "truncated.pdf": (text_pdf([FACT])[:60], "unreadable PDF"),
+    "zip_named.pdf": (b"PK\x03\x04\x14\x00\x00\x00", "not a PDF"),
+    "image.png": (b"\x89PNG\r\n\x1a\n", "unsupported document type '.png'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_OF_EACH_FORMAT))
+def test_a_bad_document_of_each_format_is_quarantined_with_its_reason(name):
+    data, reason = BAD_OF_EACH_FORMAT[name]
+    with pytest.raises(Unreadable, match=reason):
+        extract_text(name, data)
+
+
+@pytest.mark.parametrize(
+    "doc_id, reason",
+    [
+        ("../escape.txt", "'..'"),
+        ("notes/../../etc/passwd.txt", "'..'"),
+        ("/etc/passwd.txt", "absolute path"),
+        ("C:/Windows/win.ini.txt", "absolute path"),
+        ("a\\..\\b.txt", "backslash"),
+        ("bell\x07.txt", "control characters"),
+    ],
+)
+def test_keys_that_would_escape_the_work_folder_are_quarantined_unread(doc_id, reason):
+    fetched = []
+    manifest = [{"key": f"landing/{doc_id}", "size": 10}, {"key": "landing/good.txt", "size": 10}]
+    snapshot = build_snapshot("v000001", manifest, lambda key: (fetched.append(key) or GOOD.encode(), "etag"), "landing/")
+    assert [d.doc_id for d in snapshot.documents] == ["good.txt"]
+    assert snapshot.quarantine[0]["doc_id"] == doc_id and reason in snapshot.quarantine[0]["reason"]
+    assert fetched == ["landing/good.txt"]  # the unsafe key is never even downloaded
+
+
+def test_an_oversized_object_is_quarantined_from_its_manifest_size_without_downloading_it():
+    manifest = [{"key": "landing/huge.txt", "size": 5_000_000}]
+    snapshot = build_snapshot("v000001", manifest, lambda key: pytest.fail("downloaded"), "landing/", max_bytes=1000)
+    assert snapshot.quarantine == [{"doc_id": "huge.txt", "key": "landing/huge.txt", "reason": "document of 5000000 bytes is over the 1000-byte limit"}]
+
+
+def test_a_vanished_object_is_quarantined_but_a_store_fault_fails_the_snapshot():
+    def gone(key):
+        raise FileNotFoundError(key)
+
+    assert build_snapshot("v1", [{"key": "landing/a.txt"}], gone, "landing/").quarantine[0]["reason"] == "deleted or rewritten before this version read it"
+
+    def refused(key):
+        raise ConnectionError("store unreachable")
+
+    with pytest.raises(ConnectionError):
+        build_snapshot("v1", [{"key": "landing/a.txt"}], refused, "landing/")

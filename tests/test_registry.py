@@ -1,5 +1,7 @@
 """The model registry on a real S3 server: promotion with compare, a rollback stack, and models that load after fetch."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -82,3 +84,65 @@ def test_prune_deletes_only_never_promoted_candidates_beyond_the_newest(registry
     assert not (registry.cache_dir / "c1").exists()
     # the promoted model and its predecessor stay: rollback still works
     assert registry.rollback() == "base"
+
+
+@contextmanager
+def pointer_put_hook(registry, hook):
+    """Run hook on every PutObject this registry's S3 client is about to send (an edge of the real client)."""
+    registry.store.client.meta.events.register("before-send.s3.PutObject", hook, unique_id="pointer-hook")
+    try:
+        yield
+    finally:
+        registry.store.client.meta.events.unregister("before-send.s3.PutObject", unique_id="pointer-hook")
+
+
+def test_a_failed_pointer_write_leaves_the_old_pointer_whole(registry, tiny_base):
+    registry.ensure_base("base", tiny_base)
+    registry.register("m1", tiny_base, {"parent": "base"})
+    before = registry.pointer()
+
+    def crash(request, **_):  # the server never gets the write: like a crash or an outage at the moment of promotion
+        if request.url.endswith("/registry/promoted.json") and request.method == "PUT":
+            raise ConnectionError("injected: connection lost before the pointer write")
+
+    with pointer_put_hook(registry, crash), pytest.raises(Exception, match="injected"):
+        registry.promote("m1", "v1 passed", expected_current="base")
+    assert registry.pointer() == before and registry.promoted_id() == "base"
+    registry.promote("m1", "v1 passed, retried", expected_current="base")
+    assert registry.promoted_id() == "m1"
+
+
+def test_a_promotion_that_races_another_is_refused_and_the_winner_stays(registry, store, tiny_base, tmp_path):
+    registry.ensure_base("base", tiny_base)
+    for model_id in ("m1", "m2"):
+        registry.register(model_id, tiny_base, {"parent": "base"})
+    rival = ModelRegistry(store, tmp_path / "rival-cache")
+    raced = []
+
+    def rival_promotes_first(request, **_):  # between this promotion's read of the pointer and its write
+        if request.url.endswith("/registry/promoted.json") and request.method == "PUT" and not raced:
+            raced.append(True)
+            rival.promote("m2", "rival run", expected_current="base")
+
+    with pointer_put_hook(registry, rival_promotes_first), pytest.raises(PromotionRefused, match="pointer moved"):
+        registry.promote("m1", "v1 passed", expected_current="base")
+    assert raced and registry.promoted_id() == "m2"
+    assert [h["model_id"] for h in registry.pointer()["history"]] == ["base", "m2"]
+
+
+def test_a_training_lease_blocks_a_second_holder_until_released_or_expired(store):
+    from memo_pipelines.lease import Lease, LeaseHeld
+
+    first = Lease(store, "locks/training/v000001.json", "run-a", ttl_s=60).acquire()
+    with pytest.raises(LeaseHeld, match="held by run-a"):
+        Lease(store, "locks/training/v000001.json", "run-b", ttl_s=60).acquire()
+    Lease(store, "locks/training/v000002.json", "run-b", ttl_s=60).acquire()  # another version is free
+    first.release()
+    assert not store.exists("locks/training/v000001.json")
+
+    stale = Lease(store, "locks/training/v000003.json", "dead-run", ttl_s=-1).acquire()  # its holder died: expired at once
+    taker = Lease(store, "locks/training/v000003.json", "run-c", ttl_s=60).acquire()
+    with pytest.raises(LeaseHeld, match="taken over"):
+        stale.renew()
+    taker.renew()
+    assert store.get_json("locks/training/v000003.json")["owner"] == "run-c"

@@ -1,0 +1,58 @@
+"""Leases in the bucket: one object per leased thing, created and renewed with conditional writes, with an expiry so
+a holder that died does not block the thing forever."""
+
+import json
+import time
+
+from .objectstore import ObjectStore, WriteConflict
+
+
+class LeaseHeld(RuntimeError):
+    """Someone else holds an unexpired lease."""
+
+
+class Lease:
+    def __init__(self, store: ObjectStore, key: str, owner: str, ttl_s: float):
+        self.store, self.key, self.owner, self.ttl_s = store, key, owner, ttl_s
+        self.etag: str | None = None
+        self.renewed_at = 0.0
+
+    def _body(self) -> bytes:
+        now = time.time()
+        return json.dumps({"owner": self.owner, "acquired_at": now, "expires_at": now + self.ttl_s}).encode()
+
+    def acquire(self) -> "Lease":
+        try:
+            self.etag = self.store.put_bytes_if(self.key, self._body(), None)
+        except WriteConflict:
+            holder, etag = self.store.get_json_versioned(self.key)
+            if holder is not None and holder["owner"] != self.owner and holder["expires_at"] > time.time():
+                raise LeaseHeld(f"{self.key} is held by {holder['owner']} for {holder['expires_at'] - time.time():.0f} s more") from None
+            try:  # expired, ours from an earlier attempt, or released meanwhile: take it over only if nobody else did first
+                self.etag = self.store.put_bytes_if(self.key, self._body(), etag)
+            except WriteConflict:
+                raise LeaseHeld(f"{self.key} was taken by another run at the same moment") from None
+        self.renewed_at = time.time()
+        return self
+
+    def renew(self, every_s: float | None = None) -> None:
+        """Push the expiry out; with every_s, only when the last renewal is older than that."""
+        if every_s is not None and time.time() - self.renewed_at < every_s:
+            return
+        try:
+            self.etag = self.store.put_bytes_if(self.key, self._body(), self.etag)
+        except WriteConflict:
+            raise LeaseHeld(f"{self.key} expired and was taken over by another run; stopping") from None
+        self.renewed_at = time.time()
+
+    def release(self) -> None:
+        holder, etag = self.store.get_json_versioned(self.key)
+        if holder is not None and etag == self.etag:
+            self.store.delete(self.key)
+        self.etag = None
+
+    def __enter__(self) -> "Lease":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
