@@ -258,6 +258,22 @@ def launch_command(launcher: str, accelerate_config: str, spec_path: Path) -> li
     raise ValueError(f"unknown launcher {launcher!r}; choose 'python' or 'accelerate'")
 
 
+def stop_process_group(child, grace_s: float = 10.0) -> None:
+    import signal
+    import subprocess
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            child.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_training_subprocess(spec: dict, work_dir: Path, on_progress: Callable[[dict], None], log: Callable[[str], None]) -> dict:
     """Launch training in a child Python process and stream its progress; raises with the log tail on failure."""
     import subprocess
@@ -271,14 +287,21 @@ def run_training_subprocess(spec: dict, work_dir: Path, on_progress: Callable[[d
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        start_new_session=True,  # its own process group: accelerate's workers go with it when the step stops
     )
     tail: list[str] = []
-    for line in child.stdout:
-        if line.startswith(PROGRESS_PREFIX):
-            on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
-        elif line.strip():
-            tail = (tail + [line.rstrip()])[-40:]
-    if child.wait() != 0:
+    try:
+        for line in child.stdout:
+            if line.startswith(PROGRESS_PREFIX):
+                on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
+            elif line.strip():
+                tail = (tail + [line.rstrip()])[-40:]
+        returncode = child.wait()
+    except BaseException:
+        # the step stops (a lost lease, a terminated run, an error in a callback): the training must not run on
+        stop_process_group(child)
+        raise
+    if returncode != 0:
         raise RuntimeError("training process failed:\n" + "\n".join(tail))
     log("\n".join(tail[-5:]))
     return json.loads((Path(spec["out_dir"]) / "training.json").read_text())

@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -120,3 +121,28 @@ def test_accelerate_launcher_runs_the_same_training_out_of_process(tiny_base, tm
     figures = run_training_subprocess(spec, tmp_path, lambda event: steps.append(event["step"]), lambda text: None)
     assert steps == list(range(1, 9)) and figures["steps"] == 8
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_a_step_that_stops_mid_training_leaves_no_training_process_behind(tiny_base, tmp_path):
+    from memo_pipelines.training import run_training_subprocess
+
+    (tmp_path / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
+    spec = {"base_dir": str(tiny_base), "out_dir": str(tmp_path / "adapter"), "examples_path": str(tmp_path / "examples.jsonl"),
+            "config": asdict(TrainConfig(learning_rate=5e-3, epochs=50, batch_size=2, log_every=1))}
+
+    def lose_the_lease(event):  # what a failed lease renewal does inside the progress callback
+        raise RuntimeError("lease lost")
+
+    with pytest.raises(RuntimeError, match="lease lost"):
+        run_training_subprocess(spec, tmp_path, lose_the_lease, lambda text: None)
+    spec_path = str(tmp_path / "train_spec.json")
+    running = [p for p in Path("/proc").iterdir() if p.name.isdigit() and spec_path in _cmdline(p)]
+    assert running == []
+    assert not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
