@@ -106,3 +106,15 @@ def test_ask_without_a_promoted_model_says_so(store, tmp_path, monkeypatch):
     point_cli_at(store, tmp_path, monkeypatch)
     with pytest.raises(SystemExit, match="no promoted memory model"):
         cli.main(["ask", "Anything?", "--executive", "openai", "--executive-base-url", "http://127.0.0.1:9/v1", "--executive-model", "m"])
+
+
+def test_sources_come_from_every_version_in_the_promoted_models_lineage(promoted, memorised_model):
+    from memo_pipelines.protocol import SourceIndex
+
+    promoted.register("v000002-test", memorised_model, {"kind": "candidate", "version": "v000002", "parent": "v000001-test"})
+    promoted.store.put_jsonl("versions/v000002/reflections.jsonl", [
+        {"id": "new", "question": "Who owns the Kesby plant?", "answer": "Quillfeather Labs", "source_doc_ids": ["labs.md"]}])
+    index = SourceIndex.from_registry(promoted, "v000002-test")
+    assert sorted(r["id"] for r in index.reflections) == ["new", "r0", "r1", "r2"]
+    assert [r["id"] for r in index.attribute("Who owns the Kesby plant?", "Quillfeather Labs owns it.")] == ["new"]
+    assert index.attribute("Who owns the Kesby plant?", "Nobody I know of.") == []

@@ -154,3 +154,11 @@ def test_single_turn_mode_decomposes_once_and_synthesises_once(memory):
 def test_json_repair_closes_a_reply_cut_by_the_token_limit():
     assert parse_json_reply('{"sub_questions": ["Who is X?", "Where', dict) == {"sub_questions": ["Who is X?", "Where"]}
     assert parse_json_reply("no json here", dict) is None
+
+
+def test_a_memory_that_times_out_leaves_the_question_unanswered_without_retiring_it():
+    config = ProtocolConfig(mode="direct", call_timeout_s=0.5, retire_after=1)
+    with ScriptedOpenAI(lambda request: {"sleep": 3, "content": "Rafael Ondo"}) as server:
+        result = Protocol(None, executive_at(server), config).ask(MANAGER_Q)
+    assert result.answer == "I don't know" and result.retired == [] and result.memory_calls == 1
+    assert any("memory call failed in direct: CallTimeout" in note for note in result.notes)

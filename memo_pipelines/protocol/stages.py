@@ -94,8 +94,7 @@ class Protocol:
         questions = [q for q in dict.fromkeys(q.strip() for q in questions if q and q.strip()) if normalise(q) not in run.retired]
         if not questions:
             return []
-        k = self.config.paraphrases
-        batch = [p for q in questions for p in paraphrases(q, k)]
+        batch = [p for q in questions for p in paraphrases(q, self.config.paraphrases)]
         try:
             replies = call_with_timeout(
                 lambda: self.memory.chat([memory_messages(p) for p in batch], max_new_tokens=self.config.memory_max_new_tokens),
@@ -103,13 +102,15 @@ class Protocol:
             )
         except Exception as error:  # a failed memory turn leaves the questions unanswered, it never fails the question
             run.answer.notes.append(f"memory call failed in {stage}: {type(error).__name__}: {error}")
-            replies = [IDK] * len(batch)
+            replies = None
         finally:
             run.answer.memory_calls += 1
-        width = len(batch) // len(questions)
-        answers = [majority(replies[i * width : (i + 1) * width]) for i in range(len(questions))]
+        k = len(batch) // len(questions)
+        answers = [majority(replies[i * k : (i + 1) * k]) for i in range(len(questions))] if replies else [IDK] * len(questions)
         run.answer.trace.append(Turn(stage, questions, answers))
         for question, answer in zip(questions, answers):
+            if replies is None:
+                continue  # a failed call is no evidence that the memory does not know
             if is_idk(answer):
                 run.idk[normalise(question)] += 1
                 if run.idk[normalise(question)] >= self.config.retire_after:
