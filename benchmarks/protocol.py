@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--no-general-replay", action="store_true", help="train on the facts only (faster; general ability is not measured here)")
     parser.add_argument("--reflections", type=Path, help="train the memory on this reflections JSONL instead of the gold facts")
     parser.add_argument("--top-k", type=int, default=5, help="passages in the reader's context")
     parser.add_argument("--paraphrases", type=int, default=1)
@@ -176,7 +177,8 @@ def main() -> None:
     memory_spec, executive_spec = llm_spec(args, "memory"), llm_spec(args, "executive")
     if memory_spec.backend == "local" and not memory_spec.model:
         training = reflections if args.reflections else facts
-        memory_dir = trained_memory(base_dir, [{"question": f["question"], "answer": f["answer"]} for f in training], train_config, not args.quick)
+        memory_dir = trained_memory(base_dir, [{"question": f["question"], "answer": f["answer"]} for f in training], train_config,
+                                    not (args.quick or args.no_general_replay))
         memory_spec = replace(memory_spec, model=str(memory_dir))
     memory = load_chat_model(memory_spec)
     executive = load_chat_model(executive_spec, default_local_dir=base_dir)
