@@ -28,47 +28,99 @@ def _llm_spec(prefix: str, backend: str, model: str, base_url: str):
     )
 
 
+def protocol_config(args):
+    from .protocol import ProtocolConfig
+
+    return ProtocolConfig(mode=args.mode, paraphrases=args.paraphrases, narrow_turns=args.narrow_turns, gather_turns=args.gather_turns,
+                          call_timeout_s=args.call_timeout, deadline_s=args.deadline)
+
+
 def build_protocol(args, settings: Settings):
+    """The protocol with the chosen executive and memory; sources come from the promoted model's lineage in the registry."""
     from .embedded import embedded_model_dir
     from .llm import load_chat_model
-    from .protocol import Protocol
+    from .protocol import Protocol, SourceIndex
 
     embedded = lambda: embedded_model_dir(settings.work_dir / "embedded")  # noqa: E731
     memory_spec = _llm_spec("MEMORY", args.memory, args.memory_model, args.memory_base_url)
+    sources = None
+    if not args.base and (memory_spec.backend == "local" and not memory_spec.model or os.environ.get("MEMO_S3_ENDPOINT")):
+        registry = settings.registry()
+        promoted = registry.promoted_id()
+        if promoted is None and memory_spec.backend == "local" and not memory_spec.model:
+            raise SystemExit("no promoted memory model yet: run `make demo` or wait for the pipeline to promote one")
+        if promoted is not None:
+            sources = SourceIndex.from_registry(registry, promoted)
+            if memory_spec.backend == "local" and not memory_spec.model:
+                memory_spec = dataclasses.replace(memory_spec, model=str(registry.fetch(promoted)))
     if memory_spec.backend == "local" and not memory_spec.model:
-        if args.base:
-            memory_dir = embedded()
-        else:
-            registry = settings.registry()
-            promoted = registry.promoted_id()
-            if promoted is None:
-                raise SystemExit("no promoted memory model yet: run `make demo` or wait for the pipeline to promote one")
-            memory_dir = registry.fetch(promoted)
-        memory_spec = dataclasses.replace(memory_spec, model=str(memory_dir))
+        memory_spec = dataclasses.replace(memory_spec, model=str(embedded()))
     executive_spec = _llm_spec("EXECUTIVE", args.executive, args.executive_model, args.executive_base_url)
     executive = load_chat_model(executive_spec, default_local_dir=embedded() if executive_spec.backend == "local" and not executive_spec.model else None)
-    return Protocol(executive, load_chat_model(memory_spec)), memory_spec
+    return Protocol(executive, load_chat_model(memory_spec), protocol_config(args), sources), memory_spec
+
+
+def print_trace(result, memory_spec) -> None:
+    print(f"memory: {memory_spec.backend}:{Path(memory_spec.model).name if memory_spec.backend == 'local' else memory_spec.model}")
+    for turn in result.trace:
+        print(f"[{turn.stage}] {len(turn.sub_questions)} sub-questions, one memory batch")
+        for question, answer in zip(turn.sub_questions, turn.memory_answers):
+            print(f"  Q: {question}\n  A: {answer}")
+    for question in result.retired:
+        print(f"retired: {question}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.target:
+        print(f"target: {result.target}")
+    print(f"calls: {result.executive_calls} executive, {result.memory_calls} memory, {result.elapsed_s:.1f} s")
 
 
 def cmd_ask(args) -> int:
-    settings = Settings.from_env()
-    protocol, memory_spec = build_protocol(args, settings)
+    from .serve import reply_text
+
+    protocol, memory_spec = build_protocol(args, Settings.from_env())
     result = protocol.ask(args.question)
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
         return 0
     if args.trace:
-        print(f"memory: {memory_spec.backend}:{Path(memory_spec.model).name if memory_spec.backend == 'local' else memory_spec.model}")
-        for turn in result.trace:
-            print(f"[{turn.stage}] {len(turn.sub_questions)} sub-questions, one memory batch")
-            for question, answer in zip(turn.sub_questions, turn.memory_answers):
-                print(f"  Q: {question}\n  A: {answer}")
-        for note in result.notes:
-            print(f"note: {note}")
-        if result.target:
-            print(f"target: {result.target}")
-    print(result.answer)
+        print_trace(result, memory_spec)
+    print(reply_text(result))
     return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import ProtocolServer
+
+    protocol, memory_spec = build_protocol(args, Settings.from_env())
+    server = ProtocolServer(protocol, args.model_name, args.host, args.port)
+    print(f"serving model {args.model_name!r} at {server.base_url} (memory {memory_spec.backend}:{memory_spec.model}); Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
+def add_protocol_flags(parser) -> None:
+    """Backends and budgets of the protocol, shared by `ask` and `serve`."""
+    from .protocol import MODES
+
+    parser.add_argument("--base", action="store_true", help="use the untrained base model as memory (for comparison)")
+    parser.add_argument("--executive", default="", help="executive backend: local (default) or openai")
+    parser.add_argument("--executive-model", default="", help="executive model: a directory (local) or a served model name")
+    parser.add_argument("--executive-base-url", default="", help="OpenAI-compatible base URL of the executive")
+    parser.add_argument("--memory", default="", help="memory backend: local (the promoted model, default) or openai")
+    parser.add_argument("--memory-model", default="", help="memory model: a directory (local) or a served model name")
+    parser.add_argument("--memory-base-url", default="", help="OpenAI-compatible base URL of the memory (e.g. vLLM serving it)")
+    parser.add_argument("--mode", default="staged", choices=MODES, help="staged (three stages), single (one turn) or direct (memory only)")
+    parser.add_argument("--paraphrases", type=int, default=1, help="ask each sub-question k ways and take the majority answer")
+    parser.add_argument("--narrow-turns", type=int, default=3, help="turn budget of the narrowing stage")
+    parser.add_argument("--gather-turns", type=int, default=1, help="turn budget of the gathering stage")
+    parser.add_argument("--call-timeout", type=float, default=60.0, help="seconds allowed to one executive or memory call")
+    parser.add_argument("--deadline", type=float, default=180.0, help="seconds allowed to one question, all calls together")
 
 
 def cmd_upload(args) -> int:
@@ -174,14 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("question")
     ask.add_argument("--trace", action="store_true", help="print every sub-question and memory answer")
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    ask.add_argument("--base", action="store_true", help="use the untrained base model as memory (for comparison)")
-    ask.add_argument("--executive", default="", help="executive backend: local (default) or openai")
-    ask.add_argument("--executive-model", default="", help="executive model: a directory (local) or a served model name")
-    ask.add_argument("--executive-base-url", default="", help="OpenAI-compatible base URL of the executive")
-    ask.add_argument("--memory", default="", help="memory backend: local (the promoted model, default) or openai")
-    ask.add_argument("--memory-model", default="", help="memory model: a directory (local) or a served model name")
-    ask.add_argument("--memory-base-url", default="", help="OpenAI-compatible base URL of the memory (e.g. vLLM serving it)")
+    add_protocol_flags(ask)
     ask.set_defaults(func=cmd_ask)
+
+    serve = sub.add_parser("serve", help="an OpenAI-compatible chat endpoint answering through the protocol")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model-name", default="memo", help="the model id clients ask for")
+    add_protocol_flags(serve)
+    serve.set_defaults(func=cmd_serve)
 
     upload = sub.add_parser("upload", help="put documents into the landing prefix of the bucket")
     upload.add_argument("paths", nargs="+")

@@ -42,21 +42,24 @@ def promoted(store, memorised_model, tmp_path, monkeypatch):
     registry = ModelRegistry(store, tmp_path / "models")
     registry.register("v000001-test", memorised_model, {"kind": "candidate", "version": "v000001", "parent": None})
     registry.promote("v000001-test", "test")
+    # the reflections the memory learned, with the documents they came from: the answer's sources
+    store.put_jsonl("versions/v000001/reflections.jsonl", [
+        {"id": f"r{i}", "question": q, "answer": a, "key_answer": a, "source_doc_ids": [f"doc-{i}.md"]} for i, (q, a) in enumerate(FACTS)])
     point_cli_at(store, tmp_path / "work", monkeypatch)
     return registry
 
 
 def scripted_executive(request: dict) -> str:
     prompt = request["messages"][-1]["content"]
-    if prompt.startswith("Split the question"):
-        return json.dumps(["Where is the Kesby plant?"])
-    if "Candidates:" in prompt:
-        candidates = json.loads(prompt.split("Candidates:")[1].split("\n")[0])
-        return json.dumps({"entity": candidates[0]})
-    # synthesis: answer with the memory's fact that names a person
-    facts = [line for line in prompt.splitlines() if line.startswith("- ")]
-    named = [f for f in facts if "Ondo" in f]
-    return json.dumps({"answer": named[0].split("?", 1)[1].strip() if named else "I don't know"})
+    if "atomic clues" in prompt:
+        return json.dumps({"clues": ["manages the Kesby plant"], "sub_questions": ["Where is the Kesby plant?"]})
+    if "Rank the candidate targets" in prompt:
+        return json.dumps({"candidates": ["Rafael Ondo"], "confirmed": "Rafael Ondo" if "Ondo" in prompt else None})
+    if "that name Rafael Ondo" in prompt:
+        return json.dumps({"sub_questions": ["What is known about Rafael Ondo?"]})
+    # synthesis: the first fact that names the manager
+    numbers = [int(n) for n, fact in re.findall(r"\[(\d+)\] (.*)", prompt) if "manager" in fact and "Ondo" in fact]
+    return json.dumps({"answer": "Rafael Ondo", "facts_used": numbers[:1]} if numbers else {"answer": "I don't know"})
 
 
 def ask(capsys, *args) -> str:
@@ -64,16 +67,17 @@ def ask(capsys, *args) -> str:
     return capsys.readouterr().out
 
 
-def test_ask_answers_from_the_promoted_memory_with_a_trace(promoted, capsys):
+def test_ask_answers_from_the_promoted_memory_with_a_trace_and_sources(promoted, capsys):
     with ScriptedOpenAI(scripted_executive) as executive:
         out = ask(capsys, "Who is the manager of the Kesby plant?", "--trace", "--executive", "openai",
                   "--executive-model", "scripted-model", "--executive-base-url", executive.base_url)
         requests = executive.requests
-    assert out.strip().splitlines()[-1].find("Rafael Ondo") >= 0, out
+    assert "Rafael Ondo\n\nSources: doc-0.md" in out, out
     # stage 1 sends the question and the executive's sub-question to the memory as one batch
     assert re.search(r"\[decompose\] 2 sub-questions, one memory batch", out), out
     assert "Q: Where is the Kesby plant?" in out
-    assert len(requests) == 3  # decompose, pick, synthesise
+    assert "[gather] 1 sub-questions" in out and "target: Rafael Ondo" in out
+    assert len(requests) == 4  # decompose, narrow (confirmed), gather, synthesise
 
 
 def test_ask_json_and_malformed_executive_reply_degrade_to_the_memory(promoted, capsys):
@@ -83,7 +87,8 @@ def test_ask_json_and_malformed_executive_reply_degrade_to_the_memory(promoted, 
     result = json.loads(out)
     assert "Rafael Ondo" in result["answer"]
     assert result["trace"][0]["sub_questions"] == ["Who is the manager of the Kesby plant?"]
-    assert any("not a JSON list" in note for note in result["notes"])
+    assert any("asked the memory the question directly" in note for note in result["notes"])
+    assert result["sources"] == ["doc-0.md"]  # the memory's own answer is attributed like any other
 
 
 def test_ask_survives_an_executive_that_fails(promoted, capsys, monkeypatch):
@@ -101,3 +106,15 @@ def test_ask_without_a_promoted_model_says_so(store, tmp_path, monkeypatch):
     point_cli_at(store, tmp_path, monkeypatch)
     with pytest.raises(SystemExit, match="no promoted memory model"):
         cli.main(["ask", "Anything?", "--executive", "openai", "--executive-base-url", "http://127.0.0.1:9/v1", "--executive-model", "m"])
+
+
+def test_sources_come_from_every_version_in_the_promoted_models_lineage(promoted, memorised_model):
+    from memo_pipelines.protocol import SourceIndex
+
+    promoted.register("v000002-test", memorised_model, {"kind": "candidate", "version": "v000002", "parent": "v000001-test"})
+    promoted.store.put_jsonl("versions/v000002/reflections.jsonl", [
+        {"id": "new", "question": "Who owns the Kesby plant?", "answer": "Quillfeather Labs", "source_doc_ids": ["labs.md"]}])
+    index = SourceIndex.from_registry(promoted, "v000002-test")
+    assert sorted(r["id"] for r in index.reflections) == ["new", "r0", "r1", "r2"]
+    assert [r["id"] for r in index.attribute("Who owns the Kesby plant?", "Quillfeather Labs owns it.")] == ["new"]
+    assert index.attribute("Who owns the Kesby plant?", "Nobody I know of.") == []
