@@ -43,6 +43,7 @@ class SynthesisConfig:
     chunk_overlap: int = 200
     max_rewrites: int = 1  # verification rounds that may rewrite a failing pair before it is dropped
     json_retries: int = 1  # re-asks of a generator reply that is not the JSON asked for
+    phrased_per_sentence: int = 3  # grounded: answer spans per sentence the generator phrases (rule templates cover every span)
     consolidations_per_document: int = 3
     surfacing_per_document: int = 4
     cross_document_groups: int = 20  # bound on groups of related documents per version
@@ -154,15 +155,21 @@ def extract_facts(doc: Document, gen: Generator, config: SynthesisConfig, form: 
             if sentence not in seen:  # an overlapping sentence is phrased once
                 seen.add(sentence)
                 items += [(index, sentence, span, kind) for span, kind in answer_spans(sentence)]
-    phrased = gen.phrase([PHRASING_PROMPT.format(sentence=s, answer=span) for _, s, span, _ in items])
+    per_sentence, to_phrase = Counter(), []
+    for position, (_, sentence, _, _) in enumerate(items):
+        per_sentence[sentence] += 1
+        if per_sentence[sentence] <= config.phrased_per_sentence:
+            to_phrase.append(position)
+    phrased = dict(zip(to_phrase, gen.phrase([PHRASING_PROMPT.format(sentence=items[p][1], answer=items[p][2]) for p in to_phrase])))
     out = []
-    for (index, sentence, span, kind), llm_question in zip(items, phrased):
+    for position, (index, sentence, span, kind) in enumerate(items):
         # the memory answers with the whole stated fact; the span is what recall is scored on
-        reason = valid_question(llm_question or "", span, sentence, kind)
-        if reason is None:
-            out.append(candidate(llm_question, fact(sentence), span, "fact_extraction", "llm_phrased", [doc.doc_id], index))
-        else:
-            log[reason] += 1
+        if position in phrased:
+            reason = valid_question(phrased[position] or "", span, sentence, kind)
+            if reason is None:
+                out.append(candidate(phrased[position], fact(sentence), span, "fact_extraction", "llm_phrased", [doc.doc_id], index))
+            else:
+                log[reason] += 1
         for template in [wh_question(sentence, span, kind), *natural_questions(sentence, span, kind)]:
             if template and valid_question(template, span, sentence) is None:
                 out.append(candidate(template, fact(sentence), span, "fact_extraction", "wh_template", [doc.doc_id], index))

@@ -157,8 +157,9 @@ class Synthesis:
     def __init__(self, generator: ChatModel, strategy: str, cache: Cache | None, config: SynthesisConfig, stats: ReflectionStats):
         self.gen, self.strategy, self.cache, self.config, self.stats = Generator(generator, config.json_retries), strategy, cache, config, stats
         self.generator_name = generator.name
-        # `steps` is left out: a step's key names the upstream steps it depends on instead
-        self.fingerprint = json.dumps({k: v for k, v in asdict(config).items() if k != "steps"}, sort_keys=True)
+        # what is applied after the cached steps is left out; a step's key names the upstream steps it depends on
+        after = ("steps", "entity_summaries", "near_duplicate_threshold")
+        self.fingerprint = json.dumps({k: v for k, v in asdict(config).items() if k not in after}, sort_keys=True)
 
     def cached(self, docs: list[Document], step: str, compute: Callable[[Counter], list[dict]]) -> list[dict]:
         key = hashlib.sha256(
