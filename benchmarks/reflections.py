@@ -14,6 +14,7 @@ D distractor passages per question (the first non-supporting ones). Figures per 
 """
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -142,8 +143,9 @@ def main() -> None:
     print(f"{len(documents)} passages ({args.questions} questions, {args.distractors} distractors each), {len(gold)} gold sub-answers; "
           f"generator {model.name}, strategy {strategy}")
 
-    step1 = SynthesisConfig(steps=("fact_extraction",), entity_summaries=False, phrased_per_sentence=args.phrased_per_sentence)
-    five = SynthesisConfig(phrased_per_sentence=args.phrased_per_sentence)
+    workers = args.concurrency if args.generator_base_url else 1
+    five = SynthesisConfig(phrased_per_sentence=args.phrased_per_sentence, document_workers=workers)
+    step1 = dataclasses.replace(five, steps=("fact_extraction",), entity_summaries=False)
     # the five steps take step 1 from the cache the step-1 run filled; their cost below includes step 1's
     cache = MemoryCache()
     results = [run("step 1 only", documents, gold, model, strategy, step1, cache),

@@ -119,6 +119,8 @@ class OpenAIChatModel:
         )
         self.usage = Counter()
         self._usage_lock = threading.Lock()
+        # one bound for the whole model, however many threads call chat() at once
+        self._slots = threading.BoundedSemaphore(max(1, spec.concurrency))
 
     def _map(self, fn, items):
         with ThreadPoolExecutor(max_workers=max(1, self.spec.concurrency)) as pool:
@@ -129,9 +131,10 @@ class OpenAIChatModel:
 
         def one(messages):
             try:
-                reply = self.client.chat.completions.create(
-                    model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0
-                )
+                with self._slots:
+                    reply = self.client.chat.completions.create(
+                        model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0
+                    )
             except openai.OpenAIError:
                 if errors == "raise":
                     raise

@@ -8,6 +8,7 @@ A step takes a document (or a group of documents), returns candidate pairs, and 
 `log`; candidates are dicts with question, answer, key_answer, step, method, sources (document ids), chunk, verified.
 """
 
+import threading
 from collections import Counter
 from dataclasses import dataclass
 
@@ -52,6 +53,7 @@ class SynthesisConfig:
     unanswerable_per_document: int = 1
     near_duplicate_threshold: float = 0.8  # question similarity (character shingles) at which two same-answer rows are one
     entity_summaries: bool = True
+    document_workers: int = 1  # documents synthesised at once (an endpoint serves several; an in-process model one)
 
 
 class Generator:
@@ -60,11 +62,16 @@ class Generator:
 
     def __init__(self, model: ChatModel, json_retries: int):
         self.model, self.json_retries, self.calls = model, json_retries, 0
+        self._lock = threading.Lock()
+
+    def count(self, calls: int) -> None:
+        with self._lock:
+            self.calls += calls
 
     def phrase(self, prompts: list[str]) -> list[str | None]:
         if not prompts:
             return []
-        self.calls += len(prompts)
+        self.count(len(prompts))
         return self.model.complete(prompts, max_new_tokens=24, stop="\n", errors="none")
 
     def ask_json(self, prompts: list[str], log: Counter, required=("question", "answer"), max_new_tokens: int = 1024) -> list[list[dict] | None]:
@@ -75,7 +82,7 @@ class Generator:
             if not conversations:
                 break
             order = sorted(conversations)
-            self.calls += len(order)
+            self.count(len(order))
             replies = self.model.chat([conversations[i] for i in order], max_new_tokens=max_new_tokens, errors="none")
             for i, reply in zip(order, replies):
                 parsed = parse_json_list(reply, required)

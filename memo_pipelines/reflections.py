@@ -8,6 +8,8 @@ and removes exact and near-duplicate reflections.
 
 import hashlib
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
@@ -157,8 +159,9 @@ class Synthesis:
     def __init__(self, generator: ChatModel, strategy: str, cache: Cache | None, config: SynthesisConfig, stats: ReflectionStats):
         self.gen, self.strategy, self.cache, self.config, self.stats = Generator(generator, config.json_retries), strategy, cache, config, stats
         self.generator_name = generator.name
-        # what is applied after the cached steps is left out; a step's key names the upstream steps it depends on
-        after = ("steps", "entity_summaries", "near_duplicate_threshold")
+        self.lock = threading.Lock()
+        # settings that do not change a step's output are left out; a step's key names the upstream steps it depends on
+        after = ("steps", "entity_summaries", "near_duplicate_threshold", "document_workers")
         self.fingerprint = json.dumps({k: v for k, v in asdict(config).items() if k not in after}, sort_keys=True)
 
     def cached(self, docs: list[Document], step: str, compute: Callable[[Counter], list[dict]]) -> list[dict]:
@@ -166,15 +169,16 @@ class Synthesis:
             f"{'+'.join(d.sha256 for d in docs)}|{step}|{PROMPT_VERSION}|{self.strategy}|{self.generator_name}|{self.fingerprint}".encode()
         ).hexdigest()
         hit = self.cache.get_json(f"{key}.json") if self.cache else None
-        if hit is not None:
-            self.stats.cache_hits += 1
-        else:
-            self.stats.cache_misses += 1
+        missed = hit is None
+        if missed:
             log = Counter()
             hit = {"pairs": compute(log), "log": dict(log)}
             if self.cache:
                 self.cache.put_json(f"{key}.json", hit)
-        self.stats.log.update(hit["log"])  # drop reasons and verification outcomes are reported on a cached run too
+        with self.lock:
+            self.stats.cache_misses += missed
+            self.stats.cache_hits += not missed
+            self.stats.log.update(hit["log"])  # drop reasons and verification outcomes are reported on a cached run too
         return hit["pairs"]
 
     def document_pairs(self, doc: Document) -> tuple[list[dict], list[dict]]:
@@ -213,13 +217,13 @@ def synthesise_reflections(
     usage_before = Counter(getattr(generator, "usage", {}))
     run = Synthesis(generator, strategy, cache, config, stats)
     pairs_by_doc, probes = {}, []
-    for index, doc in enumerate(documents):
-        pairs_by_doc[doc.doc_id], doc_probes = run.document_pairs(doc)
-        probes += doc_probes
-        if looks_like_injection(doc.text):
-            stats.suspected_injection.append(doc.doc_id)
-        if progress:
-            progress(index + 1, len(documents))
+    with ThreadPoolExecutor(max_workers=max(1, config.document_workers)) as pool:
+        for index, (doc, (pairs, doc_probes)) in enumerate(zip(documents, pool.map(run.document_pairs, documents))):
+            pairs_by_doc[doc.doc_id] = pairs
+            probes += doc_probes
+            if progress:
+                progress(index + 1, len(documents))
+    stats.suspected_injection = [d.doc_id for d in documents if looks_like_injection(d.text)]
     candidates = [p for pairs in pairs_by_doc.values() for p in pairs]
     if "cross_document" in config.steps:
         # a document that reads like instructions is kept out of prompts that hold other documents

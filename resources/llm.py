@@ -45,4 +45,5 @@ class GeneratorResource(dg.ConfigurableResource):
             steps=tuple(self.steps), chunk_chars=self.chunk_chars, chunk_overlap=self.chunk_overlap, max_rewrites=self.max_rewrites,
             cross_document_groups=self.cross_document_groups, cross_document_pairs_per_group=self.cross_document_pairs_per_group,
             unanswerable_per_document=self.unanswerable_per_document,
+            document_workers=1 if self.backend == "local" else self.concurrency,
         )

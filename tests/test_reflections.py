@@ -3,6 +3,8 @@ remote generator (malformed replies, 500s, a timeout, a prompt injection), the g
 
 import json
 import re
+import threading
+import time
 
 import pytest
 
@@ -234,3 +236,36 @@ def test_span_question_checks():
     assert valid_question("In what year did Rafael Ondo join Quillfeather Labs?", "2018", sentence, "year") is None
     assert valid_question("When did Rafael Ondo join Quillfeather Labs in 2018?", "2018", sentence, "year") == "question contains its answer"
     assert wh_question(sentence, "2018", "year") == "Rafael Ondo joined Quillfeather Labs in what year from Harrowgate Motors?"
+
+
+def test_the_dataset_loads_with_datasets_and_keeps_provenance(tmp_path):
+    from datasets import load_dataset
+
+    with ScriptedOpenAI(capable_llm) as server:
+        rows, _ = synthesise_reflections([KESBY, ONDO], "v000001", generator(server), "llm_json")
+    path = tmp_path / "reflections.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
+    assert dataset.num_rows == len(rows) and {"source_doc_ids", "step", "method", "key_answer", "chunk", "verified"} <= set(dataset.column_names)
+    assert sorted(set(dataset["step"])) == sorted({r["step"] for r in rows})
+    assert all(ids for ids in dataset["source_doc_ids"])
+
+
+def test_documents_run_in_parallel_within_the_endpoint_concurrency_bound():
+    in_flight, peak = [0], [0]
+    lock = threading.Lock()
+
+    def slow(request: dict):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.2)
+        with lock:
+            in_flight[0] -= 1
+        return "[]"
+
+    docs = [document(f"d{i}.txt", f"Plant number {i} of Kesby employs {i}00 people.") for i in range(6)]
+    config = SynthesisConfig(steps=("fact_extraction",), document_workers=6)
+    with ScriptedOpenAI(slow) as server:
+        synthesise_reflections(docs, "v000001", generator(server, concurrency=2), "llm_json", config=config)
+    assert peak[0] == 2
