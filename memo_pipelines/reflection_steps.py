@@ -8,6 +8,7 @@ A step takes a document (or a group of documents), returns candidate pairs, and 
 `log`; candidates are dicts with question, answer, key_answer, step, method, sources (document ids), chunk, verified.
 """
 
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .llm import ChatModel
 from .prompts import IDK
 from .reflection_text import (
     ORG_WORDS,
+    STOPWORDS,
     answer_spans,
     chunks,
     content_tokens,
@@ -318,34 +320,43 @@ Write at most {limit} pairs. Reply with only a JSON list: [{{"question": "...", 
 COPULA = {"is", "was", "are", "were", "has", "had", "became", "remains"}
 
 
+NOT_ENTITIES = set("It He She They His Her Its Their This That These Those Such From When After While During However Although Since".split())
+
+
 def is_verb(word: str) -> bool:
-    return word in COPULA or word.endswith("ed") or (word.endswith("s") and not word.endswith("ss"))
+    return word in COPULA or (len(word) > 3 and (word.endswith("ed") or (word.endswith("s") and not word.endswith("ss"))))
 
 
 def reverse_question(sentence: str) -> tuple[str, str] | None:
     """("Which plant employs 340 people?", "Kesby") from "The Kesby plant employs 340 people.": the sentence's
     subject entity becomes the answer and the rest of the sentence describes it."""
-    names = entity_spans(sentence)
+    body = re.sub(r"\s*\([^)]*\)", "", sentence).rstrip(".!? ")  # parentheses (pronunciations, dates) describe nothing
+    names = entity_spans(body)
     if not names:
         return None
     entity = names[0]
-    body = sentence.rstrip(".!? ")
-    lead = body[: body.find(entity)].strip()
-    if lead not in ("", "The"):
+    lead = body[: body.find(entity)].strip(" \"'`")
+    if lead not in ("", "The") or entity in NOT_ENTITIES:
         return None
-    rest = body[body.find(entity) + len(entity) :].split()
+    tail = body[body.find(entity) + len(entity) :]
+    if re.match(r"['’]s\b|\w", tail):  # "Hall's assertions": the subject is not the entity; a letter: a cut word
+        return None
+    tail = tail.strip(" \"'`")
+    appositive = re.match(r",[^,]{1,60},\s*", tail)  # "Publix, commonly known as ..., is ..."
+    rest = (tail[appositive.end() :] if appositive else tail).split()
     if len(rest) < 3 or not rest[0].islower():
         return None
     if is_verb(rest[0]) and not (len(rest) > 1 and rest[1] in COPULA):
         noun, predicate = None, rest
-    elif is_verb(rest[1]):
+    elif is_verb(rest[1]) and re.fullmatch("[a-z]{3,}", rest[0]) and rest[0] not in STOPWORDS:
         noun, predicate = rest[0], rest[1:]
     else:
         return None
     predicate_text = " ".join(predicate)
     if normalise(entity) in normalise(predicate_text):
         return None
-    person = noun is None and 2 <= len(entity.split()) <= 3 and not set(entity.split()) & ORG_WORDS
+    # "Who" only for a name that acts ("Rafael Ondo joined ..."); "X is a river" says nothing of a person
+    person = noun is None and 2 <= len(entity.split()) <= 3 and not set(entity.split()) & ORG_WORDS and predicate[0] not in COPULA
     wh = f"Which {noun}" if noun else "Who" if person else "Which organisation" if set(entity.split()) & ORG_WORDS else "What"
     return f"{wh} {predicate_text}?", entity
 
