@@ -83,10 +83,15 @@ def build_snapshot(
     fetch: Callable[[str], tuple[bytes, str]],
     landing_prefix: str,
     max_bytes: int = MAX_DOCUMENT_BYTES,
+    near_duplicate_threshold: float = 0.8,
 ) -> Snapshot:
-    """Fetch every manifest entry, keep readable documents, quarantine the rest with a reason, drop exact duplicates."""
+    """Fetch every manifest entry, keep readable documents, quarantine the rest with a reason, drop exact and near
+    duplicates (estimated word-shingle Jaccard similarity >= near_duplicate_threshold; a threshold above 1 turns it off)."""
+    from .dedup import MinHashIndex
+
     snapshot = Snapshot(version)
     seen: dict[str, str] = {}
+    near = MinHashIndex(threshold=near_duplicate_threshold)
     for entry in manifest:
         key = entry["key"]
         doc_id = doc_id_for(key, landing_prefix)
@@ -117,6 +122,11 @@ def build_snapshot(
         if digest in seen:
             snapshot.duplicates.append({"doc_id": doc_id, "duplicate_of": seen[digest]})
             continue
+        similar = near.find(text) if near_duplicate_threshold <= 1.0 else None
+        if similar:
+            snapshot.duplicates.append({"doc_id": doc_id, "duplicate_of": similar[0], "similarity": similar[1]})
+            continue
         seen[digest] = doc_id
+        near.add(doc_id, text)
         snapshot.documents.append(Document(doc_id, key, etag, len(data), digest, text, document_format(key)))
     return snapshot

@@ -70,7 +70,8 @@ def ask_memory(memory: ChatModel, questions: list[str], max_new_tokens: int = 48
 
 
 def sample_facts(rows: list[dict], limit: int, seed: int = 0) -> list[dict]:
-    facts = [r for r in rows if r.get("step") == "fact_extraction"] or rows
+    # unanswerable probes teach the memory to decline; recall is measured on facts only
+    facts = [r for r in rows if r.get("step") == "fact_extraction"] or [r for r in rows if r.get("step") != "unanswerable"]
     return sorted(facts, key=lambda r: r["id"]) if len(facts) <= limit else random.Random(seed).sample(sorted(facts, key=lambda r: r["id"]), limit)
 
 

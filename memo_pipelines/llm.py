@@ -5,6 +5,7 @@ The generator, the executive and the memory all speak to models through `ChatMod
 
 import os
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ class ChatModel(Protocol):
     name: str
 
     def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64) -> list[str]: ...
+    # backends below also take errors="none" (a request that still fails after the retries gives None, not an
+    # exception) and count tokens in `usage`; the generator relies on both, the memory and executive need neither
 
     def complete(self, prompts: list[str], max_new_tokens: int = 32, stop: str | None = None) -> list[str]: ...
 
@@ -53,11 +56,13 @@ class LocalChatModel:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.batch_size = batch_size
+        self.usage = Counter()
 
     @classmethod
     def from_model(cls, model, tokenizer, batch_size: int = 16) -> "LocalChatModel":
         self = cls.__new__(cls)
         self.name, self.model_dir, self.model, self.tokenizer, self.batch_size = "local:in-memory", None, model, tokenizer, batch_size
+        self.usage = Counter()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -77,21 +82,27 @@ class LocalChatModel:
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=self.tokenizer.eos_token_id,
                 )
+            self.usage["prompt_tokens"] += int(batch["attention_mask"].sum())
             for row in out[:, batch["input_ids"].shape[1] :]:
+                self.usage["completion_tokens"] += int((row != self.tokenizer.pad_token_id).sum())
                 replies.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
         return replies
 
-    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64) -> list[str]:
+    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64, errors: str = "raise") -> list[str]:
         texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
         return self._generate(texts, max_new_tokens)
 
-    def complete(self, prompts: list[str], max_new_tokens: int = 32, stop: str | None = None) -> list[str]:
+    def complete(self, prompts: list[str], max_new_tokens: int = 32, stop: str | None = None, errors: str = "raise") -> list[str]:
         replies = self._generate(prompts, max_new_tokens)
         return [r.split(stop)[0].strip() if stop else r for r in replies]
 
 
 class OpenAIChatModel:
-    """Any OpenAI-compatible endpoint (OpenAI, Gemini, vLLM). The client retries timeouts, 429s and 5xx with backoff."""
+    """Any OpenAI-compatible endpoint (OpenAI, Gemini, vLLM), at most `concurrency` requests in flight.
+
+    The client retries timeouts, connection errors, 429s and 5xx `max_retries` times with exponential backoff (honouring
+    Retry-After); with errors="none" a request that still fails gives None and is counted in usage["failed_requests"].
+    """
 
     def __init__(self, spec: LLMSpec):
         import openai
@@ -106,24 +117,43 @@ class OpenAIChatModel:
             timeout=spec.timeout_s,
             max_retries=spec.max_retries,
         )
+        self.usage = Counter()
+        self._usage_lock = threading.Lock()
+        # one bound for the whole model, however many threads call chat() at once
+        self._slots = threading.BoundedSemaphore(max(1, spec.concurrency))
 
     def _map(self, fn, items):
         with ThreadPoolExecutor(max_workers=max(1, self.spec.concurrency)) as pool:
             return list(pool.map(fn, items))
 
-    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64) -> list[str]:
+    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64, errors: str = "raise") -> list[str | None]:
+        import openai
+
         def one(messages):
-            reply = self.client.chat.completions.create(
-                model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0
-            )
+            try:
+                with self._slots:
+                    reply = self.client.chat.completions.create(
+                        model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0
+                    )
+            except openai.OpenAIError:
+                if errors == "raise":
+                    raise
+                with self._usage_lock:
+                    self.usage["failed_requests"] += 1
+                return None
+            with self._usage_lock:
+                self.usage["requests"] += 1
+                if reply.usage:
+                    self.usage["prompt_tokens"] += reply.usage.prompt_tokens or 0
+                    self.usage["completion_tokens"] += reply.usage.completion_tokens or 0
             return (reply.choices[0].message.content or "").strip()
 
         return self._map(one, conversations)
 
-    def complete(self, prompts: list[str], max_new_tokens: int = 32, stop: str | None = None) -> list[str]:
+    def complete(self, prompts: list[str], max_new_tokens: int = 32, stop: str | None = None, errors: str = "raise") -> list[str | None]:
         # chat endpoints are the common denominator: send the completion prompt as one user turn
-        replies = self.chat([[{"role": "user", "content": p}] for p in prompts], max_new_tokens)
-        return [r.split(stop)[0].strip() if stop else r for r in replies]
+        replies = self.chat([[{"role": "user", "content": p}] for p in prompts], max_new_tokens, errors)
+        return [r.split(stop)[0].strip() if stop and r is not None else r for r in replies]
 
 
 def load_chat_model(spec: LLMSpec, default_local_dir: Path | None = None) -> ChatModel:

@@ -15,7 +15,7 @@ from .llm import ChatModel, LocalChatModel
 from .merging import MergeConfig, merge_into_promoted
 from .lease import Lease
 from .objectstore import ObjectStore
-from .reflections import synthesise_reflections
+from .reflections import SynthesisConfig, synthesise_reflections
 from .registry import ModelRegistry, dir_sha256
 from .training import TrainConfig, run_training_subprocess
 
@@ -91,13 +91,19 @@ class PrefixedCache:
         return self.store.put_json(self.prefix + key, value)
 
 
-def generate_reflections(ws: Workspace, version: str, generator: ChatModel, strategy: str, progress=None) -> tuple[list[dict], dict]:
+def generate_reflections(
+    ws: Workspace, version: str, generator: ChatModel, strategy: str, progress=None, config: SynthesisConfig | None = None
+) -> tuple[list[dict], dict]:
+    """The version's reflections as JSONL (loadable with `datasets`), with their statistics and config beside them."""
     snapshot = load_snapshot(ws, version)
+    config = config or SynthesisConfig()
     rows, stats = synthesise_reflections(
-        snapshot.documents, version, generator, strategy, PrefixedCache(ws.store, "cache/reflections/"), progress
+        snapshot.documents, version, generator, strategy, PrefixedCache(ws.store, "cache/reflections/"), progress, config
     )
     ws.store.put_jsonl(version_key(version, "reflections.jsonl"), rows)
-    return rows, stats.to_json()
+    figures = {**stats.to_json(), "strategy": strategy, "generator": generator.name, "config": asdict(config)}
+    ws.store.put_json(version_key(version, "reflections_stats.json"), figures)
+    return rows, figures
 
 
 def load_reflections(ws: Workspace, version: str) -> list[dict]:

@@ -3,13 +3,15 @@ from pathlib import Path
 import dagster as dg
 
 from memo_pipelines.llm import ChatModel, LLMSpec, load_chat_model
+from memo_pipelines.reflections import SynthesisConfig
 
 
 class GeneratorResource(dg.ConfigurableResource):
     """The GENERATOR: 'local' runs the base memory model in-process; 'openai' talks to any OpenAI-compatible endpoint.
 
-    strategy 'auto' picks 'grounded' (spans from the text, the model only phrases questions) for the local backend
-    and 'llm_json' (the model writes the pairs) for an endpoint.
+    strategy 'auto' picks 'grounded' (spans from the text, the model only phrases questions, the other steps are built
+    by rule) for the local backend and 'llm_json' (every step is a JSON prompt, checked by rules) for an endpoint.
+    The remaining fields bound the five-step synthesis (memo_pipelines.reflection_steps.SynthesisConfig).
     """
 
     backend: str = "local"
@@ -20,6 +22,14 @@ class GeneratorResource(dg.ConfigurableResource):
     timeout_s: float = 120.0
     max_retries: int = 4
     concurrency: int = 4
+    steps: list[str] = list(SynthesisConfig.steps)
+    chunk_chars: int = SynthesisConfig.chunk_chars
+    chunk_overlap: int = SynthesisConfig.chunk_overlap
+    max_rewrites: int = SynthesisConfig.max_rewrites
+    cross_document_groups: int = SynthesisConfig.cross_document_groups
+    cross_document_pairs_per_group: int = SynthesisConfig.cross_document_pairs_per_group
+    unanswerable_per_document: int = SynthesisConfig.unanswerable_per_document
+    min_verified_share: float = 0.5  # blocking check: share of checked pairs that passed verification
 
     def chat_model(self, default_local_dir: Path) -> ChatModel:
         spec = LLMSpec(self.backend, self.model, self.base_url, self.api_key_env, self.timeout_s, self.max_retries, self.concurrency)
@@ -29,3 +39,11 @@ class GeneratorResource(dg.ConfigurableResource):
         if self.strategy != "auto":
             return self.strategy
         return "grounded" if self.backend == "local" else "llm_json"
+
+    def synthesis_config(self) -> SynthesisConfig:
+        return SynthesisConfig(
+            steps=tuple(self.steps), chunk_chars=self.chunk_chars, chunk_overlap=self.chunk_overlap, max_rewrites=self.max_rewrites,
+            cross_document_groups=self.cross_document_groups, cross_document_pairs_per_group=self.cross_document_pairs_per_group,
+            unanswerable_per_document=self.unanswerable_per_document,
+            document_workers=1 if self.backend == "local" else self.concurrency,
+        )
