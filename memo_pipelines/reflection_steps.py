@@ -56,11 +56,17 @@ class SynthesisConfig:
     near_duplicate_threshold: float = 0.8  # question similarity (character shingles) at which two same-answer rows are one
     entity_summaries: bool = True
     document_workers: int = 1  # documents synthesised at once (an endpoint serves several; an in-process model one)
+    fail_on_unavailable: bool = True  # endpoint failures fail the step (resumable) instead of leaving documents out
+
+
+# an endpoint that failed after its retries, unlike a reply that is garbage, says nothing about the document: the step's
+# output is not cached and the version's reflections step fails, so a re-execution asks again for just those documents
+REQUEST_FAILED = "generator request failed"
 
 
 class Generator:
     """The generator as the steps use it: counts calls, re-asks for JSON a bounded number of times, never raises on a
-    failed request (it is counted and its pairs dropped)."""
+    failed request (it is counted as REQUEST_FAILED, and the step that made it is not cached)."""
 
     def __init__(self, model: ChatModel, json_retries: int):
         self.model, self.json_retries, self.calls = model, json_retries, 0
@@ -70,11 +76,13 @@ class Generator:
         with self._lock:
             self.calls += calls
 
-    def phrase(self, prompts: list[str]) -> list[str | None]:
+    def phrase(self, prompts: list[str], log: Counter) -> list[str | None]:
         if not prompts:
             return []
         self.count(len(prompts))
-        return self.model.complete(prompts, max_new_tokens=24, stop="\n", errors="none")
+        replies = self.model.complete(prompts, max_new_tokens=24, stop="\n", errors="none")
+        log[REQUEST_FAILED] += sum(reply is None for reply in replies)
+        return replies
 
     def ask_json(self, prompts: list[str], log: Counter, required=("question", "answer"), max_new_tokens: int = 1024) -> list[list[dict] | None]:
         results: list[list[dict] | None] = [None] * len(prompts)
@@ -99,7 +107,7 @@ class Generator:
                             {"role": "user", "content": "That was not the JSON list asked for. Reply with only the JSON list."},
                         ]
         for i in conversations:
-            log["generator request failed" if last.get(i) is None else "unparseable reply"] += 1
+            log[REQUEST_FAILED if last.get(i) is None else "unparseable reply"] += 1
         return results
 
 
@@ -169,7 +177,7 @@ def extract_facts(doc: Document, gen: Generator, config: SynthesisConfig, form: 
         per_sentence[sentence] += 1
         if per_sentence[sentence] <= config.phrased_per_sentence:
             to_phrase.append(position)
-    phrased = dict(zip(to_phrase, gen.phrase([PHRASING_PROMPT.format(sentence=items[p][1], answer=items[p][2]) for p in to_phrase])))
+    phrased = dict(zip(to_phrase, gen.phrase([PHRASING_PROMPT.format(sentence=items[p][1], answer=items[p][2]) for p in to_phrase], log)))
     out = []
     for position, (index, sentence, span, kind) in enumerate(items):
         # the memory answers with the whole stated fact; the span is what recall is scored on

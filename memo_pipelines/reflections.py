@@ -19,6 +19,7 @@ from .dedup import jaccard, shingles
 from .llm import ChatModel
 from .reflection_steps import (  # noqa: F401  (SynthesisConfig is part of this module's interface)
     PROMPT_VERSION,
+    REQUEST_FAILED,
     Generator,
     SynthesisConfig,
     consolidate,
@@ -160,20 +161,24 @@ class Synthesis:
         self.gen, self.strategy, self.cache, self.config, self.stats = Generator(generator, config.json_retries), strategy, cache, config, stats
         self.generator_name = generator.name
         self.lock = threading.Lock()
+        self.incomplete: list[str] = []  # steps whose requests failed at the endpoint: not cached, to be asked again
         # settings that do not change a step's output are left out; a step's key names the upstream steps it depends on
-        after = ("steps", "entity_summaries", "near_duplicate_threshold", "document_workers")
+        after = ("steps", "entity_summaries", "near_duplicate_threshold", "document_workers", "fail_on_unavailable")
         self.fingerprint = json.dumps({k: v for k, v in asdict(config).items() if k not in after}, sort_keys=True)
 
     def cached(self, docs: list[Document], step: str, compute: Callable[[Counter], list[dict]]) -> list[dict]:
         key = hashlib.sha256(
             f"{'+'.join(d.sha256 for d in docs)}|{step}|{PROMPT_VERSION}|{self.strategy}|{self.generator_name}|{self.fingerprint}".encode()
         ).hexdigest()
-        hit = self.cache.get_json(f"{key}.json") if self.cache else None
+        hit = self.cache.get_json(f"{key}.json") if self.cache is not None else None
         missed = hit is None
         if missed:
             log = Counter()
             hit = {"pairs": compute(log), "log": dict(log)}
-            if self.cache:
+            if log[REQUEST_FAILED]:
+                with self.lock:
+                    self.incomplete.append(f"{'+'.join(d.doc_id for d in docs)} ({step})")
+            elif self.cache is not None:
                 self.cache.put_json(f"{key}.json", hit)
         with self.lock:
             self.stats.cache_misses += missed
@@ -258,4 +263,15 @@ def synthesise_reflections(
         stats.kept_by_step[row["step"]] += 1
     stats.generator_calls = run.gen.calls
     stats.tokens = Counter(getattr(generator, "usage", {})) - usage_before
+    if run.incomplete and config.fail_on_unavailable:
+        raise GeneratorUnavailable(run.incomplete, stats)
     return list(rows.rows.values()), stats
+
+
+class GeneratorUnavailable(RuntimeError):
+    """The endpoint kept failing for some documents; what did succeed is cached, so a re-execution asks only for the rest."""
+
+    def __init__(self, incomplete: list[str], stats: ReflectionStats):
+        super().__init__(f"the generator endpoint failed after its retries for {len(incomplete)} step(s), e.g. {incomplete[:5]}; "
+                         f"{stats.cache_misses - len(incomplete)} other step results are cached: re-execute from failure to resume")
+        self.incomplete, self.stats = incomplete, stats

@@ -6,13 +6,14 @@ import re
 import threading
 import time
 
+import pytest
 
 from memo_pipelines.corpus import Document
 from memo_pipelines.llm import LLMSpec, OpenAIChatModel
 from memo_pipelines.pipeline import PrefixedCache
 from memo_pipelines.prompts import IDK
 from memo_pipelines.reflection_text import chunks
-from memo_pipelines.reflections import SynthesisConfig, answer_spans, synthesise_reflections, valid_question, wh_question
+from memo_pipelines.reflections import GeneratorUnavailable, SynthesisConfig, answer_spans, synthesise_reflections, valid_question, wh_question
 from tests.openai_stub import ScriptedOpenAI
 
 
@@ -49,7 +50,7 @@ def capable_llm(request: dict) -> str:
     prompt = request["messages"][0]["content"]
     kind = kind_of(prompt)
     if kind == "extract":
-        return "Here you go:\n```json\n" + json.dumps(next(v for k, v in EXTRACTED.items() if k in prompt)) + "\n```"
+        return "Here you go:\n```json\n" + json.dumps(next((v for k, v in EXTRACTED.items() if k in prompt), [])) + "\n```"
     if kind == "consolidate" and "Kesby plant employs" in prompt:
         return json.dumps([{"question": "Who manages the Kesby plant, and how many people does the Kesby plant employ?",
                             "answer": "Rafael Ondo is the manager of the Kesby plant, which employs 340 people.", "key": "Rafael Ondo"}])
@@ -110,7 +111,7 @@ def test_every_llm_step_keeps_provenance_and_counts_what_it_dropped():
     assert stats.tokens["prompt_tokens"] > 0 and stats.generator_calls == len(server.requests)
 
 
-def test_malformed_replies_500s_and_a_timeout_are_retried_or_dropped_never_fatal():
+def test_malformed_replies_500s_and_a_timeout_are_retried_or_dropped_when_told_not_to_fail():
     seen: dict[str, int] = {}
 
     def flaky(request: dict):
@@ -127,7 +128,7 @@ def test_malformed_replies_500s_and_a_timeout_are_retried_or_dropped_never_fatal
             return "Sure! Pairs: {question: Kesby?"  # malformed JSON: re-asked once
         return capable_llm(request)
 
-    config = SynthesisConfig(steps=("fact_extraction",), json_retries=1)
+    config = SynthesisConfig(steps=("fact_extraction",), json_retries=1, fail_on_unavailable=False)
     with ScriptedOpenAI(flaky) as server:
         rows, stats = synthesise_reflections([KESBY, ONDO], "v000001", generator(server, max_retries=1, timeout_s=0.5), "llm_json", config=config)
         (re_ask,) = [r["messages"] for r in server.requests if len(r["messages"]) > 1]
@@ -136,6 +137,36 @@ def test_malformed_replies_500s_and_a_timeout_are_retried_or_dropped_never_fatal
     assert not any("ondo.txt" in r["source_doc_ids"] for r in rows if r["step"] == "fact_extraction")
     assert stats.dropped["generator request failed"] == 1 and stats.dropped["unparseable reply"] == 0
     assert seen == {"kesby": 3, "ondo": 4}  # ondo: 2 asks x (1 try + 1 client retry)
+
+
+class MemoryCache(dict):
+    def get_json(self, key, default=None):
+        return self.get(key, default)
+
+    def put_json(self, key, value):
+        self[key] = value
+
+
+def test_an_endpoint_down_for_a_document_fails_the_step_and_a_rerun_asks_only_for_that_document():
+    down = {"ondo": True}
+    asked: list[str] = []
+
+    def responder(request: dict):
+        prompt = request["messages"][0]["content"]
+        doc = "kesby" if "Kesby" in prompt else "ondo"
+        asked.append(doc)
+        return {"status": 500} if down.get(doc) else capable_llm(request)
+
+    cache, config = MemoryCache(), SynthesisConfig(steps=("fact_extraction",))
+    with ScriptedOpenAI(responder) as server:
+        with pytest.raises(GeneratorUnavailable, match="re-execute from failure") as failure:
+            synthesise_reflections([KESBY, ONDO], "v000001", generator(server, max_retries=1), "llm_json", cache, config=config)
+        assert failure.value.incomplete == ["people_ondo.txt (fact_extraction)"]
+        assert len(cache) == 1  # kesby's extraction is kept; ondo's failure is not cached as "no facts"
+        down["ondo"], asked[:] = False, []
+        rows, stats = synthesise_reflections([KESBY, ONDO], "v000001", generator(server, max_retries=1), "llm_json", cache, config=config)
+    assert set(asked) == {"ondo"} and stats.cache_hits == 1
+    assert {doc for r in rows if r["step"] == "fact_extraction" for doc in r["source_doc_ids"]} == {"plant_kesby.txt", "people_ondo.txt"}
 
 
 def test_a_second_run_is_served_from_the_cache_and_makes_no_generator_call(store):
