@@ -27,7 +27,7 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
 
     figures = train_memory_adapter(
         ws, context.partition_key, base_id, trainer.train_config(), trainer.replay_size, on_progress, context.log.debug, trainer.launch(),
-        trainer.general_replay_size, owner=f"dagster run {context.run_id}", lease_ttl_s=trainer.lease_ttl_s,
+        trainer.general_replay_size, owner=f"dagster run {context.run.run_id}", lease_ttl_s=trainer.lease_ttl_s,
     )
     if figures["backfill"]:
         context.log.info(f"backfill: trained on {figures['parent_model']}, the model promoted after the version before; {figures['promoted_at_training']} is promoted now")
