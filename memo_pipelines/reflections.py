@@ -74,7 +74,7 @@ class ReflectionStats:
 
     @property
     def dropped(self) -> Counter:
-        return Counter({k: v for k, v in self.log.items() if k not in self.COUNTERS})
+        return Counter({k: v for k, v in self.log.items() if k not in self.COUNTERS and v})
 
     def to_json(self) -> dict:
         return {
