@@ -15,14 +15,15 @@ class PromotionConfig(dg.Config):
           description="Moves the registry's promoted pointer to this version's candidate, only when every gate passed "
                       "and no newer version's model is promoted (unless allow_backfill_promotion).")
 def promoted_memory(context: dg.AssetExecutionContext, config: PromotionConfig, registry: ModelRegistryResource) -> dg.MaterializeResult:
-    outcome = promote_version(registry.workspace(), context.partition_key, config.allow_backfill_promotion)
+    ws = registry.workspace()
+    outcome = promote_version(ws, context.partition_key, config.allow_backfill_promotion)
     context.log.info(outcome["reason"] if not outcome["promoted"] else f"promoted {outcome['model_id']} (was {outcome['current']})")
     return dg.MaterializeResult(
         metadata={
             "promoted": outcome["promoted"],
             "reason": outcome["reason"],
             "candidate_model": outcome["model_id"],
-            "promoted_model": registry.workspace().registry.promoted_id(),
+            "promoted_model": ws.registry.promoted_id(),
             "previous_model": outcome["current"] or "",
             "trained_on": outcome["parent"],
         }

@@ -106,7 +106,7 @@ def cmd_serve(args) -> int:
 
 def add_protocol_flags(parser) -> None:
     """Backends and budgets of the protocol, shared by `ask` and `serve`."""
-    from .protocol import MODES
+    from .protocol import MODES, ProtocolConfig as defaults
 
     parser.add_argument("--base", action="store_true", help="use the untrained base model as memory (for comparison)")
     parser.add_argument("--executive", default="", help="executive backend: local (default) or openai")
@@ -115,12 +115,12 @@ def add_protocol_flags(parser) -> None:
     parser.add_argument("--memory", default="", help="memory backend: local (the promoted model, default) or openai")
     parser.add_argument("--memory-model", default="", help="memory model: a directory (local) or a served model name")
     parser.add_argument("--memory-base-url", default="", help="OpenAI-compatible base URL of the memory (e.g. vLLM serving it)")
-    parser.add_argument("--mode", default="staged", choices=MODES, help="staged (three stages), single (one turn) or direct (memory only)")
-    parser.add_argument("--paraphrases", type=int, default=1, help="ask each sub-question k ways and take the majority answer")
-    parser.add_argument("--narrow-turns", type=int, default=3, help="turn budget of the narrowing stage")
-    parser.add_argument("--gather-turns", type=int, default=1, help="turn budget of the gathering stage")
-    parser.add_argument("--call-timeout", type=float, default=60.0, help="seconds allowed to one executive or memory call")
-    parser.add_argument("--deadline", type=float, default=180.0, help="seconds allowed to one question, all calls together")
+    parser.add_argument("--mode", default=defaults.mode, choices=MODES, help="staged (three stages), single (one turn) or direct (memory only)")
+    parser.add_argument("--paraphrases", type=int, default=defaults.paraphrases, help="ask each sub-question k ways and take the majority answer")
+    parser.add_argument("--narrow-turns", type=int, default=defaults.narrow_turns, help="turn budget of the narrowing stage")
+    parser.add_argument("--gather-turns", type=int, default=defaults.gather_turns, help="turn budget of the gathering stage")
+    parser.add_argument("--call-timeout", type=float, default=defaults.call_timeout_s, help="seconds allowed to one executive or memory call")
+    parser.add_argument("--deadline", type=float, default=defaults.deadline_s, help="seconds allowed to one question, all calls together")
 
 
 def cmd_upload(args) -> int:

@@ -108,14 +108,7 @@ class ObjectStore:
         return self.put_bytes(key, json.dumps(value, indent=1, sort_keys=True).encode())
 
     def get_json(self, key: str, default: Any = None) -> Any:
-        from botocore.exceptions import ClientError
-
-        try:
-            return json.loads(self.get_bytes(key))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return default
-            raise
+        return self.get_json_versioned(key, default)[0]
 
     def put_jsonl(self, key: str, rows: list[dict]) -> str:
         return self.put_bytes(key, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode())

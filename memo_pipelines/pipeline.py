@@ -26,6 +26,17 @@ def version_key(version: str, name: str) -> str:
     return f"versions/{version}/{name}"
 
 
+def version_records(store: ObjectStore, names) -> dict[str, list[str]]:
+    """{version: the records among `names` it has}, counting only versions/{version}/{name} itself: a document archived
+    under versions/{version}/raw/ that happens to share a record's name is not that record."""
+    records: dict[str, list[str]] = {}
+    for obj in store.list_objects("versions/"):
+        parts = obj.key.split("/")
+        if len(parts) == 3 and parts[2] in names:
+            records.setdefault(parts[1], []).append(parts[2])
+    return records
+
+
 @dataclass
 class Workspace:
     """Where a run keeps its state: the bucket, the registry over it, and a local scratch folder."""
@@ -111,8 +122,7 @@ def load_reflections(ws: Workspace, version: str) -> list[dict]:
 
 
 def earlier_versions(ws: Workspace, version: str) -> list[str]:
-    found = {o.key.split("/")[1] for o in ws.store.list_objects("versions/") if o.key.endswith("/reflections.jsonl")}
-    return sorted(v for v in found if v < version)
+    return sorted(v for v in version_records(ws.store, ["reflections.jsonl"]) if v < version)
 
 
 # -- 3. memory adapter --------------------------------------------------------------------------------------------
@@ -132,8 +142,7 @@ def general_reference(ws: Workspace, base_id: str) -> dict[str, list[dict]]:
 def document_changes(ws: Workspace, up_to: str) -> dict[str, list[tuple[str, str]]]:
     """{doc_id: [(version, "landed" | "deleted"), ...]} from the manifests of every version up to and including up_to."""
     changes: dict[str, list[tuple[str, str]]] = {}
-    versions = sorted({o.key.split("/")[1] for o in ws.store.list_objects("versions/") if o.key.endswith("/manifest.json")})
-    for version in (v for v in versions if v <= up_to):
+    for version in sorted(v for v in version_records(ws.store, ["manifest.json"]) if v <= up_to):
         manifest = ws.store.get_json(version_key(version, "manifest.json"))
         for entry in manifest["objects"]:
             changes.setdefault(doc_id_for(entry["key"], ws.landing_prefix), []).append((version, "landed"))

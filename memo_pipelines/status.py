@@ -26,12 +26,9 @@ class VersionStatus:
 
 
 def version_stages(store: ObjectStore) -> dict[str, list[str]]:
-    stages: dict[str, list[str]] = {}
-    for obj in store.list_objects("versions/"):
-        parts = obj.key.split("/")
-        if len(parts) == 3 and parts[2] in STAGES:
-            stages.setdefault(parts[1], []).append(parts[2])
-    return stages
+    from .pipeline import version_records
+
+    return version_records(store, STAGES)
 
 
 def version_status(store: ObjectStore, version: str, stages: list[str], pointer: dict) -> VersionStatus:
