@@ -3,8 +3,9 @@ from collections import Counter
 import dagster as dg
 
 from assets import md_table
-from memo_pipelines.partitions import corpus_versions
-from memo_pipelines.pipeline import snapshot_corpus, version_key
+from memo_pipelines.orchestration.partitions import corpus_versions
+from memo_pipelines.pipeline import snapshot_corpus
+from memo_pipelines.storage.layout import version_key
 from resources import ModelRegistryResource
 
 

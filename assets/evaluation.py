@@ -2,7 +2,7 @@ import dagster as dg
 
 from assets import md_table
 from assets.memory import memory_model
-from memo_pipelines.partitions import corpus_versions
+from memo_pipelines.orchestration.partitions import corpus_versions
 from memo_pipelines.pipeline import evaluate_memory_model
 from resources import EvaluationResource, ModelRegistryResource
 

@@ -2,8 +2,9 @@ import dagster as dg
 
 from assets import md_table
 from assets.reflections import reflections
-from memo_pipelines.partitions import corpus_versions
-from memo_pipelines.pipeline import merge_memory_model, train_memory_adapter, version_key
+from memo_pipelines.orchestration.partitions import corpus_versions
+from memo_pipelines.pipeline import merge_memory_model, train_memory_adapter
+from memo_pipelines.storage.layout import version_key
 from resources import ModelRegistryResource, TrainerResource
 
 

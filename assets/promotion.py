@@ -1,7 +1,7 @@
 import dagster as dg
 
 from assets.evaluation import memory_eval
-from memo_pipelines.partitions import corpus_versions
+from memo_pipelines.orchestration.partitions import corpus_versions
 from memo_pipelines.pipeline import promote_version
 from resources import ModelRegistryResource
 

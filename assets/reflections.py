@@ -2,9 +2,10 @@ import dagster as dg
 
 from assets import md_table
 from assets.corpus import corpus_snapshot
-from memo_pipelines.expectations import validate_reflections
-from memo_pipelines.partitions import corpus_versions
-from memo_pipelines.pipeline import generate_reflections, load_snapshot, version_key
+from memo_pipelines.reflections.expectations import validate_reflections
+from memo_pipelines.orchestration.partitions import corpus_versions
+from memo_pipelines.pipeline import generate_reflections, load_snapshot
+from memo_pipelines.storage.layout import version_key
 from resources import GeneratorResource, ModelRegistryResource
 
 

@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from memo_pipelines.embedded import embedded_model_dir  # noqa: E402
-from memo_pipelines.evaluation import GENERAL_GUARD, GENERAL_REPLAY, ask_memory, base_answers, general_score, recalled, token_f1  # noqa: E402
-from memo_pipelines.llm import LocalChatModel  # noqa: E402
-from memo_pipelines.merging import MergeConfig, fold_adapter, merge_into_promoted  # noqa: E402
-from memo_pipelines.reflections import normalise  # noqa: E402
-from memo_pipelines.training import TrainConfig, train_adapter  # noqa: E402
+from memo_pipelines.llm.embedded import embedded_model_dir  # noqa: E402
+from memo_pipelines.evaluation.gates import GENERAL_GUARD, GENERAL_REPLAY, ask_memory, base_answers, general_score, recalled, token_f1  # noqa: E402
+from memo_pipelines.llm.backends import LocalChatModel  # noqa: E402
+from memo_pipelines.memory.merging import MergeConfig, fold_adapter, merge_into_promoted  # noqa: E402
+from memo_pipelines.reflections.synthesis import normalise  # noqa: E402
+from memo_pipelines.memory.training import TrainConfig, train_adapter  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "musique" / "musique_train.json"
 

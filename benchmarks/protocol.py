@@ -36,12 +36,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from incremental_update import single_hop_facts  # noqa: E402
 
-from memo_pipelines.evaluation import GENERAL_REPLAY, ask_memory, base_answers, recalled, token_f1  # noqa: E402
-from memo_pipelines.llm import LLMSpec, load_chat_model  # noqa: E402
+from memo_pipelines.evaluation.gates import GENERAL_REPLAY, ask_memory, base_answers, recalled, token_f1  # noqa: E402
+from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
 from memo_pipelines.protocol import Protocol, ProtocolConfig, SourceIndex  # noqa: E402
-from memo_pipelines.reflections import normalise  # noqa: E402
-from memo_pipelines.settings import Settings  # noqa: E402
-from memo_pipelines.training import TrainConfig  # noqa: E402
+from memo_pipelines.reflections.synthesis import normalise  # noqa: E402
+from memo_pipelines.apps.settings import Settings  # noqa: E402
+from memo_pipelines.memory.training import TrainConfig  # noqa: E402
 
 MUSIQUE = ROOT.parent / "shared" / "data" / "musique"
 READER_PROMPT = """Answer the question using the passages. Reply with only the short answer (a name, a date, a number).
@@ -79,9 +79,9 @@ def summarise(name: str, scores: list[dict], memory_calls: float, executive_call
 
 def trained_memory(base_dir: Path, facts: list[dict], config: TrainConfig, replay: bool) -> Path:
     """The memory trained on facts (+ general replay), cached under MEMO_HOME by a hash of what it was trained on."""
-    from memo_pipelines.llm import LocalChatModel
-    from memo_pipelines.merging import fold_adapter
-    from memo_pipelines.training import train_adapter
+    from memo_pipelines.llm.backends import LocalChatModel
+    from memo_pipelines.memory.merging import fold_adapter
+    from memo_pipelines.memory.training import train_adapter
 
     key = hashlib.sha256(json.dumps([facts, asdict(config), replay, base_dir.name], sort_keys=True).encode()).hexdigest()[:12]
     target = Settings.from_env().work_dir / "benchmarks" / "protocol" / f"memory-{key}"
@@ -131,9 +131,7 @@ def retrieval(reader, items: list[dict], passages: list[dict], top_k: int, max_n
 
 
 def llm_spec(args, role: str) -> LLMSpec:
-    get = lambda name: getattr(args, f"{role}_{name}")  # noqa: E731
-    return LLMSpec(backend=get("backend"), model=get("model"), base_url=get("base_url"), api_key_env=get("api_key_env"),
-                   timeout_s=args.call_timeout)
+    return LLMSpec.from_values(vars(args), prefix=f"{role}_", timeout_s=args.call_timeout)
 
 
 def main() -> None:
@@ -160,7 +158,7 @@ def main() -> None:
     if args.quick:
         args.questions, args.epochs, args.top_k, args.executive_max_new_tokens = 2, 1, 2, 32
 
-    from memo_pipelines.embedded import embedded_model_dir
+    from memo_pipelines.llm.embedded import embedded_model_dir
 
     items = sorted(json.loads((MUSIQUE / "musique_train.json").read_text()), key=lambda q: q["id"])
     items = random.Random(args.seed).sample(items, args.questions)

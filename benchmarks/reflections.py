@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from memo_pipelines.corpus import Document  # noqa: E402
-from memo_pipelines.evaluation import recalled  # noqa: E402
-from memo_pipelines.llm import LLMSpec, load_chat_model  # noqa: E402
-from memo_pipelines.reflection_text import content_tokens  # noqa: E402
-from memo_pipelines.reflections import SynthesisConfig, synthesise_reflections  # noqa: E402
+from memo_pipelines.corpus.snapshot import Document  # noqa: E402
+from memo_pipelines.evaluation.gates import recalled  # noqa: E402
+from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
+from memo_pipelines.reflections.text import content_tokens  # noqa: E402
+from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "musique" / "musique_train.json"
 
@@ -137,8 +137,8 @@ def main() -> None:
         spec = LLMSpec("openai", args.generator_model, args.generator_base_url, args.api_key_env, concurrency=args.concurrency)
         model = load_chat_model(spec)
     else:
-        from memo_pipelines.embedded import embedded_model_dir
-        from memo_pipelines.settings import Settings
+        from memo_pipelines.llm.embedded import embedded_model_dir
+        from memo_pipelines.apps.settings import Settings
 
         model = load_chat_model(LLMSpec("local", args.generator_model), embedded_model_dir(Settings.from_env().work_dir / "embedded"))
     strategy = args.strategy if args.strategy != "auto" else ("grounded" if not args.generator_base_url else "llm_json")

@@ -25,8 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from incremental_update import DATA, single_hop_facts  # noqa: E402
 
-from memo_pipelines.embedded import embedded_model_dir  # noqa: E402
-from memo_pipelines.training import answer_loss, collate, encode_example  # noqa: E402
+from memo_pipelines.llm.embedded import embedded_model_dir  # noqa: E402
+from memo_pipelines.memory.training import answer_loss, collate, encode_example  # noqa: E402
 
 
 def main() -> None:

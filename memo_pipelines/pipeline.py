@@ -9,31 +9,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .corpus import Snapshot, build_snapshot, doc_id_for, vanished
-from .evaluation import GENERAL_GUARD, GENERAL_REPLAY, EvalReport, Gates, base_answers, evaluate_candidate
-from .llm import ChatModel, LocalChatModel
-from .merging import MergeConfig, merge_into_promoted
-from .lease import Lease
-from .objectstore import ObjectStore
-from .reflections import SynthesisConfig, synthesise_reflections
-from .registry import ModelRegistry, dir_sha256
-from .training import TrainConfig, run_training_subprocess
+from memo_pipelines.corpus.snapshot import Snapshot, build_snapshot, doc_id_for, vanished
+from memo_pipelines.evaluation.gates import GENERAL_GUARD, GENERAL_REPLAY, EvalReport, Gates, base_answers, evaluate_candidate
+from memo_pipelines.llm.backends import ChatModel, LocalChatModel
+from memo_pipelines.memory.merging import MergeConfig, merge_into_promoted
+from memo_pipelines.storage.lease import Lease
+from memo_pipelines.storage import layout
+from memo_pipelines.storage.layout import version_key
+from memo_pipelines.storage.objectstore import ObjectStore
+from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections
+from memo_pipelines.storage.registry import ModelRegistry, dir_sha256
+from memo_pipelines.memory.training import TrainConfig, run_training_subprocess
 
 Log = Callable[[str], None]
-
-
-def version_key(version: str, name: str) -> str:
-    return f"versions/{version}/{name}"
 
 
 def version_records(store: ObjectStore, names) -> dict[str, list[str]]:
     """{version: the records among `names` it has}, counting only versions/{version}/{name} itself: a document archived
     under versions/{version}/raw/ that happens to share a record's name is not that record."""
     records: dict[str, list[str]] = {}
-    for obj in store.list_objects("versions/"):
-        parts = obj.key.split("/")
-        if len(parts) == 3 and parts[2] in names:
-            records.setdefault(parts[1], []).append(parts[2])
+    for obj in store.list_objects(layout.VERSIONS_PREFIX):
+        if found := layout.version_of_record(obj.key, names):
+            records.setdefault(found[0], []).append(found[1])
     return records
 
 
@@ -44,7 +41,7 @@ class Workspace:
     store: ObjectStore
     registry: ModelRegistry
     work_dir: Path
-    landing_prefix: str = "landing/"
+    landing_prefix: str = layout.LANDING_PREFIX
 
     def scratch(self, version: str, stage: str) -> Path:
         path = self.work_dir / "runs" / version / stage
@@ -65,7 +62,7 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int) -> Snapshot:
     def fetch_as_listed(key: str) -> tuple[bytes, str]:
         """The object as the manifest listed it: from the landing folder while its ETag matches, else from the copy
         this version archived when it first read it, so a backfill rebuilds the version from what it really held."""
-        archived = version_key(version, f"raw/{doc_id_for(key, ws.landing_prefix)}")
+        archived = layout.archived_document_key(version, doc_id_for(key, ws.landing_prefix))
         try:
             data, etag = ws.store.get_object(key)
         except Exception as error:
@@ -109,7 +106,7 @@ def generate_reflections(
     snapshot = load_snapshot(ws, version)
     config = config or SynthesisConfig()
     rows, stats = synthesise_reflections(
-        snapshot.documents, version, generator, strategy, PrefixedCache(ws.store, "cache/reflections/"), progress, config
+        snapshot.documents, version, generator, strategy, PrefixedCache(ws.store, layout.REFLECTION_CACHE_PREFIX), progress, config
     )
     ws.store.put_jsonl(version_key(version, "reflections.jsonl"), rows)
     figures = {**stats.to_json(), "strategy": strategy, "generator": generator.name, "config": asdict(config)}
@@ -130,7 +127,7 @@ def earlier_versions(ws: Workspace, version: str) -> list[str]:
 
 def general_reference(ws: Workspace, base_id: str) -> dict[str, list[dict]]:
     """The base model's own answers to generic questions: {"replay": trained on, "guard": held out for the gate}."""
-    key = f"registry/general/{base_id}.json"
+    key = layout.general_reference_key(base_id)
     reference = ws.store.get_json(key)
     if reference is None:
         base = LocalChatModel(ws.registry.fetch(base_id))
@@ -182,6 +179,15 @@ def replay_sample(ws: Workspace, version: str, size: int, seed: int) -> tuple[li
     return rng.sample(pool, min(size, len(pool))), retired
 
 
+@dataclass(frozen=True)
+class UpdateConfig:
+    """What an update trains on besides the version's own reflections, and how long its training lease lasts."""
+
+    replay_size: int = 64  # earlier versions' reflections replayed per update
+    general_replay_size: int = 15  # generic questions with the base model's own answers replayed per update
+    lease_ttl_s: float = 900.0
+
+
 def library_versions() -> dict[str, str]:
     from importlib.metadata import version as installed
 
@@ -191,9 +197,9 @@ def library_versions() -> dict[str, str]:
 def train_memory_adapter(
     ws: Workspace, version: str, base_id: str, config: TrainConfig, replay_size: int, on_progress: Callable[[dict], None], log: Log,
     launch: dict | None = None,
-    general_replay_size: int = 15,
+    general_replay_size: int = UpdateConfig.general_replay_size,
     owner: str = "memo",
-    lease_ttl_s: float = 900.0,
+    lease_ttl_s: float = UpdateConfig.lease_ttl_s,
 ) -> dict:
     """Train this version's adapter on top of the model promoted after the previous version; upload it with its lineage.
 
@@ -201,7 +207,7 @@ def train_memory_adapter(
     history says was promoted after the version before it. One run at a time trains a version: the others find its
     lease in the bucket and fail (their re-execution succeeds once the lease is released or expired).
     """
-    with Lease(ws.store, f"locks/training/{version}.json", owner, lease_ttl_s) as lease:
+    with Lease(ws.store, layout.training_lock_key(version), owner, lease_ttl_s) as lease:
         def renewing_progress(figures: dict) -> None:
             lease.renew(every_s=lease_ttl_s / 3)
             on_progress(figures)

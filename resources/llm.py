@@ -2,8 +2,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from memo_pipelines.llm import ChatModel, LLMSpec, load_chat_model
-from memo_pipelines.reflections import SynthesisConfig
+from memo_pipelines.llm.backends import ChatModel, LLMSpec, load_chat_model
+from memo_pipelines.reflections.synthesis import SynthesisConfig
 
 
 class GeneratorResource(dg.ConfigurableResource):
@@ -11,7 +11,7 @@ class GeneratorResource(dg.ConfigurableResource):
 
     strategy 'auto' picks 'grounded' (spans from the text, the model only phrases questions, the other steps are built
     by rule) for the local backend and 'llm_json' (every step is a JSON prompt, checked by rules) for an endpoint.
-    The remaining fields bound the five-step synthesis (memo_pipelines.reflection_steps.SynthesisConfig).
+    The remaining fields bound the five-step synthesis (memo_pipelines.reflections.steps.SynthesisConfig).
     """
 
     backend: str = "local"
@@ -32,8 +32,7 @@ class GeneratorResource(dg.ConfigurableResource):
     min_verified_share: float = 0.5  # blocking check: share of checked pairs that passed verification
 
     def chat_model(self, default_local_dir: Path) -> ChatModel:
-        spec = LLMSpec(self.backend, self.model, self.base_url, self.api_key_env, self.timeout_s, self.max_retries, self.concurrency)
-        return load_chat_model(spec, default_local_dir)
+        return load_chat_model(LLMSpec.from_values(self.model_dump()), default_local_dir)
 
     def resolved_strategy(self) -> str:
         if self.strategy != "auto":

@@ -3,7 +3,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import PrivateAttr
 
-from memo_pipelines.objectstore import ObjectStore, make_s3_client
+from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client
 
 
 class ObjectStoreResource(dg.ConfigurableResource):

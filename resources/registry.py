@@ -2,9 +2,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from memo_pipelines.embedded import EMBEDDED_NAME, embedded_model_dir
+from memo_pipelines.llm.embedded import EMBEDDED_NAME, embedded_model_dir
 from memo_pipelines.pipeline import Workspace
-from memo_pipelines.registry import ModelRegistry
+from memo_pipelines.storage.layout import LANDING_PREFIX
+from memo_pipelines.storage.registry import ModelRegistry
 from resources.object_store import ObjectStoreResource
 
 
@@ -17,7 +18,7 @@ class ModelRegistryResource(dg.ConfigurableResource):
     object_store: ObjectStoreResource
     work_dir: str
     base_model: str = "embedded"
-    landing_prefix: str = "landing/"
+    landing_prefix: str = LANDING_PREFIX
 
     def workspace(self) -> Workspace:
         store = self.object_store.store()

@@ -1,8 +1,9 @@
 import dagster as dg
 
-from memo_pipelines.evaluation import Gates
-from memo_pipelines.merging import MergeConfig
-from memo_pipelines.training import TrainConfig
+from memo_pipelines.evaluation.gates import Gates
+from memo_pipelines.memory.merging import MergeConfig
+from memo_pipelines.memory.training import TrainConfig
+from memo_pipelines.pipeline import UpdateConfig
 
 
 class TrainerResource(dg.ConfigurableResource):
@@ -14,22 +15,22 @@ class TrainerResource(dg.ConfigurableResource):
 
     launcher: str = "python"
     accelerate_config: str = ""
-    method: str = "lora"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    learning_rate: float = 3e-4
-    epochs: int = 8
-    batch_size: int = 8
-    max_length: int = 160
-    pack_length: int = 0
-    replay_size: int = 64  # earlier versions' reflections replayed per update
-    general_replay_size: int = 15  # generic questions with the base model's own answers replayed per update
-    seed: int = 0
-    checkpoint_every: int = 25  # training steps between checkpoints; a killed training resumes from the last one
-    lease_ttl_s: float = 900.0  # a version's training lease in the bucket expires this long after its last renewal
-    merge_method: str = "ties"
-    merge_weight: float = 1.0
-    merge_density: float = 0.5
+    method: str = TrainConfig.method
+    lora_r: int = TrainConfig.lora_r
+    lora_alpha: int = TrainConfig.lora_alpha
+    learning_rate: float = TrainConfig.learning_rate
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    max_length: int = TrainConfig.max_length
+    pack_length: int = TrainConfig.pack_length
+    replay_size: int = UpdateConfig.replay_size  # earlier versions' reflections replayed per update
+    general_replay_size: int = UpdateConfig.general_replay_size  # generic questions with the base model's own answers replayed per update
+    seed: int = TrainConfig.seed
+    checkpoint_every: int = TrainConfig.checkpoint_every  # training steps between checkpoints; a killed training resumes from the last one
+    lease_ttl_s: float = UpdateConfig.lease_ttl_s  # a version's training lease in the bucket expires this long after its last renewal
+    merge_method: str = MergeConfig.method
+    merge_weight: float = MergeConfig.weight
+    merge_density: float = MergeConfig.density
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -48,10 +49,10 @@ class TrainerResource(dg.ConfigurableResource):
 class EvaluationResource(dg.ConfigurableResource):
     """The promotion gates."""
 
-    min_recall: float = 0.6
-    max_retention_drop: float = 0.15
-    min_general: float = 0.5
-    sample_size: int = 60
+    min_recall: float = Gates.min_recall
+    max_retention_drop: float = Gates.max_retention_drop
+    min_general: float = Gates.min_general
+    sample_size: int = Gates.sample_size
 
     def gates(self) -> Gates:
         return Gates(self.min_recall, self.max_retention_drop, self.min_general)

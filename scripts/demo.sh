@@ -12,7 +12,7 @@ cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 trap 'echo; echo "stopping..."; scripts/stop.sh; exit 130' INT TERM
 
 S3_PORT=${MEMO_S3_ENDPOINT##*:}
-.venv/bin/python -m memo_pipelines.seaweed start --dir "$MEMO_HOME/seaweed" --port "$S3_PORT"
+.venv/bin/python -m memo_pipelines.storage.seaweed start --dir "$MEMO_HOME/seaweed" --port "$S3_PORT"
 
 if [[ -f "$MEMO_HOME/dagster.pid" ]] && kill -0 "$(cat "$MEMO_HOME/dagster.pid")" 2>/dev/null; then
   echo "Dagster already running (pid $(cat "$MEMO_HOME/dagster.pid"))"

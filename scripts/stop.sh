@@ -13,5 +13,5 @@ if [[ -f "$MEMO_HOME/dagster.pid" ]]; then
   rm -f "$MEMO_HOME/dagster.pid"
 fi
 if [[ -d "$MEMO_HOME/seaweed" ]]; then
-  .venv/bin/python -m memo_pipelines.seaweed stop --dir "$MEMO_HOME/seaweed"
+  .venv/bin/python -m memo_pipelines.storage.seaweed stop --dir "$MEMO_HOME/seaweed"
 fi

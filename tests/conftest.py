@@ -8,8 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from memo_pipelines.objectstore import ObjectStore, make_s3_client  # noqa: E402
-from memo_pipelines.seaweed import SeaweedServer, free_s3_port  # noqa: E402
+from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client  # noqa: E402
+from memo_pipelines.storage.seaweed import SeaweedServer, free_s3_port  # noqa: E402
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "memo_pipelines" / "sample_corpus"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "memo-test", "AWS_SECRET_ACCESS_KEY": "memo-test-secret"}

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from memo_pipelines.definitions import ASSETS, build_definitions
-from memo_pipelines.objectstore import ObjectStore
+from memo_pipelines.orchestration.definitions import ASSETS, build_definitions
+from memo_pipelines.storage.objectstore import ObjectStore
 from resources import EvaluationResource, GeneratorResource, ModelRegistryResource, ObjectStoreResource, TrainerResource
 from tests.conftest import CREDENTIALS
 
@@ -57,7 +57,7 @@ def reconstructable_job(spec_json: str) -> dg.JobDefinition:
     """
     import json
 
-    from memo_pipelines.objectstore import make_s3_client
+    from memo_pipelines.storage.objectstore import make_s3_client
 
     spec = json.loads(spec_json)
     client = make_s3_client(spec["endpoint_url"], CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"])

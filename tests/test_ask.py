@@ -6,9 +6,9 @@ import re
 import pytest
 
 from memo_pipelines import cli
-from memo_pipelines.merging import fold_adapter
-from memo_pipelines.registry import ModelRegistry
-from memo_pipelines.training import TrainConfig, train_adapter
+from memo_pipelines.memory.merging import fold_adapter
+from memo_pipelines.storage.registry import ModelRegistry
+from memo_pipelines.memory.training import TrainConfig, train_adapter
 from tests.conftest import CREDENTIALS
 from tests.openai_stub import ScriptedOpenAI
 

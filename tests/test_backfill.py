@@ -6,7 +6,7 @@ import json
 
 import dagster as dg
 
-from memo_pipelines.definitions import ASSETS
+from memo_pipelines.orchestration.definitions import ASSETS
 from tests.pipeline_helpers import definitions, materialize_version, pipeline_resources, run_sensor
 from tests.test_pipeline import upload
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from memo_pipelines.corpus import Unreadable, build_snapshot, extract_text
+from memo_pipelines.corpus.snapshot import Unreadable, build_snapshot, extract_text
 from tests.pdf_fixtures import encrypted_pdf, image_only_pdf, text_pdf
 
 GOOD = "The Kesby plant employs 340 people."

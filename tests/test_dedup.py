@@ -1,10 +1,10 @@
 """Near duplicates: documents at snapshot time and the reflection checks that gate the dataset."""
 
-from memo_pipelines.corpus import build_snapshot
-from memo_pipelines.dedup import MinHashIndex, jaccard, shingles
-from memo_pipelines.evaluation import sample_facts
-from memo_pipelines.expectations import validate_reflections
-from memo_pipelines.reflections import make_row
+from memo_pipelines.corpus.snapshot import build_snapshot
+from memo_pipelines.corpus.dedup import MinHashIndex, jaccard, shingles
+from memo_pipelines.evaluation.gates import sample_facts
+from memo_pipelines.reflections.expectations import validate_reflections
+from memo_pipelines.reflections.synthesis import make_row
 
 REPORT = (
     "The Kesby plant is the factory of Quillfeather Labs in the town of Kesby. It opened in 2019 beside the river Olm and "

@@ -6,13 +6,13 @@ import sys
 import dagster as dg
 import pytest
 
-from memo_pipelines.executors import executor_by_name
+from memo_pipelines.orchestration.executors import executor_by_name
 
 
 def load_prod(monkeypatch, executor: str) -> dg.Definitions:
     monkeypatch.setenv("MEMO_EXECUTOR", executor)
-    sys.modules.pop("memo_pipelines.prod", None)
-    return importlib.import_module("memo_pipelines.prod").defs
+    sys.modules.pop("memo_pipelines.orchestration.prod", None)
+    return importlib.import_module("memo_pipelines.orchestration.prod").defs
 
 
 def test_prod_code_location_runs_steps_on_the_named_executor(monkeypatch):
@@ -20,7 +20,7 @@ def test_prod_code_location_runs_steps_on_the_named_executor(monkeypatch):
         job = load_prod(monkeypatch, name).resolve_job_def("memo_pipeline")
         assert job.executor_def.name == name
     # the local code location keeps Dagster's default: one process per step on this machine
-    from memo_pipelines.definitions import defs
+    from memo_pipelines.orchestration.definitions import defs
 
     assert defs.resolve_job_def("memo_pipeline").executor_def.name == "multi_or_in_process_executor"
 

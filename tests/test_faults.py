@@ -19,9 +19,9 @@ import torch
 from botocore.awsrequest import AWSResponse
 from safetensors.torch import load_file
 
-from memo_pipelines.reflections import SynthesisConfig, synthesise_reflections
-from memo_pipelines.corpus import Snapshot
-from memo_pipelines.training import run_training_subprocess
+from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections
+from memo_pipelines.corpus.snapshot import Snapshot
+from memo_pipelines.memory.training import run_training_subprocess
 from tests.openai_stub import ScriptedOpenAI
 from tests.pipeline_helpers import pipeline_resources
 from tests.test_corpus import BAD_OF_EACH_FORMAT, GOOD_OF_EACH_FORMAT
@@ -202,7 +202,7 @@ def kill_training_after_first_checkpoint(checkpoints, killed: list, stop: thread
     while not stop.is_set():
         if list(checkpoints.glob("*/*/state.json")):
             for child in psutil.Process().children(recursive=True):
-                if "memo_pipelines.training" in " ".join(child.cmdline()):
+                if "memo_pipelines.memory.training" in " ".join(child.cmdline()):
                     child.send_signal(signal.SIGKILL)
                     killed.append(child.pid)
             return
@@ -252,7 +252,7 @@ def test_a_bad_document_of_each_kind_is_quarantined_and_the_good_ones_go_on(stor
     instance.add_dynamic_partitions("corpus_versions", [VERSION])
     resources = pipeline_resources(store, tmp_path / "work", tiny_base)
 
-    from memo_pipelines.definitions import ASSETS
+    from memo_pipelines.orchestration.definitions import ASSETS
 
     result = dg.materialize(ASSETS, selection=["corpus_snapshot", "reflections"], partition_key=VERSION, resources=resources,
                             instance=instance, run_config={"ops": {"corpus_snapshot": {"config": {"max_document_bytes": 1_000_000}}}})

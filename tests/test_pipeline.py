@@ -5,9 +5,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from memo_pipelines.evaluation import recalled
-from memo_pipelines.llm import LocalChatModel
-from memo_pipelines.prompts import memory_messages
+from memo_pipelines.evaluation.gates import recalled
+from memo_pipelines.llm.backends import LocalChatModel
+from memo_pipelines.memory.prompts import memory_messages
 from tests.conftest import CREDENTIALS, SAMPLE_DIR
 from tests.pipeline_helpers import definitions, materialize_version, run_sensor, pipeline_resources
 
@@ -25,7 +25,7 @@ def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 
 def memo_status(store, tmp_path, monkeypatch, capsys) -> str:
-    from memo_pipelines.cli import main
+    from memo_pipelines.apps.cli import main
     from tests.test_ask import point_cli_at
 
     point_cli_at(store, tmp_path / "work", monkeypatch)

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from memo_pipelines.seaweed import free_port
+from memo_pipelines.storage.seaweed import free_port
 from tests.pipeline_helpers import definitions, pipeline_resources, run_sensor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,11 +5,11 @@ import re
 
 import pytest
 
-from memo_pipelines.llm import LLMSpec, LocalChatModel, OpenAIChatModel
-from memo_pipelines.merging import fold_adapter
+from memo_pipelines.llm.backends import LLMSpec, LocalChatModel, OpenAIChatModel
+from memo_pipelines.memory.merging import fold_adapter
 from memo_pipelines.protocol import Protocol, ProtocolConfig, SourceIndex, parse_json_reply
 from memo_pipelines.protocol.prompts import REPAIR
-from memo_pipelines.training import TrainConfig, train_adapter
+from memo_pipelines.memory.training import TrainConfig, train_adapter
 from tests.openai_stub import ScriptedOpenAI
 
 MANAGER_Q, BIRTH_Q, FOUNDER_Q = "Who is the manager of the Kesby plant?", "Where was Rafael Ondo born?", "Who founded the Kesby plant?"

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from memo_pipelines.corpus import Document
-from memo_pipelines.llm import LLMSpec, OpenAIChatModel
+from memo_pipelines.corpus.snapshot import Document
+from memo_pipelines.llm.backends import LLMSpec, OpenAIChatModel
 from memo_pipelines.pipeline import PrefixedCache
-from memo_pipelines.prompts import IDK
-from memo_pipelines.reflection_text import chunks
-from memo_pipelines.reflections import GeneratorUnavailable, SynthesisConfig, answer_spans, synthesise_reflections, valid_question, wh_question
+from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.reflections.text import chunks
+from memo_pipelines.reflections.synthesis import GeneratorUnavailable, SynthesisConfig, answer_spans, synthesise_reflections, valid_question, wh_question
 from tests.openai_stub import ScriptedOpenAI
 
 

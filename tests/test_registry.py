@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from memo_pipelines.registry import ModelRegistry, PromotionRefused, dir_sha256
+from memo_pipelines.storage.registry import ModelRegistry, PromotionRefused, dir_sha256
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_a_promotion_that_races_another_is_refused_and_the_winner_stays(registry
 
 
 def test_a_training_lease_blocks_a_second_holder_until_released_or_expired(store):
-    from memo_pipelines.lease import Lease, LeaseHeld
+    from memo_pipelines.storage.lease import Lease, LeaseHeld
 
     first = Lease(store, "locks/training/v000001.json", "run-a", ttl_s=60).acquire()
     with pytest.raises(LeaseHeld, match="held by run-a"):

@@ -4,7 +4,8 @@ import socket
 import psutil
 import pytest
 
-from memo_pipelines.seaweed import SeaweedServer, free_s3_port, s3_client
+from memo_pipelines.storage.objectstore import make_s3_client as s3_client
+from memo_pipelines.storage.seaweed import SeaweedServer, free_s3_port
 
 KEY, SECRET = "test-access-key", "test-secret-key"
 

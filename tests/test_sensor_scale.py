@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from memo_pipelines.landing import STATE_PREFIX
+from memo_pipelines.storage.layout import SENSOR_STATE_PREFIX as STATE_PREFIX
 from tests.test_sensor import requested, versions
 
 

@@ -39,7 +39,7 @@ def served():
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "MEMO_S3_ENDPOINT"}
         process = subprocess.Popen(
-            [sys.executable, "-m", "memo_pipelines.cli", "serve", "--port", str(port), "--mode", "single",
+            [sys.executable, "-m", "memo_pipelines.apps.cli", "serve", "--port", str(port), "--mode", "single",
              "--executive", "openai", "--executive-model", "scripted", "--executive-base-url", executive_server.base_url,
              "--memory", "openai", "--memory-model", "memory", "--memory-base-url", memory_server.base_url],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

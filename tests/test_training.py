@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from memo_pipelines.training import PROGRESS_PREFIX, TrainConfig, train_adapter
+from memo_pipelines.memory.training import PROGRESS_PREFIX, TrainConfig, train_adapter
 
 EXAMPLES = [
     {"question": "Who is the manager of the Kesby plant?", "answer": "The manager of the Kesby plant is Rafael Ondo."},
@@ -35,7 +35,7 @@ def test_training_changes_the_adapter_and_leaves_the_base_frozen(tiny_base, tmp_
 
 
 def run_training(spec_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "memo_pipelines.training", str(spec_path)], stdout=subprocess.PIPE, text=True,
+    return subprocess.Popen([sys.executable, "-m", "memo_pipelines.memory.training", str(spec_path)], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
@@ -77,7 +77,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_r
 def test_packing_gives_the_padded_loss_with_fewer_tokens(tiny_base):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from memo_pipelines.training import collate, encode_example
+    from memo_pipelines.memory.training import collate, encode_example
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_base))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_base))
@@ -96,7 +96,7 @@ def test_packing_gives_the_padded_loss_with_fewer_tokens(tiny_base):
 
 
 def test_full_fine_tuning_saves_a_whole_model_that_mergekit_merges(tiny_base, tmp_path):
-    from memo_pipelines.merging import MergeConfig, merge_into_promoted
+    from memo_pipelines.memory.merging import MergeConfig, merge_into_promoted
 
     config = TrainConfig(method="full", learning_rate=1e-3, epochs=5, batch_size=2)
     train_adapter(tiny_base, EXAMPLES, tmp_path / "full", config)
@@ -111,7 +111,7 @@ def test_full_fine_tuning_saves_a_whole_model_that_mergekit_merges(tiny_base, tm
 
 
 def test_accelerate_launcher_runs_the_same_training_out_of_process(tiny_base, tmp_path):
-    from memo_pipelines.training import run_training_subprocess
+    from memo_pipelines.memory.training import run_training_subprocess
 
     (tmp_path / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
     config = TrainConfig(learning_rate=5e-3, epochs=4, batch_size=2, log_every=1)
@@ -124,7 +124,7 @@ def test_accelerate_launcher_runs_the_same_training_out_of_process(tiny_base, tm
 
 
 def test_a_step_that_stops_mid_training_leaves_no_training_process_behind(tiny_base, tmp_path):
-    from memo_pipelines.training import run_training_subprocess
+    from memo_pipelines.memory.training import run_training_subprocess
 
     (tmp_path / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
     spec = {"base_dir": str(tiny_base), "out_dir": str(tmp_path / "adapter"), "examples_path": str(tmp_path / "examples.jsonl"),

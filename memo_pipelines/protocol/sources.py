@@ -8,7 +8,8 @@ among those, the ones whose question is closest to the sub-question win. No matc
 did not learn from a document (general knowledge, a guess) lists none.
 """
 
-from ..evaluation import token_f1
+from memo_pipelines.evaluation.gates import token_f1
+from memo_pipelines.storage.layout import version_key
 
 
 class SourceIndex:
@@ -36,7 +37,7 @@ class SourceIndex:
         while record is not None and record["model_id"] not in seen:
             seen.add(record["model_id"])
             if record.get("version"):
-                key = f"versions/{record['version']}/reflections.jsonl"
+                key = version_key(record["version"], "reflections.jsonl")
                 if registry.store.exists(key):
                     rows += registry.store.get_jsonl(key)
             record = registry.get(record["parent"]) if record.get("parent") else None

@@ -8,9 +8,9 @@ own answer to the question instead of failing, and a question never outlives its
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from ..llm import ChatModel
-from ..prompts import IDK, memory_messages
-from ..reflections import normalise
+from memo_pipelines.llm.backends import ChatModel
+from memo_pipelines.memory.prompts import IDK, memory_messages
+from memo_pipelines.reflections.synthesis import normalise
 from . import prompts
 from .calls import Deadline, call_with_timeout, parse_json_reply
 from .sources import SourceIndex

@@ -5,9 +5,9 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from .llm import ChatModel
-from .prompts import memory_messages
-from .reflections import STOPWORDS, normalise
+from memo_pipelines.llm.backends import ChatModel
+from memo_pipelines.memory.prompts import memory_messages
+from memo_pipelines.reflections.synthesis import STOPWORDS, normalise
 
 # generic questions paired with the base model's own answers: replayed in training so updates keep general ability
 GENERAL_REPLAY = [
@@ -47,6 +47,7 @@ class Gates:
     min_recall: float = 0.6  # share of this version's facts the candidate recalls
     max_retention_drop: float = 0.15  # allowed drop in an earlier version's recall, candidate vs promoted
     min_general: float = 0.5  # mean token F1 of the candidate's general answers against the base model's
+    sample_size: int = 60  # facts sampled per version
 
 
 def token_f1(prediction: str, gold: str) -> float:

@@ -6,7 +6,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .formats import Unreadable, document_format, read_document, unsafe_key_reason
+from memo_pipelines.corpus.formats import Unreadable, document_format, read_document, unsafe_key_reason
 
 MAX_DOCUMENT_BYTES = 2_000_000
 
@@ -87,7 +87,7 @@ def build_snapshot(
 ) -> Snapshot:
     """Fetch every manifest entry, keep readable documents, quarantine the rest with a reason, drop exact and near
     duplicates (estimated word-shingle Jaccard similarity >= near_duplicate_threshold; a threshold above 1 turns it off)."""
-    from .dedup import MinHashIndex
+    from memo_pipelines.corpus.dedup import MinHashIndex
 
     snapshot = Snapshot(version)
     seen: dict[str, str] = {}

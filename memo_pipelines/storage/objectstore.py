@@ -18,21 +18,25 @@ class WriteConflict(RuntimeError):
     """A conditional write lost: the object changed (or appeared) since it was read."""
 
 
-def make_s3_client(endpoint_url: str | None, access_key: str | None, secret_key: str | None, region: str = "us-east-1", max_attempts: int = 8):
-    """A boto3 S3 client that retries throttling, 5xx and connection errors with exponential backoff and jitter.
-
-    botocore's standard retry mode: up to max_attempts tries per call, waits of random(0, 2**attempt) s capped at 20 s.
-    """
+def make_s3_client(endpoint_url: str | None, access_key: str | None, secret_key: str | None, region: str = "us-east-1", max_attempts: int = 8,
+                   connect_timeout: float = 10, read_timeout: float = 120):
+    """The project's one boto3 S3 client: path-style addressing (SeaweedFS, MinIO and AWS alike), and retries of
+    throttling, 5xx and connection errors with exponential backoff and jitter (botocore's standard mode: up to
+    max_attempts tries per call, waits of random(0, 2**attempt) s capped at 20 s). Against a custom endpoint with no
+    credentials (a SeaweedFS started without auth) requests go unsigned; with AWS, boto3's own credential chain applies."""
     import boto3
+    from botocore import UNSIGNED
     from botocore.config import Config
 
+    unsigned = {"signature_version": UNSIGNED} if endpoint_url and not access_key else {}
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url or None,
         aws_access_key_id=access_key or None,
         aws_secret_access_key=secret_key or None,
         region_name=region,
-        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": max_attempts}, connect_timeout=10, read_timeout=120),
+        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": max_attempts},
+                      connect_timeout=connect_timeout, read_timeout=read_timeout, **unsigned),
     )
 
 

@@ -4,7 +4,7 @@ steps on other machines). Read only when a deployment loads this module, never b
 
 import os
 
-from memo_pipelines.definitions import Environment, build_definitions
-from memo_pipelines.executors import executor_by_name
+from memo_pipelines.orchestration.definitions import Environment, build_definitions
+from memo_pipelines.orchestration.executors import executor_by_name
 
 defs = build_definitions(Environment.PROD, executor=executor_by_name(os.environ.get("MEMO_EXECUTOR", "multiprocess")))

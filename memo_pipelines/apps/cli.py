@@ -12,24 +12,17 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import Settings, local_credentials
+from memo_pipelines.apps.settings import Settings, local_credentials
+from memo_pipelines.storage.layout import LANDING_PREFIX, version_key
 
 def _llm_spec(prefix: str, backend: str, model: str, base_url: str):
-    from .llm import LLMSpec
+    from memo_pipelines.llm.backends import LLMSpec
 
-    env = lambda name, default="": os.environ.get(f"MEMO_{prefix}_{name}", default)  # noqa: E731
-    return LLMSpec(
-        backend=backend or env("BACKEND", "local"),
-        model=model or env("MODEL"),
-        base_url=base_url or env("BASE_URL"),
-        api_key_env=env("API_KEY_ENV", "OPENAI_API_KEY"),
-        timeout_s=float(env("TIMEOUT_S", "60")),
-        max_retries=int(env("MAX_RETRIES", "4")),
-    )
+    return LLMSpec.from_values(os.environ, prefix=f"MEMO_{prefix}_", upper=True, backend=backend, model=model, base_url=base_url)
 
 
 def protocol_config(args):
-    from .protocol import ProtocolConfig
+    from memo_pipelines.protocol import ProtocolConfig
 
     return ProtocolConfig(mode=args.mode, paraphrases=args.paraphrases, narrow_turns=args.narrow_turns, gather_turns=args.gather_turns,
                           call_timeout_s=args.call_timeout, deadline_s=args.deadline)
@@ -37,9 +30,9 @@ def protocol_config(args):
 
 def build_protocol(args, settings: Settings):
     """The protocol with the chosen executive and memory; sources come from the promoted model's lineage in the registry."""
-    from .embedded import embedded_model_dir
-    from .llm import load_chat_model
-    from .protocol import Protocol, SourceIndex
+    from memo_pipelines.llm.embedded import embedded_model_dir
+    from memo_pipelines.llm.backends import load_chat_model
+    from memo_pipelines.protocol import Protocol, SourceIndex
 
     embedded = lambda: embedded_model_dir(settings.work_dir / "embedded")  # noqa: E731
     memory_spec = _llm_spec("MEMORY", args.memory, args.memory_model, args.memory_base_url)
@@ -76,7 +69,7 @@ def print_trace(result, memory_spec) -> None:
 
 
 def cmd_ask(args) -> int:
-    from .serve import reply_text
+    from memo_pipelines.apps.serve import reply_text
 
     protocol, memory_spec = build_protocol(args, Settings.from_env())
     result = protocol.ask(args.question)
@@ -90,7 +83,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serve import ProtocolServer
+    from memo_pipelines.apps.serve import ProtocolServer
 
     protocol, memory_spec = build_protocol(args, Settings.from_env())
     server = ProtocolServer(protocol, args.model_name, args.host, args.port)
@@ -106,7 +99,7 @@ def cmd_serve(args) -> int:
 
 def add_protocol_flags(parser) -> None:
     """Backends and budgets of the protocol, shared by `ask` and `serve`."""
-    from .protocol import MODES, ProtocolConfig as defaults
+    from memo_pipelines.protocol import MODES, ProtocolConfig as defaults
 
     parser.add_argument("--base", action="store_true", help="use the untrained base model as memory (for comparison)")
     parser.add_argument("--executive", default="", help="executive backend: local (default) or openai")
@@ -138,7 +131,7 @@ def cmd_upload(args) -> int:
 def cmd_status(args) -> int:
     from tqdm import tqdm
 
-    from .status import collect, render
+    from memo_pipelines.apps.status import collect, render
 
     settings = Settings.from_env()
     dagster_home = os.environ.get("DAGSTER_HOME") if Path(os.environ.get("DAGSTER_HOME", "/nonexistent"), "dagster.yaml").exists() else None
@@ -157,7 +150,7 @@ def cmd_wait(args) -> int:
     """Wait until `--versions` versions have an evaluation and the promoted model is one of theirs, with a progress bar."""
     from tqdm import tqdm
 
-    from .status import STAGES, version_stages
+    from memo_pipelines.apps.status import STAGES, version_stages
 
     settings = Settings.from_env()
     store, registry = settings.store(), settings.registry()
@@ -173,7 +166,7 @@ def cmd_wait(args) -> int:
             finished = [v for v in versions if "evaluation.json" in states[v]]
             if len(finished) == args.versions:
                 promoted = registry.promoted_id() or ""
-                gates = store.get_json(f"versions/{versions[-1]}/evaluation.json")["gates"]
+                gates = store.get_json(version_key(versions[-1], "evaluation.json"))["gates"]
                 if any(m.startswith(versions[-1] + "-") for m in registry.pointer()["stack"]):
                     bar.close()
                     print(f"promoted memory model: {promoted}")
@@ -199,7 +192,7 @@ def cmd_prune(args) -> int:
 
 
 def cmd_setup(args) -> int:
-    from .embedded import embedded_model_dir
+    from memo_pipelines.llm.embedded import embedded_model_dir
 
     settings = Settings.from_env()
     local_credentials(settings.home)
@@ -238,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     upload = sub.add_parser("upload", help="put documents into the landing prefix of the bucket")
     upload.add_argument("paths", nargs="+")
-    upload.add_argument("--prefix", default="landing/")
+    upload.add_argument("--prefix", default=LANDING_PREFIX)
     upload.set_defaults(func=cmd_upload)
 
     status = sub.add_parser("status", help="corpus versions and their state, the promoted model, quarantine, last evaluations")

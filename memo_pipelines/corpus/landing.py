@@ -12,9 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .objectstore import ObjectStore, StoredObject
-
-STATE_PREFIX = "sensors/landing/"
+from memo_pipelines.storage.layout import SENSOR_STATE_PREFIX, sensor_state_key
+from memo_pipelines.storage.objectstore import ObjectStore, StoredObject
 
 
 @dataclass
@@ -42,11 +41,11 @@ def load_cursor(store: ObjectStore, cursor: str | None) -> Cursor:
 def save_cursor(store: ObjectStore, seen: dict[str, str], pending_deleted: list[str], last_version: str, previous: str | None) -> str:
     """Write the state object (content-addressed, so rewriting it is harmless) and return the small Dagster cursor."""
     body = json.dumps({"etags": seen, "pending_deleted": sorted(pending_deleted)}, sort_keys=True, separators=(",", ":")).encode()
-    key = f"{STATE_PREFIX}state-{hashlib.sha256(body).hexdigest()[:20]}.json.gz"
+    key = sensor_state_key(hashlib.sha256(body).hexdigest()[:20])
     store.put_bytes(key, gzip.compress(body, mtime=0))
     # states of failed or superseded ticks; the one the incoming cursor names stays until a later tick commits
     keep = {key, json.loads(previous).get("state") if previous else None}
-    for obj in list(store.list_objects(STATE_PREFIX)):
+    for obj in list(store.list_objects(SENSOR_STATE_PREFIX)):
         if obj.key not in keep:
             store.delete(obj.key)
     return json.dumps({"state": key, "last_version": last_version, "objects": len(seen), "pending_deleted": len(pending_deleted)},

@@ -6,9 +6,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .objectstore import ObjectStore, WriteConflict
-
-POINTER_KEY = "registry/promoted.json"
+from memo_pipelines.storage import layout
+from memo_pipelines.storage.objectstore import ObjectStore, WriteConflict
 
 
 def dir_sha256(model_dir: Path) -> str:
@@ -33,25 +32,25 @@ class ModelRegistry:
     # -- models ---------------------------------------------------------------------------------------------------
     def register(self, model_id: str, model_dir: Path, meta: dict) -> dict:
         """Upload a model and record its lineage; idempotent for the same id."""
-        record = {"model_id": model_id, "uri": f"s3://{self.store.bucket}/models/{model_id}", "sha256": dir_sha256(model_dir),
+        record = {"model_id": model_id, "uri": f"s3://{self.store.bucket}/{layout.model_files_prefix(model_id)}", "sha256": dir_sha256(model_dir),
                   "registered_at": time.time(), **meta}
-        self.store.upload_dir(Path(model_dir), f"models/{model_id}")
-        self.store.put_json(f"registry/models/{model_id}.json", record)
+        self.store.upload_dir(Path(model_dir), layout.model_files_prefix(model_id))
+        self.store.put_json(layout.model_record_key(model_id), record)
         return record
 
     def get(self, model_id: str) -> dict | None:
-        return self.store.get_json(f"registry/models/{model_id}.json")
+        return self.store.get_json(layout.model_record_key(model_id))
 
     def models(self) -> list[dict]:
-        return [self.store.get_json(o.key) for o in self.store.list_objects("registry/models/")]
+        return [self.store.get_json(o.key) for o in self.store.list_objects(layout.MODELS_PREFIX)]
 
     def fetch(self, model_id: str) -> Path:
         """Local directory of a registered model, downloaded once into the cache."""
-        return self.store.download_dir(f"models/{model_id}", self.cache_dir / model_id)
+        return self.store.download_dir(layout.model_files_prefix(model_id), self.cache_dir / model_id)
 
     # -- promotion ------------------------------------------------------------------------------------------------
     def _read_pointer(self) -> tuple[dict, str | None]:
-        return self.store.get_json_versioned(POINTER_KEY, default={"model_id": None, "stack": [], "history": []})
+        return self.store.get_json_versioned(layout.PROMOTED_POINTER, default={"model_id": None, "stack": [], "history": []})
 
     def pointer(self) -> dict:
         """{"model_id": current, "stack": promoted ids, oldest first (rollback pops), "history": every move}."""
@@ -82,7 +81,7 @@ class ModelRegistry:
         # one conditional PUT of one small object: readers see the old pointer or the new one, never a mix, and a
         # writer that read the pointer before another writer moved it loses instead of overwriting that move
         try:
-            self.store.put_bytes_if(POINTER_KEY, body, etag)
+            self.store.put_bytes_if(layout.PROMOTED_POINTER, body, etag)
         except WriteConflict:
             raise PromotionRefused("the promoted pointer moved while this promotion was being decided; nothing was changed") from None
         return entry
@@ -113,9 +112,9 @@ class ModelRegistry:
         candidates = sorted((m for m in self.models() if m["model_id"] not in ever_promoted), key=lambda m: m["registered_at"])
         pruned = [m["model_id"] for m in candidates[: max(0, len(candidates) - keep_latest)]]
         for model_id in pruned:
-            for obj in list(self.store.list_objects(f"models/{model_id}/")):
+            for obj in list(self.store.list_objects(layout.model_files_prefix(model_id) + "/")):
                 self.store.delete(obj.key)
-            self.store.delete(f"registry/models/{model_id}.json")
+            self.store.delete(layout.model_record_key(model_id))
             shutil.rmtree(self.cache_dir / model_id, ignore_errors=True)
         return pruned
 

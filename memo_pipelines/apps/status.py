@@ -5,8 +5,9 @@ last evaluation figures."""
 import time
 from dataclasses import dataclass, field
 
-from .objectstore import ObjectStore
-from .registry import ModelRegistry
+from memo_pipelines.storage.objectstore import ObjectStore
+from memo_pipelines.storage.layout import version_key
+from memo_pipelines.storage.registry import ModelRegistry
 
 STAGES = ["manifest.json", "snapshot.json", "reflections.jsonl", "adapter_lineage.json", "candidate.json", "evaluation.json"]
 
@@ -26,20 +27,20 @@ class VersionStatus:
 
 
 def version_stages(store: ObjectStore) -> dict[str, list[str]]:
-    from .pipeline import version_records
+    from memo_pipelines.pipeline import version_records
 
     return version_records(store, STAGES)
 
 
 def version_status(store: ObjectStore, version: str, stages: list[str], pointer: dict) -> VersionStatus:
     status = VersionStatus(version, [s for s in STAGES if s in stages])
-    manifest = store.get_json(f"versions/{version}/manifest.json") or {}
+    manifest = store.get_json(version_key(version, "manifest.json")) or {}
     status.deleted = len(manifest.get("deleted", []))
-    snapshot = store.get_json(f"versions/{version}/snapshot.json") if "snapshot.json" in stages else None
+    snapshot = store.get_json(version_key(version, "snapshot.json")) if "snapshot.json" in stages else None
     if snapshot:
         status.documents = len(snapshot["documents"])
         status.quarantine = snapshot["quarantine"]
-    evaluation = store.get_json(f"versions/{version}/evaluation.json") if "evaluation.json" in stages else None
+    evaluation = store.get_json(version_key(version, "evaluation.json")) if "evaluation.json" in stages else None
     if evaluation:
         report = evaluation["report"]
         status.model_id = evaluation["candidate"]["model_id"]
@@ -60,24 +61,11 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
     return status
 
 
-def run_statuses(dagster_home: str | None) -> dict[str, str]:
-    """The latest Dagster run's status per version tag, when a local instance is at hand."""
-    if not dagster_home:
-        return {}
-    import dagster as dg
-
-    instance = dg.DagsterInstance.from_config(dagster_home)
-    latest: dict[str, str] = {}
-    for run in reversed(instance.get_runs(limit=500)):  # newest first, so reversed: the newest run wins
-        version = run.tags.get("memo/version") or run.tags.get("dagster/partition")
-        if version:
-            latest[version] = run.status.value
-    return latest
-
-
 def collect(store: ObjectStore, registry: ModelRegistry, dagster_home: str | None = None, progress=None) -> tuple[dict, list[VersionStatus]]:
     pointer = registry.pointer()
     stages = version_stages(store)
+    from memo_pipelines.orchestration.runs import run_statuses
+
     runs = run_statuses(dagster_home)
     versions = []
     for version in (progress or (lambda items: items))(sorted(stages)):

@@ -13,10 +13,10 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-from .corpus import Document
-from .llm import ChatModel
-from .prompts import IDK
-from .reflection_text import (
+from memo_pipelines.corpus.snapshot import Document
+from memo_pipelines.llm.backends import ChatModel
+from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.reflections.text import (
     ORG_WORDS,
     STOPWORDS,
     answer_spans,

@@ -4,7 +4,7 @@ a holder that died does not block the thing forever."""
 import json
 import time
 
-from .objectstore import ObjectStore, WriteConflict
+from memo_pipelines.storage.objectstore import ObjectStore, WriteConflict
 
 
 class LeaseHeld(RuntimeError):

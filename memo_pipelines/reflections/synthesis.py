@@ -14,10 +14,10 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
-from .corpus import Document
-from .dedup import jaccard, shingles
-from .llm import ChatModel
-from .reflection_steps import (  # noqa: F401  (SynthesisConfig is part of this module's interface)
+from memo_pipelines.corpus.snapshot import Document
+from memo_pipelines.corpus.dedup import jaccard, shingles
+from memo_pipelines.llm.backends import ChatModel
+from memo_pipelines.reflections.steps import (  # noqa: F401  (SynthesisConfig is part of this module's interface)
     PROMPT_VERSION,
     REQUEST_FAILED,
     Generator,
@@ -31,7 +31,7 @@ from .reflection_steps import (  # noqa: F401  (SynthesisConfig is part of this 
     unanswered,
     verify,
 )
-from .reflection_text import (  # noqa: F401  (public names other modules import from here)
+from memo_pipelines.reflections.text import (  # noqa: F401  (public names other modules import from here)
     STOPWORDS,
     answer_spans,
     entity_spans,

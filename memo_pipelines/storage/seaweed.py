@@ -2,8 +2,8 @@
 
 Kept free of dagster so tests and `make start/stop` can use it cheaply.
 
-    python -m memo_pipelines.seaweed start --dir D --port P   # detached, idempotent
-    python -m memo_pipelines.seaweed stop --dir D
+    python -m memo_pipelines.storage.seaweed start --dir D --port P   # detached, idempotent
+    python -m memo_pipelines.storage.seaweed stop --dir D
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,9 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
-from botocore import UNSIGNED
-from botocore.config import Config
+from memo_pipelines.processes import pid_alive, stop_process_group
+from memo_pipelines.storage.objectstore import make_s3_client
 
 PID_FILE = "weed.pid"
 LOG_FILE = "weed.log"
@@ -85,38 +83,8 @@ def free_s3_port() -> int:
     raise RuntimeError("no free block of ports for SeaweedFS found")
 
 
-def s3_client(endpoint_url: str, access_key: str | None, secret_key: str | None, **config):
-    """boto3 S3 client for SeaweedFS: path-style, us-east-1, standard retries (max 5)."""
-    cfg = Config(
-        s3={"addressing_style": "path"},
-        retries=config.pop("retries", {"mode": "standard", "max_attempts": 5}),
-        # without credentials weed runs with auth disabled, so send unsigned requests
-        signature_version=None if access_key else UNSIGNED,
-        **config,
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name="us-east-1",
-        config=cfg,
-    )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # an unreaped zombie (e.g. reparented to a non-reaping pid 1) counts as dead
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _is_weed(pid: int) -> bool:
@@ -128,32 +96,11 @@ def _is_weed(pid: int) -> bool:
     return Path(argv0.decode(errors="replace")).name == "weed"
 
 
-def _kill_group(pid: int, wait_s: float = 10.0, is_child=None) -> None:
-    """SIGTERM the process group led by pid, then SIGKILL after wait_s."""
-    for sig, deadline in ((signal.SIGTERM, wait_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            if is_child is not None:
-                if is_child.poll() is not None:
-                    return
-            elif not _pid_alive(pid):
-                return
-            time.sleep(0.1)
 
 
 def _s3_ready(endpoint_url: str, env: dict) -> bool:
-    client = s3_client(
-        endpoint_url,
-        env.get("AWS_ACCESS_KEY_ID"),
-        env.get("AWS_SECRET_ACCESS_KEY"),
-        retries={"mode": "standard", "max_attempts": 1},
-        connect_timeout=1,
-        read_timeout=2,
-    )
+    client = make_s3_client(endpoint_url, env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY"), max_attempts=1,
+                            connect_timeout=1, read_timeout=2)
     try:
         client.list_buckets()
         return True
@@ -285,7 +232,7 @@ class SeaweedServer:
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            _kill_group(self._proc.pid, is_child=self._proc)
+            stop_process_group(self._proc.pid, child=self._proc)
             self._proc.wait(timeout=5)
         self._cleanup()
 
@@ -305,7 +252,7 @@ def read_pid(data_dir: Path) -> int | None:
         pid = int((Path(data_dir) / PID_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) and _is_weed(pid) else None
+    return pid if pid_alive(pid) and _is_weed(pid) else None
 
 
 def stop_from_pidfile(data_dir: Path) -> bool:
@@ -313,13 +260,13 @@ def stop_from_pidfile(data_dir: Path) -> bool:
     pid_path = Path(data_dir) / PID_FILE
     pid = read_pid(data_dir)
     if pid is not None:
-        _kill_group(pid)
+        stop_process_group(pid)
     pid_path.unlink(missing_ok=True)
     return pid is not None
 
 
 def _main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m memo_pipelines.seaweed")
+    ap = argparse.ArgumentParser(prog="python -m memo_pipelines.storage.seaweed")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_start = sub.add_parser("start", help="start a detached server (no-op if already up)")
     p_start.add_argument("--dir", required=True, type=Path)

@@ -1,6 +1,6 @@
 """Memory training: a LoRA adapter (peft) on reflections plus replay, loss on the answer tokens only.
 
-Runs out of the orchestrator's process: `python -m memo_pipelines.training SPEC.json` prints one
+Runs out of the orchestrator's process: `python -m memo_pipelines.memory.training SPEC.json` prints one
 `MEMO_PROGRESS {json}` line per logged step, so any launcher (subprocess here, accelerate on a GPU host)
 can stream progress back.
 """
@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .prompts import memory_messages, memory_training_messages
+from memo_pipelines.memory.prompts import memory_messages, memory_training_messages
+from memo_pipelines.processes import stop_process_group
 
 PROGRESS_PREFIX = "MEMO_PROGRESS "
 
@@ -249,29 +250,13 @@ def train_adapter(
 
 def launch_command(launcher: str, accelerate_config: str, spec_path: Path) -> list[str]:
     """'python': one process here; 'accelerate': `accelerate launch` with a config file (e.g. DeepSpeed ZeRO on GPUs)."""
-    module = ["-m", "memo_pipelines.training", str(spec_path)]
+    module = ["-m", "memo_pipelines.memory.training", str(spec_path)]
     if launcher == "python":
         return [sys.executable, *module]
     if launcher == "accelerate":
         config = ["--config_file", accelerate_config] if accelerate_config else []
         return [sys.executable, "-m", "accelerate.commands.launch", *config, *module]
     raise ValueError(f"unknown launcher {launcher!r}; choose 'python' or 'accelerate'")
-
-
-def stop_process_group(child, grace_s: float = 10.0) -> None:
-    import signal
-    import subprocess
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            child.wait(timeout=grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def run_training_subprocess(spec: dict, work_dir: Path, on_progress: Callable[[dict], None], log: Callable[[str], None]) -> dict:
@@ -299,7 +284,7 @@ def run_training_subprocess(spec: dict, work_dir: Path, on_progress: Callable[[d
         returncode = child.wait()
     except BaseException:
         # the step stops (a lost lease, a terminated run, an error in a callback): the training must not run on
-        stop_process_group(child)
+        stop_process_group(child.pid, child=child)
         raise
     if returncode != 0:
         raise RuntimeError("training process failed:\n" + "\n".join(tail))

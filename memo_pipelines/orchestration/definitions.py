@@ -9,7 +9,8 @@ from assets.evaluation import memory_eval
 from assets.memory import memory_adapter, memory_model
 from assets.promotion import promoted_memory
 from assets.reflections import reflections
-from memo_pipelines.sensors import build_landing_sensor
+from memo_pipelines.storage.layout import LANDING_PREFIX
+from memo_pipelines.orchestration.sensors import build_landing_sensor
 from resources import EvaluationResource, GeneratorResource, ModelRegistryResource, ObjectStoreResource, TrainerResource
 
 ASSETS = [corpus_snapshot, reflections, memory_adapter, memory_model, memory_eval, promoted_memory]
@@ -49,7 +50,7 @@ memo_job = dg.define_asset_job(
 )
 
 
-def build_definitions(environment: Environment = Environment.LOCAL, resources: dict | None = None, landing_prefix: str = "landing/",
+def build_definitions(environment: Environment = Environment.LOCAL, resources: dict | None = None, landing_prefix: str = LANDING_PREFIX,
                       executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,

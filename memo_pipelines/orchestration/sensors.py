@@ -1,7 +1,8 @@
 import dagster as dg
 
-from memo_pipelines.landing import diff_landing, fold_uncommitted, load_cursor, manifest, next_version_key, save_cursor
-from memo_pipelines.partitions import corpus_versions
+from memo_pipelines.corpus.landing import diff_landing, fold_uncommitted, load_cursor, manifest, next_version_key, save_cursor
+from memo_pipelines.orchestration.partitions import corpus_versions
+from memo_pipelines.storage.layout import version_key
 from resources import ObjectStoreResource
 
 
@@ -23,7 +24,7 @@ def build_landing_sensor(job: dg.JobDefinition, landing_prefix: str, interval_s:
         cursor = load_cursor(store, context.cursor)
         existing = context.instance.get_dynamic_partitions(corpus_versions.name)
         uncommitted = {v: m for v in existing if v > cursor.last_version
-                       if (m := store.get_json(f"versions/{v}/manifest.json")) is not None}
+                       if (m := store.get_json(version_key(v, "manifest.json"))) is not None}
         if uncommitted:
             context.log.warning(f"recovering versions whose tick was not committed: {sorted(uncommitted)}")
             cursor = fold_uncommitted(cursor, uncommitted)
@@ -37,7 +38,7 @@ def build_landing_sensor(job: dg.JobDefinition, landing_prefix: str, interval_s:
             return dg.SensorResult(run_requests=runs, cursor=save_cursor(store, diff.seen, diff.deleted, cursor.last_version, context.cursor))
         version = next_version_key(existing)
         # written before the partition exists; a tick that dies here leaves a manifest the next tick rewrites
-        store.put_json(f"versions/{version}/manifest.json", manifest(version, diff))
+        store.put_json(version_key(version, "manifest.json"), manifest(version, diff))
         context.log.info(f"version {version}: {len(diff.new_or_changed)} new or changed documents, {len(diff.deleted)} deleted")
         return dg.SensorResult(
             run_requests=runs + [version_run(version)],

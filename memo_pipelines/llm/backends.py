@@ -7,9 +7,9 @@ import os
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Mapping, Protocol
 
 Message = dict[str, str]
 
@@ -35,6 +35,21 @@ class LLMSpec:
     timeout_s: float = 60.0
     max_retries: int = 4
     concurrency: int = 4
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], prefix: str = "", upper: bool = False, **overrides) -> "LLMSpec":
+        """The one place configuration becomes an LLMSpec: CLI flags, MEMO_{ROLE}_* environment variables, a Dagster
+        resource's fields or a benchmark's arguments. Keys are prefix + field name (upper-cased with `upper`); an
+        override or value that is missing or empty takes the field's default; strings become the field's type."""
+        chosen = {}
+        for spec_field in fields(cls):
+            value = overrides.get(spec_field.name)
+            if value in (None, ""):
+                name = prefix + (spec_field.name.upper() if upper else spec_field.name)
+                value = values.get(name)
+            if value not in (None, ""):
+                chosen[spec_field.name] = type(spec_field.default)(value)
+        return cls(**chosen)
 
 
 class LocalChatModel:

@@ -12,7 +12,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .protocol import Protocol
+from memo_pipelines.protocol import Protocol
 
 
 def reply_text(answer) -> str:

@@ -36,14 +36,14 @@ class Settings:
         )
 
     def store(self):
-        from .objectstore import ObjectStore, make_s3_client
+        from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client
 
         store = ObjectStore(make_s3_client(self.endpoint_url, self.access_key_id, self.secret_access_key), self.bucket)
         store.ensure_bucket()
         return store
 
     def registry(self):
-        from .registry import ModelRegistry
+        from memo_pipelines.storage.registry import ModelRegistry
 
         return ModelRegistry(self.store(), self.work_dir / "models")
 

@@ -1,0 +1,1 @@
+"""Evaluation of a candidate memory and the gates that decide its promotion."""

@@ -1,0 +1,1 @@
+"""The memory model: LoRA training on reflections, mergekit merges, and the prompt format shared with inference."""

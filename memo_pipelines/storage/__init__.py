@@ -1,0 +1,1 @@
+"""Where state lives: the S3 object store, the bucket layout, the model registry, leases, and the local SeaweedFS server."""

@@ -1,0 +1,60 @@
+"""The bucket layout: every key the project reads or writes is built by a function here.
+
+    landing/...                              documents as people drop them (the prefix is configurable)
+    versions/{v}/{record}                    one corpus version's records: manifest, snapshot, reflections, evaluation ...
+    versions/{v}/raw/{doc_id}                the documents a snapshot read, archived for backfills
+    versions/{v}/adapter/...                 the version's LoRA adapter
+    registry/models/{model_id}.json          one model's record and lineage; its files under models/{model_id}/
+    registry/promoted.json                   the promoted pointer with its history
+    registry/general/{base_id}.json          the base model's answers to generic questions
+    cache/reflections/{key}.json             cached reflection step results
+    locks/training/{v}.json                  a version's training lease
+    sensors/landing/state-{hash}.json.gz     the landing sensor's state
+    evals/...                                users' own evaluation sets (JSONL of {question, answer})
+"""
+
+LANDING_PREFIX = "landing/"
+VERSIONS_PREFIX = "versions/"
+MODELS_PREFIX = "registry/models/"
+PROMOTED_POINTER = "registry/promoted.json"
+REFLECTION_CACHE_PREFIX = "cache/reflections/"
+SENSOR_STATE_PREFIX = "sensors/landing/"
+USER_EVALS_PREFIX = "evals/"
+
+
+def version_key(version: str, name: str) -> str:
+    """A record of one corpus version: `manifest.json`, `snapshot.json`, `reflections.jsonl`, `probes.jsonl`, ..."""
+    return f"{VERSIONS_PREFIX}{version}/{name}"
+
+
+def archived_document_key(version: str, doc_id: str) -> str:
+    return version_key(version, f"raw/{doc_id}")
+
+
+def version_of_record(key: str, names) -> tuple[str, str] | None:
+    """(version, record) when key is versions/{version}/{record} with record among names, else None: a document
+    archived under versions/{version}/raw/ that shares a record's name is not that record."""
+    parts = key.split("/")
+    if len(parts) == 3 and f"{parts[0]}/" == VERSIONS_PREFIX and parts[2] in names:
+        return parts[1], parts[2]
+    return None
+
+
+def model_record_key(model_id: str) -> str:
+    return f"{MODELS_PREFIX}{model_id}.json"
+
+
+def model_files_prefix(model_id: str) -> str:
+    return f"models/{model_id}"
+
+
+def general_reference_key(base_id: str) -> str:
+    return f"registry/general/{base_id}.json"
+
+
+def training_lock_key(version: str) -> str:
+    return f"locks/training/{version}.json"
+
+
+def sensor_state_key(digest: str) -> str:
+    return f"{SENSOR_STATE_PREFIX}state-{digest}.json.gz"
