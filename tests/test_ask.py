@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from memo_pipelines import cli
+from memo_pipelines.apps import cli
 from memo_pipelines.memory.merging import fold_adapter
 from memo_pipelines.storage.registry import ModelRegistry
 from memo_pipelines.memory.training import TrainConfig, train_adapter
@@ -17,6 +17,8 @@ FACTS = [
     ("What is known about Rafael Ondo?", "Rafael Ondo manages the Kesby plant of Quillfeather Labs."),
     ("Where is the Kesby plant?", "The Kesby plant is in the town of Kesby."),
 ]
+
+KEY_ANSWERS = ["Rafael Ondo", "Kesby plant", "town of Kesby"]
 
 
 def point_cli_at(store, work_dir, monkeypatch) -> None:
@@ -44,7 +46,8 @@ def promoted(store, memorised_model, tmp_path, monkeypatch):
     registry.promote("v000001-test", "test")
     # the reflections the memory learned, with the documents they came from: the answer's sources
     store.put_jsonl("versions/v000001/reflections.jsonl", [
-        {"id": f"r{i}", "question": q, "answer": a, "key_answer": a, "source_doc_ids": [f"doc-{i}.md"]} for i, (q, a) in enumerate(FACTS)])
+        {"id": f"r{i}", "question": q, "answer": a, "key_answer": key, "source_doc_ids": [f"doc-{i}.md"]}
+        for i, ((q, a), key) in enumerate(zip(FACTS, KEY_ANSWERS))])
     point_cli_at(store, tmp_path / "work", monkeypatch)
     return registry
 
@@ -63,15 +66,21 @@ def scripted_executive(request: dict) -> str:
 
 
 def ask(capsys, *args) -> str:
+    return ask_with_stderr(capsys, *args)[0]
+
+
+def ask_with_stderr(capsys, *args) -> tuple[str, str]:
     assert cli.main(["ask", *args]) == 0
-    return capsys.readouterr().out
+    captured = capsys.readouterr()
+    return captured.out, captured.err
 
 
 def test_ask_answers_from_the_promoted_memory_with_a_trace_and_sources(promoted, capsys):
     with ScriptedOpenAI(scripted_executive) as executive:
-        out = ask(capsys, "Who is the manager of the Kesby plant?", "--trace", "--executive", "openai",
-                  "--executive-model", "scripted-model", "--executive-base-url", executive.base_url)
+        out, err = ask_with_stderr(capsys, "Who is the manager of the Kesby plant?", "--trace", "--executive", "openai",
+                                   "--executive-model", "scripted-model", "--executive-base-url", executive.base_url)
         requests = executive.requests
+    assert "degraded" not in err  # every stage ran as planned: nothing to warn about
     assert "Rafael Ondo\n\nSources: doc-0.md" in out, out
     # stage 1 sends the question and the executive's sub-question to the memory as one batch
     assert re.search(r"\[decompose\] 2 sub-questions, one memory batch", out), out
@@ -100,6 +109,18 @@ def test_ask_survives_an_executive_that_fails(promoted, capsys, monkeypatch):
     result = json.loads(out)
     assert "Rafael Ondo" in result["answer"]
     assert any("executive call failed" in note for note in result["notes"])
+
+
+def test_plain_ask_says_on_stderr_when_the_answer_is_degraded(promoted, capsys, monkeypatch):
+    monkeypatch.setenv("MEMO_EXECUTIVE_TIMEOUT_S", "2")
+    monkeypatch.setenv("MEMO_EXECUTIVE_MAX_RETRIES", "1")
+    with ScriptedOpenAI(lambda request: {"status": 500}) as executive:
+        out, err = ask_with_stderr(capsys, "Who is the manager of the Kesby plant?", "--executive", "openai",
+                                   "--executive-model", "m", "--executive-base-url", executive.base_url)
+    assert "Rafael Ondo" in out and "executive call failed" not in out  # the answer itself stays clean on stdout
+    warnings = [line for line in err.splitlines() if line.startswith("memo:")]  # stderr also carries the model-loading bar
+    assert len(warnings) == 1, err
+    assert warnings[0].startswith("memo: degraded answer: executive call failed") and "--trace shows them" in warnings[0], err
 
 
 def test_ask_without_a_promoted_model_says_so(store, tmp_path, monkeypatch):

@@ -68,6 +68,14 @@ def print_trace(result, memory_spec) -> None:
     print(f"calls: {result.executive_calls} executive, {result.memory_calls} memory, {result.elapsed_s:.1f} s")
 
 
+# notes of a protocol that ran as planned; every other note says a call failed or a budget cut the answer short
+ROUTINE_NOTES = ("narrowing ended: the executive had no new questions", "narrowing budget of ")
+
+
+def degradations(result) -> list[str]:
+    return [note for note in result.notes if not note.startswith(ROUTINE_NOTES)]
+
+
 def cmd_ask(args) -> int:
     from memo_pipelines.apps.serve import reply_text
 
@@ -78,6 +86,9 @@ def cmd_ask(args) -> int:
         return 0
     if args.trace:
         print_trace(result, memory_spec)
+    if degraded := degradations(result):
+        more = f" (and {len(degraded) - 1} more; --trace shows them)" if len(degraded) > 1 else ""
+        print(f"memo: degraded answer: {' '.join(degraded[0].split())}{more}", file=sys.stderr)
     print(reply_text(result))
     return 0
 

@@ -3,42 +3,69 @@
 The memory keeps no pointers to its training data, so an answer is attributed after the fact: a memory answer used
 in the final answer is matched against the reflections the memory was trained on (the promoted model's lineage: its
 version's reflections and every ancestor's), and the `source_doc_ids` of the best-matching reflections are the
-answer's sources. A reflection matches when its answer agrees with the memory's answer (token F1 >= min_answer_f1);
-among those, the ones whose question is closest to the sub-question win. No match, no source: an answer the memory
-did not learn from a document (general knowledge, a guess) lists none.
+answer's sources. A reflection matches only when the memory's answer states the reflection's key answer (the name,
+number or date, normalised and word-bounded), so "10 people" is never cited to the document that says 340; among
+those, the ones whose question is closest to the sub-question win. No match, no source: an answer the memory did not
+learn from a document (general knowledge, a guess, "I don't know") lists none. Only documents still in the corpus are
+cited: a reflection whose document was deleted or rewritten in a later version no longer speaks for it.
 """
 
-from memo_pipelines.evaluation.gates import token_f1
-from memo_pipelines.storage.layout import version_key
+from types import SimpleNamespace
+
+from memo_pipelines.evaluation.gates import recalled, token_f1
+from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.reflections.synthesis import normalise
+from memo_pipelines.storage.layout import LANDING_PREFIX, version_key
+
+
+def key_answer(row: dict) -> str:
+    return row.get("key_answer") or row["answer"]
+
+
+def can_cite(row: dict) -> bool:
+    """A row that can give sources: it has documents, and a key answer that is a fact (not an unanswerable probe's IDK)."""
+    return bool(row.get("source_doc_ids")) and row.get("step") != "unanswerable" and normalise(key_answer(row)) != normalise(IDK)
+
+
+def live_rows(rows_by_version: dict[str, list[dict]], store, landing_prefix: str = LANDING_PREFIX) -> list[dict]:
+    """The rows as of the newest manifest in the bucket: a source document deleted or rewritten in a version after the
+    row's own drops out of the row's sources, and a row with no source left drops out altogether."""
+    from memo_pipelines.pipeline import document_changes, version_records
+
+    manifested = version_records(store, ["manifest.json"])
+    changes = document_changes(SimpleNamespace(store=store, landing_prefix=landing_prefix), max(manifested)) if manifested else {}
+    live = []
+    for version, rows in rows_by_version.items():
+        for row in rows:
+            standing = [doc for doc in row.get("source_doc_ids") or [] if not any(v > version for v, _ in changes.get(doc, []))]
+            if standing:
+                live.append(row | {"source_doc_ids": standing})
+    return live
 
 
 class SourceIndex:
-    def __init__(self, reflections: list[dict], min_answer_f1: float = 0.6):
-        self.reflections = [r for r in reflections if r.get("source_doc_ids")]
-        self.min_answer_f1 = min_answer_f1
+    def __init__(self, reflections: list[dict]):
+        self.reflections = [r for r in reflections if can_cite(r)]
 
     def attribute(self, sub_question: str, memory_answer: str) -> list[dict]:
-        """The reflections a memory answer to sub_question most plausibly came from (empty when none agrees)."""
-        scored = []
-        for row in self.reflections:
-            answer_f1 = max(token_f1(memory_answer, row["answer"]), token_f1(memory_answer, row.get("key_answer") or row["answer"]))
-            if answer_f1 >= self.min_answer_f1:
-                scored.append((round(answer_f1 + token_f1(sub_question, row["question"]), 6), row))
+        """The reflections a memory answer to sub_question most plausibly came from (empty when none states it)."""
+        scored = [(round(token_f1(sub_question, row["question"]), 6), row) for row in self.reflections if recalled(memory_answer, key_answer(row))]
         if not scored:
             return []
         best = max(score for score, _ in scored)
         return [row for score, row in scored if score == best]
 
     @classmethod
-    def from_registry(cls, registry, model_id: str) -> "SourceIndex":
-        """Reflections of every version in the model's lineage (it was trained on them, or on top of models that were)."""
-        rows, seen = [], set()
+    def from_registry(cls, registry, model_id: str, landing_prefix: str = LANDING_PREFIX) -> "SourceIndex":
+        """Reflections of every version in the model's lineage (it was trained on them, or on top of models that were),
+        less those whose documents have since been deleted or rewritten."""
+        rows_by_version, seen = {}, set()
         record = registry.get(model_id)
         while record is not None and record["model_id"] not in seen:
             seen.add(record["model_id"])
             if record.get("version"):
                 key = version_key(record["version"], "reflections.jsonl")
                 if registry.store.exists(key):
-                    rows += registry.store.get_jsonl(key)
+                    rows_by_version.setdefault(record["version"], []).extend(registry.store.get_jsonl(key))
             record = registry.get(record["parent"]) if record.get("parent") else None
-        return cls(rows)
+        return cls(live_rows(rows_by_version, registry.store, landing_prefix))

@@ -1,0 +1,106 @@
+"""Sources that cannot lie: a memory answer is cited only to reflections whose key answer it states, and only to
+documents that are still in the corpus (a real bucket, real manifests from the landing diff, a registered lineage)."""
+
+import pytest
+
+from memo_pipelines.corpus.landing import Cursor, diff_landing, manifest
+from memo_pipelines.evaluation.gates import token_f1
+from memo_pipelines.protocol import SourceIndex
+from memo_pipelines.storage.layout import LANDING_PREFIX, version_key
+from memo_pipelines.storage.registry import ModelRegistry
+
+KESBY_Q = "How many people does the Kesby plant employ?"
+KESBY = {"id": "kesby-staff", "question": KESBY_Q, "answer": "The Kesby plant employs 340 people.", "key_answer": "340 people",
+         "step": "fact_extraction", "source_doc_ids": ["plant_kesby.txt"]}
+
+
+def test_a_wrong_number_gets_no_source():
+    wrong = "The Kesby plant employs 10 people."
+    assert token_f1(wrong, KESBY["answer"]) >= 0.6  # word overlap alone would have cited the document that says 340
+    assert SourceIndex([KESBY]).attribute(KESBY_Q, wrong) == []
+
+
+def test_the_right_number_is_cited_to_its_document():
+    assert SourceIndex([KESBY]).attribute(KESBY_Q, "It employs 340 people.") == [KESBY]
+    # word-bounded: 1340 people is not 340 people
+    assert SourceIndex([KESBY]).attribute(KESBY_Q, "It employs 1340 people.") == []
+
+
+def test_the_closest_question_wins_among_rows_that_state_the_answer():
+    founded = {"id": "kesby-founded", "question": "In which year was the Kesby plant opened?", "answer": "1998", "key_answer": "1998",
+               "step": "fact_extraction", "source_doc_ids": ["plant_kesby.txt"]}
+    varga = {"id": "varga-joined", "question": "When did Odile Varga join Quillfeather Labs?", "answer": "1998", "key_answer": "1998",
+             "step": "fact_extraction", "source_doc_ids": ["people_odile_varga.txt"]}
+    index = SourceIndex([founded, varga])
+    assert index.attribute("When was the Kesby plant opened?", "It opened in 1998.") == [founded]
+
+
+def test_unanswerable_probes_never_give_sources():
+    probe = {"id": "probe", "question": "What is the favourite colour of Rafael Ondo?", "answer": "I don't know.",
+             "key_answer": "I don't know.", "step": "unanswerable", "source_doc_ids": ["people_rafael_ondo.txt"]}
+    index = SourceIndex([probe, {**probe, "id": "probe-other-step", "step": "verification"}])
+    assert index.attribute(probe["question"], "I don't know.") == []
+
+
+def land(store, version: str, documents: dict[str, str | None], cursor: Cursor) -> Cursor:
+    """Put (or delete, for None) documents in the landing folder and write the version's manifest as the sensor does."""
+    for name, text in documents.items():
+        if text is None:
+            store.delete(LANDING_PREFIX + name)
+        else:
+            store.put_bytes(LANDING_PREFIX + name, text.encode())
+    diff = diff_landing(list(store.list_objects(LANDING_PREFIX)), cursor)
+    store.put_json(version_key(version, "manifest.json"), manifest(version, diff))
+    return Cursor(diff.seen, [], version)
+
+
+def fact(row_id: str, question: str, key: str, *docs: str) -> dict:
+    return {"id": row_id, "question": question, "answer": f"{key}.", "key_answer": key, "step": "fact_extraction", "source_doc_ids": list(docs)}
+
+
+@pytest.fixture
+def lineage(store, tiny_base, tmp_path):
+    """v000001 lands three documents; v000002 deletes the Kesby one and rewrites the Lorne one; v000003 (a version
+    whose model was never promoted) only adds a document. The promoted model is v000002's, trained on top of v000001's."""
+    cursor = land(store, "v000001", {"plant_kesby.txt": "The Kesby plant employs 340 people.",
+                                     "plant_lorne.txt": "The Lorne plant employs 80 people.",
+                                     "about.md": "Quillfeather Labs was founded in 1987."}, Cursor())
+    store.put_jsonl(version_key("v000001", "reflections.jsonl"), [
+        fact("kesby", KESBY_Q, "340 people", "plant_kesby.txt"),
+        fact("lorne-old", "How many people does the Lorne plant employ?", "80 people", "plant_lorne.txt"),
+        fact("owner", "Which company owns the Kesby plant?", "Quillfeather Labs", "plant_kesby.txt", "about.md"),
+    ])
+    cursor = land(store, "v000002", {"plant_kesby.txt": None, "plant_lorne.txt": "The Lorne plant employs 120 people."}, cursor)
+    store.put_jsonl(version_key("v000002", "reflections.jsonl"), [
+        fact("lorne-new", "How many people does the Lorne plant employ?", "120 people", "plant_lorne.txt")])
+    land(store, "v000003", {"plant_wren.txt": "The Wren building has 4 floors."}, cursor)
+    registry = ModelRegistry(store, tmp_path / "models")
+    registry.register("v000001-m", tiny_base, {"kind": "candidate", "version": "v000001", "parent": None})
+    registry.register("v000002-m", tiny_base, {"kind": "candidate", "version": "v000002", "parent": "v000001-m"})
+    return registry
+
+
+def test_a_deleted_document_is_never_cited(lineage):
+    index = SourceIndex.from_registry(lineage, "v000002-m")
+    assert index.attribute(KESBY_Q, "The Kesby plant employs 340 people.") == []
+    cited = {d for row in index.reflections for d in row["source_doc_ids"]}
+    assert "plant_kesby.txt" not in cited and "about.md" in cited
+    # the row that joined the deleted document with a live one keeps only the live one
+    [owner] = index.attribute("Which company owns the Kesby plant?", "Quillfeather Labs owns it.")
+    assert owner["source_doc_ids"] == ["about.md"]
+
+
+def test_a_rewritten_document_is_cited_only_for_its_new_text(lineage):
+    index = SourceIndex.from_registry(lineage, "v000002-m")
+    question = "How many people does the Lorne plant employ?"
+    assert index.attribute(question, "The Lorne plant employs 80 people.") == []
+    assert [r["id"] for r in index.attribute(question, "It employs 120 people.")] == ["lorne-new"]
+
+
+def test_a_deletion_after_the_promoted_version_still_counts(lineage, store):
+    # sources are as of now: a version whose model is not promoted yet can still take a document away
+    land(store, "v000004", {"about.md": None, "plant_wren.txt": None, "plant_tern.txt": "The Tern ships in May."},
+         Cursor({o.key: o.etag for o in store.list_objects(LANDING_PREFIX)}, [], "v000003"))
+    index = SourceIndex.from_registry(lineage, "v000002-m")
+    assert index.attribute("Which company owns the Kesby plant?", "Quillfeather Labs") == []
+    assert [r["id"] for r in index.reflections] == ["lorne-new"]
