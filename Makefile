@@ -28,7 +28,8 @@ $(EMBEDDED): $(VENV)/.installed
 demo: setup
 	scripts/demo.sh
 
-# chromium and postgresql for the UI and production-instance tests (installed as root only; the tests skip otherwise)
+# chromium and postgresql for the UI and production-instance tests (installed as root only; the tests skip otherwise,
+# and with MEMO_REQUIRE_SYSTEM_DEPS=1, as .ci/run sets, both the script and those tests fail instead)
 system-deps:
 	scripts/system-deps.sh
 

@@ -127,15 +127,50 @@ def add_protocol_flags(parser) -> None:
     parser.add_argument("--deadline", type=float, default=defaults.deadline_s, help="seconds allowed to one question, all calls together")
 
 
+def upload_keys(args_paths: list[str], prefix: str) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """({key: file}, {key: files} of keys two or more files would land on). A folder's files are keyed by their path
+    inside it (a/report.txt and b/report.txt stay two documents); a file named on its own by its name."""
+    by_key: dict[str, list[Path]] = {}
+    for arg in args_paths:
+        root = Path(arg)
+        files = [(p, p.relative_to(root).as_posix()) for p in sorted(root.rglob("*")) if p.is_file()] if root.is_dir() else [(root, root.name)]
+        for path, name in files:
+            by_key.setdefault(f"{prefix.rstrip('/')}/{name}", []).append(path)
+    clashes = {key: paths for key, paths in by_key.items() if len(set(paths)) > 1}
+    return {key: paths[0] for key, paths in by_key.items()}, clashes
+
+
 def cmd_upload(args) -> int:
-    store = Settings.from_env().store()
-    paths = [p for arg in args.paths for p in (sorted(Path(arg).rglob("*")) if Path(arg).is_dir() else [Path(arg)]) if p.is_file()]
+    import hashlib
+
     from tqdm import tqdm
 
-    for path in tqdm(paths, desc="uploading", unit="file", disable=None):
-        key = f"{args.prefix.rstrip('/')}/{path.name}"
-        store.put_bytes(key, path.read_bytes())
-        tqdm.write(f"uploaded {path.name} -> s3://{store.bucket}/{key}")
+    missing = [arg for arg in args.paths if not Path(arg).exists()]
+    if missing:
+        print(f"memo upload: no such file or folder: {', '.join(missing)}; nothing uploaded", file=sys.stderr)
+        return 2
+    keys, clashes = upload_keys(args.paths, args.prefix)
+    if clashes:
+        for key, paths in sorted(clashes.items()):
+            print(f"memo upload: {', '.join(map(str, paths))} would all land on {key}", file=sys.stderr)
+        print(f"memo upload: {len(clashes)} key(s) named twice in one upload; nothing uploaded (upload them separately or rename)", file=sys.stderr)
+        return 2
+    store = Settings.from_env().store()
+    rewritten, unchanged = [], 0
+    for key, path in tqdm(sorted(keys.items()), desc="uploading", unit="file", disable=None):
+        data = path.read_bytes()
+        before = store.head_etag(key)
+        if before == hashlib.md5(data).hexdigest():  # the same bytes are already there: no new version, nothing to say
+            unchanged += 1
+            continue
+        store.put_bytes(key, data)
+        if before is not None:
+            rewritten.append(key)
+        tqdm.write(f"{'rewrote' if before is not None else 'uploaded'} {path} -> s3://{store.bucket}/{key}")
+    print(f"{len(keys) - unchanged - len(rewritten)} new, {len(rewritten)} rewritten, {unchanged} unchanged")
+    if rewritten:
+        shown = ", ".join(rewritten[:5]) + (f" and {len(rewritten) - 5} more" if len(rewritten) > 5 else "")
+        print(f"rewrote {len(rewritten)} existing key(s), their earlier text is replaced: {shown}")
     return 0
 
 
@@ -211,14 +246,25 @@ def cmd_setup(args) -> int:
     return 0
 
 
+SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY",)
+
+
 def cmd_env(args) -> int:
-    """Shell exports for the local demo's services (credentials are read from the state folder, not printed in logs)."""
+    """Shell exports for the local demo's services. The secret key's value is not printed unless --show-secrets asks
+    for it: its export reads it from the credentials file when the shell evaluates it, so `eval "$(memo env)"` works."""
+    import shlex
+
     settings = Settings.from_env()
     credentials = local_credentials(settings.home)
     values = {**credentials, "MEMO_HOME": str(settings.home), "MEMO_S3_ENDPOINT": settings.endpoint_url or "",
               "MEMO_BUCKET": settings.bucket, "MEMO_WORK_DIR": str(settings.work_dir)}
+    read_credential = "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])"
     for name, value in values.items():
-        print(f"export {name}={value!r}")
+        if name in SECRET_VARIABLES and not args.show_secrets:
+            reader = " ".join(shlex.quote(part) for part in (sys.executable, "-c", read_credential, str(settings.home / "credentials.json"), name))
+            print(f'export {name}="$({reader})"  # value masked; `memo env --show-secrets` prints it')
+        else:
+            print(f"export {name}={shlex.quote(value)}")
     return 0
 
 
@@ -264,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     prune.set_defaults(func=cmd_prune)
 
     sub.add_parser("setup", help="create local credentials and convert the embedded model (once)").set_defaults(func=cmd_setup)
-    sub.add_parser("env", help="print shell exports for the local services").set_defaults(func=cmd_env)
+    env = sub.add_parser("env", help="print shell exports for the local services (the secret key masked)")
+    env.add_argument("--show-secrets", action="store_true", help="print the S3 secret key itself (for `eval \"$(memo env --show-secrets)\"`)")
+    env.set_defaults(func=cmd_env)
 
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

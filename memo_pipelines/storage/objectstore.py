@@ -2,6 +2,7 @@
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,6 +17,25 @@ class StoredObject:
 
 class WriteConflict(RuntimeError):
     """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
+NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
+class StoreError(RuntimeError):
+    """A store call failed; the message names the operation, the object and what the server said. The botocore error
+    is the __cause__, and its `response` stays readable here, so code that asks for the S3 error code keeps working."""
+
+    def __init__(self, operation: str, bucket: str, key: str, error: Exception):
+        self.operation, self.bucket, self.key = operation, bucket, key
+        self.response = getattr(error, "response", None) or {}
+        self.code = str(self.response.get("Error", {}).get("Code") or type(error).__name__)
+        message = self.response.get("Error", {}).get("Message") or str(error)
+        super().__init__(f"{operation} s3://{bucket}/{key}: {self.code} {message}")
+
+    @property
+    def not_found(self) -> bool:
+        return self.code in NOT_FOUND
 
 
 def make_s3_client(endpoint_url: str | None, access_key: str | None, secret_key: str | None, region: str = "us-east-1", max_attempts: int = 8,
@@ -47,66 +67,84 @@ class ObjectStore:
         self.client = client
         self.bucket = bucket
 
-    def ensure_bucket(self) -> None:
-        from botocore.exceptions import ClientError
+    @contextmanager
+    def _call(self, operation: str, key: str = ""):
+        """Turn botocore and boto3 errors of one call into a StoreError naming the operation and the object."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            yield
+        except (ClientError, BotoCoreError, Boto3Error) as error:
+            raise StoreError(operation, self.bucket, key, error) from error
+
+    def ensure_bucket(self) -> None:
+        try:
+            with self._call("head_bucket"):
+                self.client.head_bucket(Bucket=self.bucket)
+        except StoreError as error:
+            if not error.not_found:  # a bucket we may not read is not a bucket to create
+                raise
+            with self._call("create_bucket"):
+                self.client.create_bucket(Bucket=self.bucket)
 
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:
         """Every object under prefix, across as many pages as the server returns."""
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                yield StoredObject(item["Key"], item["ETag"].strip('"'), int(item["Size"]))
+        with self._call("list_objects", prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield StoredObject(item["Key"], item["ETag"].strip('"'), int(item["Size"]))
 
     def put_bytes(self, key: str, data: bytes) -> str:
-        return self.client.put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"')
+        with self._call("put_object", key):
+            return self.client.put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"')
 
     def put_bytes_if(self, key: str, data: bytes, etag: str | None) -> str:
         """Put only if the object still has `etag` (None: only if it does not exist yet); WriteConflict otherwise."""
-        from botocore.exceptions import ClientError
-
         condition = {"IfMatch": f'"{etag}"'} if etag else {"IfNoneMatch": "*"}
         try:
-            return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)["ETag"].strip('"')
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+            with self._call("conditional put_object", key):
+                return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)["ETag"].strip('"')
+        except StoreError as error:
+            if error.code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
                 raise WriteConflict(f"s3://{self.bucket}/{key} changed since it was read") from None
             raise
 
     def get_json_versioned(self, key: str, default: Any = None) -> tuple[Any, str | None]:
         """(value, etag) of a JSON object, or (default, None) when it does not exist: the read half of a compare-and-set."""
-        from botocore.exceptions import ClientError
-
         try:
             data, etag = self.get_object(key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        except StoreError as error:
+            if error.not_found:
                 return default, None
             raise
         return json.loads(data), etag
 
     def get_bytes(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return self.get_object(key)[0]
 
     def get_object(self, key: str) -> tuple[bytes, str]:
-        reply = self.client.get_object(Bucket=self.bucket, Key=key)
-        return reply["Body"].read(), reply["ETag"].strip('"')
+        with self._call("get_object", key):
+            reply = self.client.get_object(Bucket=self.bucket, Key=key)
+            return reply["Body"].read(), reply["ETag"].strip('"')
+
+    def head_etag(self, key: str) -> str | None:
+        """The object's ETag, or None when there is no such object; any other refusal (403, throttling) raises."""
+        try:
+            with self._call("head_object", key):
+                return self.client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
+        except StoreError as error:
+            if error.not_found:
+                return None
+            raise
 
     def etag(self, key: str) -> str:
-        return self.client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
+        with self._call("head_object", key):
+            return self.client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
-        except ClientError:
-            return False
+        return self.head_etag(key) is not None
 
     def put_json(self, key: str, value: Any) -> str:
         return self.put_bytes(key, json.dumps(value, indent=1, sort_keys=True).encode())
@@ -121,14 +159,16 @@ class ObjectStore:
         return [json.loads(line) for line in self.get_bytes(key).decode().splitlines() if line.strip()]
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=key)
+        with self._call("delete_object", key):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def upload_dir(self, local_dir: Path, prefix: str) -> list[str]:
         keys = []
         for path in sorted(Path(local_dir).rglob("*")):
             if path.is_file():
                 key = f"{prefix.rstrip('/')}/{path.relative_to(local_dir).as_posix()}"
-                self.client.upload_file(str(path), self.bucket, key)
+                with self._call("upload_file", key):
+                    self.client.upload_file(str(path), self.bucket, key)
                 keys.append(key)
         return keys
 
@@ -143,7 +183,8 @@ class ObjectStore:
         for obj in self.list_objects(prefix):
             target = partial / obj.key[len(prefix):]
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(self.bucket, obj.key, str(target))
+            with self._call("download_file", obj.key):
+                self.client.download_file(self.bucket, obj.key, str(target))
             found = True
         if not found:
             raise FileNotFoundError(f"nothing stored under s3://{self.bucket}/{prefix}")
