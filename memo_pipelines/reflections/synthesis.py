@@ -1,9 +1,10 @@
 """Reflections: question-answer pairs distilled from a corpus version, each with its source documents and its step.
 
-`synthesise_reflections` runs the five steps of reflection_steps.py over one version's documents (fact extraction,
-consolidation, verification, entity surfacing, cross-document synthesis), adds unanswerable probes and extractive
-entity summaries, caches every step's output by (document hashes, step, prompt version, strategy, generator, config),
-and removes exact and near-duplicate reflections.
+`synthesise_reflections` runs the five steps over one version's documents (fact extraction, consolidation,
+verification, entity surfacing, cross-document synthesis) in the form the strategy names (steps.py: "grounded" in
+grounded.py, "llm_json" in llm_json.py), adds unanswerable probes and extractive entity summaries, caches every step's
+output by (document hashes, step, prompt version, strategy, generator, config), and removes exact and near-duplicate
+reflections.
 """
 
 import hashlib
@@ -17,19 +18,16 @@ from typing import Callable, Protocol
 from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.corpus.dedup import jaccard, shingles
 from memo_pipelines.llm.backends import ChatModel
+from memo_pipelines.reflections import grounded, llm_json  # noqa: F401  (importing them registers the step forms)
 from memo_pipelines.reflections.steps import (  # noqa: F401  (SynthesisConfig is part of this module's interface)
     PROMPT_VERSION,
     REQUEST_FAILED,
+    STEP_FORMS,
     Generator,
     SynthesisConfig,
-    consolidate,
-    cross_document,
-    extract_facts,
-    probe_questions,
     related_groups,
-    surface_entities,
+    step_form,
     unanswered,
-    verify,
 )
 from memo_pipelines.reflections.text import (  # noqa: F401  (public names other modules import from here)
     STOPWORDS,
@@ -43,7 +41,7 @@ from memo_pipelines.reflections.text import (  # noqa: F401  (public names other
     wh_question,
 )
 
-STRATEGIES = ("grounded", "llm_json")
+STRATEGIES = tuple(STEP_FORMS)
 
 
 class Cache(Protocol):
@@ -159,6 +157,7 @@ class Synthesis:
 
     def __init__(self, generator: ChatModel, strategy: str, cache: Cache | None, config: SynthesisConfig, stats: ReflectionStats):
         self.gen, self.strategy, self.cache, self.config, self.stats = Generator(generator, config.json_retries), strategy, cache, config, stats
+        self.form = step_form(strategy, self.gen, config)  # a ValueError for a strategy no form is registered under
         self.generator_name = generator.name
         self.lock = threading.Lock()
         self.incomplete: list[str] = []  # steps whose requests failed at the endpoint: not cached, to be asked again
@@ -188,20 +187,20 @@ class Synthesis:
 
     def document_pairs(self, doc: Document) -> tuple[list[dict], list[dict]]:
         """Steps 1 to 4 of one document, and its candidate unanswerable probes."""
-        steps, form, gen, config = self.config.steps, self.strategy, self.gen, self.config
-        facts = self.cached([doc], "fact_extraction", lambda log: extract_facts(doc, gen, config, form, log))
+        steps, form = self.config.steps, self.form
+        facts = self.cached([doc], "fact_extraction", lambda log: form.extract_facts(doc, log))
         merged = []
         if "consolidation" in steps:
-            merged = self.cached([doc], "consolidation", lambda log: consolidate(doc, facts, gen, config, form, log))
+            merged = self.cached([doc], "consolidation", lambda log: form.consolidate(doc, facts, log))
         pairs = facts + merged
         if "verification" in steps:
             label = "verification" + ("+consolidation" if merged else "")
-            pairs = self.cached([doc], label, lambda log: verify(doc, facts + merged, gen, config, form, log))
+            pairs = self.cached([doc], label, lambda log: form.verify(doc, facts + merged, log))
         if "entity_surfacing" in steps:
-            pairs += self.cached([doc], "entity_surfacing", lambda log: surface_entities(doc, gen, config, form, log))
+            pairs += self.cached([doc], "entity_surfacing", lambda log: form.surface_entities(doc, log))
         probes = []
         if "unanswerable" in steps:
-            probes = self.cached([doc], "unanswerable", lambda log: probe_questions(doc, gen, config, form, log))
+            probes = self.cached([doc], "unanswerable", lambda log: form.probe_questions(doc, log))
         return pairs, probes
 
 
@@ -215,12 +214,10 @@ def synthesise_reflections(
     config: SynthesisConfig | None = None,
 ) -> tuple[list[dict], ReflectionStats]:
     """Reflections of one corpus version, deduplicated, each with its source documents, step and method."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown reflection strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
     config = config or SynthesisConfig()
     stats = ReflectionStats(documents=len(documents))
     usage_before = Counter(getattr(generator, "usage", {}))
-    run = Synthesis(generator, strategy, cache, config, stats)
+    run = Synthesis(generator, strategy, cache, config, stats)  # raises the ValueError for an unknown strategy
     pairs_by_doc, probes = {}, []
     with ThreadPoolExecutor(max_workers=max(1, config.document_workers)) as pool:
         for index, (doc, (pairs, doc_probes)) in enumerate(zip(documents, pool.map(run.document_pairs, documents))):
@@ -238,7 +235,7 @@ def synthesise_reflections(
         by_id = {d.doc_id: d for d in documents}
         for entity, doc_ids in groups:
             docs = [by_id[i] for i in doc_ids]
-            candidates += run.cached(docs, f"cross_document:{entity}", lambda log: cross_document(entity, docs, pairs_by_doc, run.gen, config, strategy, log))
+            candidates += run.cached(docs, f"cross_document:{entity}", lambda log: run.form.cross_document(entity, docs, pairs_by_doc, log))
     if probes:
         statements = defaultdict(list)
         for doc in documents:
