@@ -99,8 +99,8 @@ def name_kind(name: str) -> str:
 
 
 def answer_spans(sentence: str) -> list[tuple[str, str]]:
-    """Candidate answers as (span, kind): dates, years, quantities and names (organisation, person or other) that the
-    sentence states."""
+    """Candidate answers as (span, kind): dates, years, quantities, and names as "organisation" or "name" (name_kind
+    tells a person's name among them) that the sentence states."""
     spans: list[tuple[str, str]] = []
     for match in re.finditer(rf"\b(?:{MONTHS})\s+\d{{4}}\b", sentence):
         spans.append((match.group(0), "date"))
@@ -111,7 +111,7 @@ def answer_spans(sentence: str) -> list[tuple[str, str]]:
         if not re.fullmatch(r"(1[89]\d\d|20\d\d).*", match.group(0)):
             spans.append((match.group(0), "quantity"))
     for span in entity_spans(sentence):
-        spans.append((span, name_kind(span)))
+        spans.append((span, "organisation" if name_kind(span) == "organisation" else "name"))
     return spans
 
 
@@ -136,7 +136,7 @@ def wh_question(sentence: str, span: str, kind: str) -> str | None:
         unit = span.split(maxsplit=1)[1] if " " in span else ""
         phrase = f"how many {unit}".strip()
     else:
-        is_person = kind == "person"
+        is_person = kind == "name" and name_kind(span) == "person"
         phrase = ("who" if is_person else "what") if index == 0 or before.strip().lower() in {"the"} else ("whom" if is_person else "what")
         if before.strip().lower() == "the":
             before = ""
@@ -151,12 +151,12 @@ def natural_questions(sentence: str, span: str, kind: str) -> list[str]:
     body = sentence.rstrip(".!? ")
     if not body.endswith(span):
         return []
-    person = kind == "person"
+    person = kind == "name" and name_kind(span) == "person"
     wh = "Who" if person else "What"
     head = body[: -len(span)].rstrip()
     out = []
     copula = re.fullmatch(r"(?P<a>.+?) (?P<verb>is|are|was|were)(?: the| a| an)?", head)
-    if copula and kind in ("name", "organisation", "person"):
+    if copula and kind in ("name", "organisation"):
         a = copula["a"][0].lower() + copula["a"][1:] if copula["a"].startswith(("The ", "A ", "An ")) else copula["a"]
         out.append(f"{wh} {copula['verb']} {a}?")
     passive = re.fullmatch(r"(?P<a>.+?) (?:was|were) (?P<verb>[a-z]+ed)(?P<rest>(?: in \d{4})?) by(?: the [a-z]+)?", head)
@@ -183,6 +183,8 @@ def valid_question(question: str, answer: str, sentence: str, kind: str | None =
         return "question about a question"
     if normalise(answer) in normalise(question):
         return "question contains its answer"
+    if kind == "name" and name_kind(answer) == "person":
+        kind = "person"
     if kind in ASKS_FOR and not any(word in lowered for word in ASKS_FOR[kind]):
         return f"question does not ask for a {kind}"
     if kind not in ("person", None) and re.match(r"(who|whom)\b", lowered):
