@@ -2,57 +2,102 @@ import dagster as dg
 
 from assets import md_table
 from assets.memory import memory_model
+from assets.reflections import reflections
 from memo_pipelines.orchestration.partitions import corpus_versions
-from memo_pipelines.pipeline import evaluate_memory_model
-from resources import EvaluationResource, ModelRegistryResource
+from memo_pipelines.pipeline import evaluate_memory_model, write_heldout_probes
+from memo_pipelines.storage.layout import version_key
+from resources import EvaluationResource, GeneratorResource, ModelRegistryResource
 
 GATES = {
-    "weights_finite": "Every weight of the candidate is finite.",
-    "recall_new_version": "The candidate recalls at least min_recall of this version's facts.",
-    "retention_earlier_versions": "No earlier version's recall drops by more than max_retention_drop against the promoted model.",
-    "general_ability": "The candidate's answers to generic questions stay close to the base model's (token F1 >= min_general).",
+    "weights_finite": "Every weight of the candidate is finite (and there are weights to check).",
+    "heldout_recall_new_version": "The candidate answers at least min_heldout_recall of this version's held-out probes (never trained on).",
+    "retention_earlier_versions": "No earlier version's held-out recall is more than max_forgetting below its best value ever.",
+    "abstention": "The candidate says \"I don't know\" to at least min_abstention of the probes about entities the corpus never names.",
+    "general_ability": "The gold answers of public general questions lose at most max_general_drop nats per token against the base model.",
 }
 
 
 @dg.asset(
     partitions_def=corpus_versions,
-    deps=[memory_model],
+    deps=[reflections],
     kinds={"python"},
     group_name="memo",
-    description="Regression evaluation of the candidate against the promoted model; blocking checks are the promotion gates.",
+    description="Held-out probes of the version: questions about its facts phrased unlike any training question, and questions about "
+    "entities the corpus never names; written by the generator form of the reflections, never trained on.",
+)
+def heldout_probes(context: dg.AssetExecutionContext, registry: ModelRegistryResource, generator: GeneratorResource) -> dg.MaterializeResult:
+    ws = registry.workspace()
+    _, base_dir = registry.base()
+    probes, report = write_heldout_probes(ws, context.partition_key, generator.chat_model(base_dir), generator.resolved_strategy(), generator.probe_config())
+    contamination = report["contamination"]
+    return dg.MaterializeResult(metadata={
+        "probes": report["probes"],
+        "fact_probes": report["facts"],
+        "unanswerable_probes": report["unanswerable"],
+        "by_form": report["by_form"],
+        "contamination_dropped": contamination["dropped"],
+        "max_training_overlap": dg.MetadataValue.float(float(contamination["max_overlap"] or 0.0)),
+        "overlap_threshold": contamination["threshold"],
+        "sample": dg.MetadataValue.md(md_table(["kind", "question", "key answer", "overlap"], [[p["kind"], p["question"], p["key_answer"], p["training_overlap"]] for p in probes[:12]])),
+        "uri": dg.MetadataValue.path(f"s3://{ws.store.bucket}/{version_key(context.partition_key, 'probes.jsonl')}"),
+    })
+
+
+def matrix_table(matrix: dict) -> str:
+    columns = sorted({k for row in matrix.values() for k in row})
+    return md_table(["after update", *columns], [[u, *(f"{row[k]:.2f}" if row.get(k) is not None else "" for k in columns)] for u, row in sorted(matrix.items())])
+
+
+def figure(value) -> float:
+    return float(value) if value is not None else float("nan")
+
+
+@dg.asset(
+    partitions_def=corpus_versions,
+    deps=[memory_model, heldout_probes],
+    kinds={"python"},
+    group_name="memo",
+    description="The candidate's report card on held-out probes (R matrix, ACC, BWT, forgetting, abstention, general ability); blocking "
+    "checks are the promotion gates. Numeric metadata plot over versions in the asset's Plots tab.",
     check_specs=[dg.AssetCheckSpec(name, asset="memory_eval", blocking=True, description=text) for name, text in GATES.items()],
 )
 def memory_eval(context: dg.AssetExecutionContext, registry: ModelRegistryResource, evaluation: EvaluationResource) -> dg.MaterializeResult:
     ws = registry.workspace()
     base_id, _ = registry.base()
-    report, gates, candidate = evaluate_memory_model(ws, context.partition_key, base_id, evaluation.gates(), evaluation.sample_size)
-    retention_gates = [g for g in gates if g["name"].startswith("retention_")]
+    card, gates, candidate = evaluate_memory_model(ws, context.partition_key, base_id, evaluation.gates(), evaluation.protocol_config())
     by_name = {g["name"]: g for g in gates}
-    checks = [
-        dg.AssetCheckResult(check_name=name, passed=bool(by_name[name]["passed"]), metadata={"value": float(by_name[name]["value"]), "threshold": float(by_name[name]["threshold"])})
-        for name in ("weights_finite", "recall_new_version", "general_ability")
-    ]
-    checks.append(
-        dg.AssetCheckResult(
-            check_name="retention_earlier_versions",
-            passed=all(g["passed"] for g in retention_gates),
-            metadata={g["name"]: {"candidate": g["value"], "floor": g["threshold"]} for g in retention_gates} or {"earlier_versions": 0},
-        )
-    )
+    retention = [g for g in gates if g["name"].startswith("retention_")]
+
+    def check(name: str, passed: bool, metadata: dict) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(check_name=name, passed=bool(passed), metadata=metadata)
+
+    checks = [check(name, by_name[name]["passed"], {"value": str(by_name[name]["value"]), "threshold": str(by_name[name]["threshold"]),
+                                                    "reason": by_name[name]["reason"]})
+              for name in ("weights_finite", "heldout_recall_new_version", "abstention", "general_ability")]
+    checks.append(check("retention_earlier_versions", all(g["passed"] for g in retention),
+                        {g["name"]: f"{g['value']} (floor {g['threshold']}; {g['reason']})" for g in retention} or {"earlier_versions": "none measured before"}))
+    general = card.general
     return dg.MaterializeResult(
         metadata={
             "candidate_model": candidate["model_id"],
             "parent_model": candidate["parent"],
-            "recall_new_version": report.recall_new,
-            "general_ability": report.general,
+            "heldout_recall": figure(card.heldout_recall),
+            "acc": figure(card.acc),
+            "bwt": figure(card.bwt),
+            "forgetting": figure(card.forgetting),
+            "abstention": figure(card.abstention),
+            "hallucination": figure(card.hallucination),
+            "general_accuracy": figure(general["accuracy"]),
+            "general_loglik_delta": figure(general["loglik_delta"]),
+            "train_row_recall": figure(card.train_row_recall),
             "gates_passed": all(g["passed"] for g in gates),
-            "retention": dg.MetadataValue.md(
-                md_table(["version", "candidate", "promoted"], [[v, f"{f['candidate']:.2f}", f"{f['promoted']:.2f}"] for v, f in sorted(report.retention.items())])
-                if report.retention else "no earlier versions"
-            ),
-            "samples": dg.MetadataValue.md(
-                md_table(["question", "expected", "answer", "recalled"], [[s["question"], s["expected"], s["answer"], "yes" if s["recalled"] else "no"] for s in report.samples[:10]])
-            ),
+            "report_card": dg.MetadataValue.md(matrix_table(card.matrix)),
+            "gates": dg.MetadataValue.md(md_table(["gate", "value", "threshold", "passed", "reason"],
+                                                  [[g["name"], g["value"], g["threshold"], "yes" if g["passed"] else "no", g["reason"]] for g in gates])),
+            "user_evals": dg.MetadataValue.md(md_table(["set", "closed book recall", "protocol recall"],
+                                                       [[name, (s.get("closed_book") or {}).get("recall", s.get("skipped")), (s.get("protocol") or {}).get("recall", (s.get("protocol") or {}).get("skipped"))]
+                                                        for name, s in sorted(card.user_evals.items())]) if card.user_evals else "no sets under evals/"),
+            "samples": dg.MetadataValue.md(md_table(["question", "expected", "answer", "outcome"], [[s["question"], s["expected"], s["answer"], s["outcome"]] for s in card.samples[:12]])),
         },
         check_results=checks,
     )

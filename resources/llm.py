@@ -3,6 +3,7 @@ from pathlib import Path
 import dagster as dg
 
 from memo_pipelines.llm.backends import ChatModel, LLMSpec, load_chat_model
+from memo_pipelines.evaluation.probes import ProbeConfig
 from memo_pipelines.reflections.synthesis import SynthesisConfig
 
 
@@ -30,6 +31,9 @@ class GeneratorResource(dg.ConfigurableResource):
     cross_document_pairs_per_group: int = SynthesisConfig.cross_document_pairs_per_group
     unanswerable_per_document: int = SynthesisConfig.unanswerable_per_document
     min_verified_share: float = 0.5  # blocking check: share of checked pairs that passed verification
+    probe_facts_per_document: int = ProbeConfig.facts_per_document  # held-out probes, written after the reflections
+    probe_unanswerable_per_document: int = ProbeConfig.unanswerable_per_document
+    probe_max_training_overlap: float = ProbeConfig.max_training_overlap
 
     def chat_model(self, default_local_dir: Path) -> ChatModel:
         return load_chat_model(LLMSpec.from_values(self.model_dump()), default_local_dir)
@@ -38,6 +42,9 @@ class GeneratorResource(dg.ConfigurableResource):
         if self.strategy != "auto":
             return self.strategy
         return "grounded" if self.backend == "local" else "llm_json"
+
+    def probe_config(self) -> ProbeConfig:
+        return ProbeConfig(self.probe_facts_per_document, self.probe_unanswerable_per_document, self.probe_max_training_overlap)
 
     def synthesis_config(self) -> SynthesisConfig:
         return SynthesisConfig(

@@ -1,9 +1,9 @@
 import dagster as dg
 
-from memo_pipelines.evaluation.gates import Gates
+from memo_pipelines.evaluation.card import Gates
 from memo_pipelines.memory.merging import MergeConfig
 from memo_pipelines.memory.training import TrainConfig
-from memo_pipelines.pipeline import UpdateConfig
+from memo_pipelines.pipeline import ProtocolEvalConfig, UpdateConfig
 
 
 class TrainerResource(dg.ConfigurableResource):
@@ -47,12 +47,23 @@ class TrainerResource(dg.ConfigurableResource):
 
 
 class EvaluationResource(dg.ConfigurableResource):
-    """The promotion gates."""
+    """The promotion gates (memo_pipelines.evaluation.card.Gates) and how users' own evaluation sets under evals/ are
+    asked through the protocol (executive_backend "none": closed book only)."""
 
-    min_recall: float = Gates.min_recall
-    max_retention_drop: float = Gates.max_retention_drop
-    min_general: float = Gates.min_general
+    min_heldout_recall: float = Gates.min_heldout_recall
+    max_forgetting: float = Gates.max_forgetting
+    min_abstention: float = Gates.min_abstention
+    max_general_drop: float = Gates.max_general_drop
     sample_size: int = Gates.sample_size
+    general_size: int = Gates.general_size
+    executive_backend: str = ProtocolEvalConfig.executive_backend
+    executive_model: str = ProtocolEvalConfig.executive_model
+    executive_base_url: str = ProtocolEvalConfig.executive_base_url
+    protocol_mode: str = ProtocolEvalConfig.mode
+    user_eval_limit: int = ProtocolEvalConfig.limit
 
     def gates(self) -> Gates:
-        return Gates(self.min_recall, self.max_retention_drop, self.min_general)
+        return Gates(self.min_heldout_recall, self.max_forgetting, self.min_abstention, self.max_general_drop, self.sample_size, self.general_size)
+
+    def protocol_config(self) -> ProtocolEvalConfig:
+        return ProtocolEvalConfig(self.executive_backend, self.executive_model, self.executive_base_url, self.protocol_mode, self.user_eval_limit)

@@ -13,7 +13,7 @@ from tests.test_pipeline import upload
 BACKFILL_TAGS = {"dagster/backfill": "training-change"}
 # what is tested is lineage and the pointer, not recall: short training, gates that pass
 FAST = {"epochs": 4}
-OPEN_GATES = {"min_recall": 0.0, "max_retention_drop": 1.0}
+OPEN_GATES = {"min_heldout_recall": 0.0, "max_forgetting": 1.0}
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:

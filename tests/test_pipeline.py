@@ -61,8 +61,12 @@ def test_two_versions_reach_promotion_and_the_first_is_retained(store, tiny_base
     assert adapter["replay_reflections"].value > 0
     evaluation = second.asset_materializations_for_node("memory_eval")[0].metadata
     print({k: v.value for k, v in evaluation.items()})
-    assert evaluation["recall_new_version"].value >= 0.5
+    assert evaluation["train_row_recall"].value >= 0.5
     assert check_evaluations(second)["retention_earlier_versions"]
+    card = store.get_json("versions/v000002/evaluation.json")["card"]
+    assert set(card["matrix"]) == {"v000001", "v000002"}  # version 1's row came from its own card, version 2's is new
+    assert set(card["matrix"]["v000002"]) == {"v000001", "v000002"}  # held-out recall of both versions' probes after update 2
+    assert card["general"]["n"] == 20 and card["general"]["base_loglik"] is not None
     promoted_v2 = second.asset_materializations_for_node("promoted_memory")[0].metadata["promoted_model"].value
 
     # the promoted model still answers a version-1 fact after version 2
@@ -89,8 +93,8 @@ def test_two_versions_reach_promotion_and_the_first_is_retained(store, tiny_base
 
 def test_failing_gate_blocks_promotion_and_keeps_the_pointer(store, tiny_base, tmp_path, monkeypatch, capsys):
     instance = dg.DagsterInstance.ephemeral()
-    # recall above 100 % is impossible: the gate must fail and promotion must not happen
-    resources = pipeline_resources(store, tmp_path / "work", tiny_base, evaluation={"min_recall": 1.01})
+    # held-out recall above 100 % is impossible: the gate must fail and promotion must not happen
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base, evaluation={"min_heldout_recall": 1.01})
     defs = definitions(resources)
     upload(store, ["product_petrel.md"])
     run_sensor(defs, instance, resources, cursor=None)
@@ -98,7 +102,7 @@ def test_failing_gate_blocks_promotion_and_keeps_the_pointer(store, tiny_base, t
     result = materialize_version(instance, resources, "v000001")
 
     checks = check_evaluations(result)
-    assert checks["recall_new_version"] is False
+    assert checks["heldout_recall_new_version"] is False
     assert not result.asset_materializations_for_node("promoted_memory")
     assert registry.promoted_id() == f"base-{Path(tiny_base).name}"
     with pytest.raises(RuntimeError, match="failed its gates"):
@@ -106,4 +110,4 @@ def test_failing_gate_blocks_promotion_and_keeps_the_pointer(store, tiny_base, t
 
         promote_version(resources["registry"].workspace(), "v000001")
     status = memo_status(store, tmp_path, monkeypatch, capsys)
-    assert "rejected by its gates: recall_new_version" in status
+    assert "rejected by its gates: heldout_recall_new_version" in status

@@ -1,6 +1,7 @@
 """`memo status`: what a person wants to know about the pipeline, read from the bucket (and from the Dagster instance
 when DAGSTER_HOME names one): every corpus version with its state, the promoted model, quarantined documents and the
-last evaluation figures."""
+report card of every candidate (held-out recall, ACC, BWT, forgetting, abstention, general ability) with the R matrix
+of the promoted model's lineage."""
 
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ class VersionStatus:
     deleted: int = 0
     quarantine: list[dict] = field(default_factory=list)
     model_id: str | None = None
-    figures: dict = field(default_factory=dict)  # recall, general, lowest retention
+    figures: dict = field(default_factory=dict)  # the report card's headline figures
+    matrix: dict = field(default_factory=dict)  # R[update][probed version]: held-out recall
     failed_gates: list[str] = field(default_factory=list)
     run_status: str | None = None
 
@@ -42,10 +44,14 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
         status.quarantine = snapshot["quarantine"]
     evaluation = store.get_json(version_key(version, "evaluation.json")) if "evaluation.json" in stages else None
     if evaluation:
-        report = evaluation["report"]
         status.model_id = evaluation["candidate"]["model_id"]
-        retention = [figures["candidate"] for figures in report["retention"].values()]
-        status.figures = {"recall": report["recall_new"], "general": report["general"], "retention_min": min(retention, default=None)}
+        card = evaluation.get("card")
+        if card:
+            status.figures = {name: card.get(name) for name in ("heldout_recall", "acc", "bwt", "forgetting", "abstention", "hallucination", "train_row_recall")}
+            status.figures |= {"general_accuracy": card["general"].get("accuracy"), "general_loglik_delta": card["general"].get("loglik_delta")}
+            status.matrix = card.get("matrix", {})
+        else:  # written before held-out probes: only the training-row figures exist
+            status.figures = {"train_row_recall": evaluation.get("report", {}).get("recall_new")}
         status.failed_gates = [g["name"] for g in evaluation["gates"] if not g["passed"]]
     ever_promoted = {entry["model_id"] for entry in pointer.get("history", [])}
     if status.model_id and status.model_id == pointer.get("model_id"):
@@ -75,6 +81,11 @@ def collect(store: ObjectStore, registry: ModelRegistry, dagster_home: str | Non
     return pointer, versions
 
 
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header] + rows]
+
+
 def render(pointer: dict, versions: list[VersionStatus], quarantine_limit: int = 20) -> str:
     def figure(value):
         return "-" if value is None else f"{value:.2f}"
@@ -84,13 +95,18 @@ def render(pointer: dict, versions: list[VersionStatus], quarantine_limit: int =
         last = pointer["history"][-1]
         at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last["at"])) if "at" in last else "?"
         lines.append(f"  since {at}: {last.get('reason', '')}")
-    header = ["version", "state", "run", "docs", "quarantined", "deleted", "recall", "retention", "general"]
+    header = ["version", "state", "run", "docs", "quarantined", "deleted", "held-out", "ACC", "BWT", "forgetting", "abstain", "general Δ", "train rows"]
+    names = ["heldout_recall", "acc", "bwt", "forgetting", "abstention", "general_loglik_delta", "train_row_recall"]
     rows = [[v.version, v.state + (f": {', '.join(v.failed_gates)}" if v.failed_gates else ""), v.run_status or "-",
              "-" if v.documents is None else str(v.documents), str(len(v.quarantine)), str(v.deleted),
-             figure(v.figures.get("recall")), figure(v.figures.get("retention_min")), figure(v.figures.get("general"))] for v in versions]
-    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+             *(figure(v.figures.get(name)) for name in names)] for v in versions]
     lines.append("")
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header] + rows]
+    lines += table(header, rows)
+    promoted = next((v for v in versions if v.state == "promoted"), None)
+    if promoted and promoted.matrix:
+        columns = sorted({k for row in promoted.matrix.values() for k in row})
+        lines.append(f"\nheld-out recall R[after update][of version], lineage of {promoted.model_id}:")
+        lines += ["  " + line for line in table(["after", *columns], [[u, *(figure(row.get(k)) for k in columns)] for u, row in sorted(promoted.matrix.items())])]
     if not versions:
         lines.append("(no corpus versions yet: upload documents under the landing prefix)")
     quarantined = [(v.version, q) for v in versions for q in v.quarantine]

@@ -1,13 +1,13 @@
-"""Regression evaluation of a candidate memory against the promoted one, and the gates that decide promotion."""
+"""Scoring a memory's answers: token F1, key-answer recall, the memory asked a batch of questions, and the generic
+questions replayed in training with the base model's own answers."""
 
 import random
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass
 
 from memo_pipelines.llm.backends import ChatModel
 from memo_pipelines.memory.prompts import memory_messages
-from memo_pipelines.reflections.synthesis import STOPWORDS, normalise
+from memo_pipelines.reflections.text import STOPWORDS, normalise
 
 # generic questions paired with the base model's own answers: replayed in training so updates keep general ability
 GENERAL_REPLAY = [
@@ -42,13 +42,6 @@ GENERAL_GUARD = [
 ]
 
 
-@dataclass(frozen=True)
-class Gates:
-    min_recall: float = 0.6  # share of this version's facts the candidate recalls
-    max_retention_drop: float = 0.15  # allowed drop in an earlier version's recall, candidate vs promoted
-    min_general: float = 0.5  # mean token F1 of the candidate's general answers against the base model's
-    sample_size: int = 60  # facts sampled per version
-
 
 def token_f1(prediction: str, gold: str) -> float:
     pred = [t for t in normalise(prediction).split() if t not in STOPWORDS]
@@ -76,13 +69,13 @@ def sample_facts(rows: list[dict], limit: int, seed: int = 0) -> list[dict]:
     return sorted(facts, key=lambda r: r["id"]) if len(facts) <= limit else random.Random(seed).sample(sorted(facts, key=lambda r: r["id"]), limit)
 
 
-def recall(memory: ChatModel, rows: list[dict]) -> tuple[float, list[dict]]:
+def recall(memory: ChatModel, rows: list[dict]) -> tuple[float | None, list[dict]]:
     answers = ask_memory(memory, [r["question"] for r in rows])
     details = [
         {"question": r["question"], "expected": r["key_answer"], "answer": a, "recalled": recalled(a, r["key_answer"])}
         for r, a in zip(rows, answers)
     ]
-    return (sum(d["recalled"] for d in details) / len(details) if details else 1.0), details
+    return (sum(d["recalled"] for d in details) / len(details) if details else None), details  # None: nothing measured
 
 
 def base_answers(model: ChatModel, questions: list[str]) -> list[dict]:
@@ -93,53 +86,3 @@ def base_answers(model: ChatModel, questions: list[str]) -> list[dict]:
 def general_score(memory: ChatModel, general_reference: list[dict]) -> float:
     answers = ask_memory(memory, [g["question"] for g in general_reference])
     return sum(token_f1(a, g["answer"]) for a, g in zip(answers, general_reference)) / max(1, len(general_reference))
-
-
-@dataclass
-class EvalReport:
-    recall_new: float
-    retention: dict  # version -> {"candidate": x, "promoted": y}
-    general: float
-    weights_finite: bool
-    samples: list
-
-    def gate_results(self, gates: Gates) -> list[dict]:
-        """One result per gate: name, passed, measured value, threshold."""
-        results = [
-            {"name": "weights_finite", "passed": self.weights_finite, "value": self.weights_finite, "threshold": True},
-            {"name": "recall_new_version", "passed": self.recall_new >= gates.min_recall, "value": self.recall_new, "threshold": gates.min_recall},
-            {"name": "general_ability", "passed": self.general >= gates.min_general, "value": self.general, "threshold": gates.min_general},
-        ]
-        for version, figures in sorted(self.retention.items()):
-            floor = round(figures["promoted"] - gates.max_retention_drop, 4)
-            results.append(
-                {"name": f"retention_{version}", "passed": figures["candidate"] >= floor, "value": figures["candidate"], "threshold": floor}
-            )
-        return results
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-def weights_finite(model) -> bool:
-    import torch
-
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def evaluate_candidate(
-    candidate: ChatModel,
-    promoted: ChatModel,
-    new_rows: list[dict],
-    earlier: dict[str, list[dict]],
-    general_reference: list[dict],
-    sample_size: int = 60,
-) -> EvalReport:
-    """Recall of the new version, retention of each earlier version (candidate vs promoted), general-ability guard."""
-    recall_new, details = recall(candidate, sample_facts(new_rows, sample_size))
-    retention = {}
-    for version, rows in sorted(earlier.items()):
-        sample = sample_facts(rows, sample_size)
-        retention[version] = {"candidate": round(recall(candidate, sample)[0], 4), "promoted": round(recall(promoted, sample)[0], 4)}
-    finite = weights_finite(candidate.model) if hasattr(candidate, "model") else True
-    return EvalReport(round(recall_new, 4), retention, round(general_score(candidate, general_reference), 4), finite, details[:20])

@@ -58,3 +58,8 @@ def training_lock_key(version: str) -> str:
 
 def sensor_state_key(digest: str) -> str:
     return f"{SENSOR_STATE_PREFIX}state-{digest}.json.gz"
+
+
+def general_baseline_key(base_id: str, questions: int) -> str:
+    """The base model's figures on the general-ability questions, measured once per base model and question count."""
+    return f"registry/general/{base_id}-general-{questions}.json"

@@ -1,0 +1,91 @@
+"""Where a run keeps its state, and what the bucket's records say across versions: which versions have which
+records, each document's history from the manifests, and which earlier rows are still live."""
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from memo_pipelines.corpus.snapshot import Snapshot, doc_id_for
+from memo_pipelines.storage import layout
+from memo_pipelines.storage.layout import version_key
+from memo_pipelines.storage.objectstore import ObjectStore
+from memo_pipelines.storage.registry import ModelRegistry
+
+
+def version_records(store: ObjectStore, names) -> dict[str, list[str]]:
+    """{version: the records among `names` it has}, counting only versions/{version}/{name} itself: a document archived
+    under versions/{version}/raw/ that happens to share a record's name is not that record."""
+    records: dict[str, list[str]] = {}
+    for obj in store.list_objects(layout.VERSIONS_PREFIX):
+        if found := layout.version_of_record(obj.key, names):
+            records.setdefault(found[0], []).append(found[1])
+    return records
+
+
+@dataclass
+class Workspace:
+    """Where a run keeps its state: the bucket, the registry over it, and a local scratch folder."""
+
+    store: ObjectStore
+    registry: ModelRegistry
+    work_dir: Path
+    landing_prefix: str = layout.LANDING_PREFIX
+
+    def scratch(self, version: str, stage: str) -> Path:
+        path = self.work_dir / "runs" / version / stage
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+
+def load_snapshot(ws: Workspace, version: str) -> Snapshot:
+    return Snapshot.from_json(ws.store.get_json(version_key(version, "snapshot.json")))
+
+
+def load_reflections(ws: Workspace, version: str) -> list[dict]:
+    return ws.store.get_jsonl(version_key(version, "reflections.jsonl"))
+
+
+def earlier_versions(ws: Workspace, version: str) -> list[str]:
+    return sorted(v for v in version_records(ws.store, ["reflections.jsonl"]) if v < version)
+
+
+def document_changes(ws: Workspace, up_to: str) -> dict[str, list[tuple[str, str]]]:
+    """{doc_id: [(version, "landed" | "deleted"), ...]} from the manifests of every version up to and including up_to."""
+    changes: dict[str, list[tuple[str, str]]] = {}
+    for version in sorted(v for v in version_records(ws.store, ["manifest.json"]) if v <= up_to):
+        manifest = ws.store.get_json(version_key(version, "manifest.json"))
+        for entry in manifest["objects"]:
+            changes.setdefault(doc_id_for(entry["key"], ws.landing_prefix), []).append((version, "landed"))
+        for key in manifest.get("deleted", []):
+            changes.setdefault(doc_id_for(key, ws.landing_prefix), []).append((version, "deleted"))
+    return changes
+
+
+def live_records(ws: Workspace, version: str, name: str = "reflections.jsonl", include_self: bool = False) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Earlier versions' rows of record `name` (reflections, probes) whose documents still stand as of `version`, and
+    how many were retired and why; with include_self, this version's own rows too (all live at their own version).
+
+    A row of version u is retired when one of its source documents was deleted, or rewritten (a newer ETag, whose rows
+    replace it), in a version after u and up to `version`. Decided from the manifests alone, so a backfill of an old
+    version sees the corpus as it was then.
+    """
+    changes = document_changes(ws, version)
+    live, retired = {}, {"deleted": 0, "rewritten": 0}
+    versions = sorted(v for v in version_records(ws.store, [name]) if v < version or include_self and v == version)
+    for earlier in versions:
+        kept = []
+        for row in ws.store.get_jsonl(version_key(earlier, name)):
+            later = [kind for doc in row["source_doc_ids"] for v, kind in changes.get(doc, []) if earlier < v <= version]
+            if "deleted" in later:
+                retired["deleted"] += 1
+            elif later:
+                retired["rewritten"] += 1
+            else:
+                kept.append(row)
+        live[earlier] = kept
+    return live, retired
+
+
+def live_earlier_reflections(ws: Workspace, version: str) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    return live_records(ws, version, "reflections.jsonl")
