@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 from memo_pipelines.storage.objectstore import ObjectStore
-from memo_pipelines.storage.layout import version_key
+from memo_pipelines.storage.layout import FAILURE, REFLECTION_CHECKS, failure_key, reflection_checks_key, version_key
 from memo_pipelines.storage.registry import ModelRegistry
 
-STAGES = ["manifest.json", "snapshot.json", "reflections.jsonl", "adapter_lineage.json", "candidate.json", "evaluation.json"]
+STAGES = ["manifest.json", "snapshot.json", "reflections.jsonl", "probes.jsonl", "adapter_lineage.json", "candidate.json", "evaluation.json"]
 
 
 @dataclass
@@ -21,17 +21,20 @@ class VersionStatus:
     documents: int | None = None
     deleted: int = 0
     quarantine: list[dict] = field(default_factory=list)
+    superseded: list[dict] = field(default_factory=list)  # near-duplicates the snapshot replaced by a newer document
     model_id: str | None = None
     figures: dict = field(default_factory=dict)  # the report card's headline figures
     matrix: dict = field(default_factory=dict)  # R[update][probed version]: held-out recall
     failed_gates: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)  # blocking reflection checks that failed: its rows are never replayed
     run_status: str | None = None
+    failure: dict | None = None  # the version's last failed run (steps, errors, how to retry), until a run succeeds in those steps
 
 
-def version_stages(store: ObjectStore) -> dict[str, list[str]]:
+def version_stages(store: ObjectStore, names: list[str] = STAGES) -> dict[str, list[str]]:
     from memo_pipelines.pipeline import version_records
 
-    return version_records(store, STAGES)
+    return version_records(store, names)
 
 
 def version_status(store: ObjectStore, version: str, stages: list[str], pointer: dict) -> VersionStatus:
@@ -42,6 +45,11 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
     if snapshot:
         status.documents = len(snapshot["documents"])
         status.quarantine = snapshot["quarantine"]
+        status.superseded = snapshot.get("superseded", [])
+    if REFLECTION_CHECKS in stages:
+        status.failed_checks = (store.get_json(reflection_checks_key(version)) or {}).get("failed", [])
+    if FAILURE in stages:
+        status.failure = store.get_json(failure_key(version))
     evaluation = store.get_json(version_key(version, "evaluation.json")) if "evaluation.json" in stages else None
     if evaluation:
         status.model_id = evaluation["candidate"]["model_id"]
@@ -62,6 +70,10 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
         status.state = "rejected by its gates"
     elif evaluation:
         status.state = "passed, not promoted"
+    elif status.failure:
+        status.state = f"failed at {', '.join(s['step'] for s in status.failure['steps']) or 'the run level'}"
+    elif status.failed_checks:
+        status.state = f"reflections failed checks: {', '.join(status.failed_checks)}"
     elif len(status.stages) > 1:
         status.state = f"in progress ({status.stages[-1].split('.')[0]} done)"
     return status
@@ -69,7 +81,7 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
 
 def collect(store: ObjectStore, registry: ModelRegistry, dagster_home: str | None = None, progress=None) -> tuple[dict, list[VersionStatus]]:
     pointer = registry.pointer()
-    stages = version_stages(store)
+    stages = version_stages(store, STAGES + [REFLECTION_CHECKS, FAILURE])
     from memo_pipelines.orchestration.runs import run_statuses
 
     runs = run_statuses(dagster_home)
@@ -84,6 +96,16 @@ def collect(store: ObjectStore, registry: ModelRegistry, dagster_home: str | Non
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header] + rows]
+
+
+def document_list(title: str, items: list[str], limit: int) -> list[str]:
+    """A titled list of the last `limit` items, naming how many earlier ones `memo status --all` shows."""
+    if not items:
+        return []
+    lines = [f"\n{title} ({len(items)}):"] + [f"  {item}" for item in items[-limit:]]
+    if len(items) > limit:
+        lines.append(f"  ... {len(items) - limit} earlier ones: memo status --all")
+    return lines
 
 
 def render(pointer: dict, versions: list[VersionStatus], quarantine_limit: int = 20) -> str:
@@ -110,10 +132,24 @@ def render(pointer: dict, versions: list[VersionStatus], quarantine_limit: int =
     if not versions:
         lines.append("(no corpus versions yet: upload documents under the landing prefix)")
     quarantined = [(v.version, q) for v in versions for q in v.quarantine]
-    if quarantined:
-        lines.append(f"\nquarantined documents ({len(quarantined)}):")
-        for version, item in quarantined[-quarantine_limit:]:
-            lines.append(f"  {version}  {item['doc_id']}: {item['reason']}")
-        if len(quarantined) > quarantine_limit:
-            lines.append(f"  ... {len(quarantined) - quarantine_limit} earlier ones: memo status --all")
+    lines += document_list("quarantined documents", [f"{version}  {q['doc_id']}: {q['reason']}" for version, q in quarantined], quarantine_limit)
+    superseded = [(v.version, s) for v in versions for s in v.superseded]
+    lines += document_list("superseded near-duplicates (the newer document was kept)",
+                           [f"{version}  {s['doc_id']} by {s['superseded_by']} (similarity {s['similarity']}): {s['reason']}" for version, s in superseded],
+                           quarantine_limit)
+    lines += failure_lines([v for v in versions if v.failure])
     return "\n".join(lines)
+
+
+def failure_lines(failed: list[VersionStatus]) -> list[str]:
+    """Each failed version's steps and errors, and how to retry it."""
+    lines = [f"\nfailed runs ({len(failed)}):"] if failed else []
+    for v in failed:
+        record = v.failure
+        for step in record["steps"] or [{"step": "run", "error": record["message"]}]:
+            error = step["error"].splitlines()[0] if step["error"] else "(no error message)"
+            lines.append(f"  {v.version}  {step['step']}: {error}")
+        lines.append(f"    run {record['run_id']} failed at {record['failed_at']}; retry from the {record['retry']['ui']}")
+        lines.append(f"    or: {record['retry']['cli']}")
+        lines += [f"    check {hint}" for hint in record["retry"].get("check", [])]
+    return lines

@@ -168,6 +168,19 @@ def reverse_copula_question(sentence: str) -> tuple[str, str] | None:
     return None
 
 
+def reverse_passive_question(sentence: str) -> tuple[str, str] | None:
+    """"The Wren Building was designed by the architect Lotte Brask." -> ("What did Lotte Brask design?", "Wren Building"):
+    the agent asked about, where training asks who did it."""
+    match = re.fullmatch(r"(?P<x>.+?) (?:was|were) (?:\w+ly )?(?P<verb>[a-z]+ed)(?: in \d{4})? by (?:the [a-z]+ )?(?P<y>.+)", sentence.rstrip(".!? "))
+    if not match or len(match["x"].split()) > 6 or match["x"].split()[0] in NOT_SUBJECTS or re.search(r"[\"“”;:(),]", match["x"]):
+        return None
+    agents, patients = entity_spans(match["y"]), entity_spans(match["x"])
+    if not agents or not patients or normalise(agents[0]) != normalise(match["y"]) or not SUBJECT.fullmatch(match["x"]):
+        return None
+    lemma = verb_lemma(match["verb"])
+    return (f"What did {agents[0]} {lemma}?", patients[0]) if lemma else None
+
+
 PROBE_PHRASING_PROMPT = """Write a short question that a person would ask to learn the answer. Do not copy the sentence.
 Fact: The Eiffel Tower, in Paris, was completed in 1889 after two years of work.
 Answer: 1889
@@ -187,9 +200,9 @@ def grounded_fact_probes(doc, version: str, generator, config: ProbeConfig, log:
     items = [(sentence, span, kind) for sentence in sentences(doc.text) for span, kind in answer_spans(sentence)]
     for sentence, span, kind in items:
         built = [(fronted_question(sentence, span, kind), span, "fronted")]
-        reverse = reverse_copula_question(sentence)
-        if reverse and reverse[1] == span:
-            built.append((reverse[0], span, "reverse"))
+        for reverse in (reverse_copula_question(sentence), reverse_passive_question(sentence)):
+            if reverse and reverse[1] == span:
+                built.append((reverse[0], span, "reverse"))
         for question, key, form in built:
             if question and (sentence, key) not in asked and valid_question(question, key, sentence, kind) is None:
                 asked.add((sentence, key))
