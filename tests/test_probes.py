@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from memo_pipelines.corpus.snapshot import Document
-from memo_pipelines.evaluation.probes import ProbeConfig, TrainingQuestions, fronted_question, reverse_copula_question, write_probes
+from memo_pipelines.evaluation.probe_rules import fronted_question, reverse_copula_question
+from memo_pipelines.evaluation.probes import ProbeConfig, TrainingQuestions, write_probes
 from memo_pipelines.evaluation.user_evals import load_user_evals, score_user_evals
 from memo_pipelines.llm.backends import LLMSpec, LocalChatModel, load_chat_model
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections

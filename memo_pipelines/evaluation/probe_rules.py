@@ -1,0 +1,223 @@
+"""The grounded probe forms: rules that ask a fact another way than the training templates do (the wh-phrase
+fronted with do-support, the reverse direction), the generator phrasing probes in a prompt unlike training's, and
+questions about fabricated entities of the same shape as the corpus's own. English morphology and closed-class words
+only: nothing here is fitted to one corpus."""
+
+import hashlib
+import re
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.reflections.text import answer_spans, entity_spans, normalise, sentences, valid_question
+
+if TYPE_CHECKING:
+    from memo_pipelines.evaluation.probes import ProbeConfig
+
+
+def probe_row(question: str, key_answer: str, kind: str, form: str, sources: list[str], version: str) -> dict:
+    question = question.strip()
+    return {"id": hashlib.sha1(f"{normalise(question)}\x00{normalise(key_answer)}".encode()).hexdigest()[:16], "question": question,
+            "key_answer": key_answer.strip(), "kind": kind, "form": form, "source_doc_ids": sorted(sources), "version": version}
+
+
+COPULAS = ("is", "was", "are", "were")
+SUBJECT = re.compile(r"(?:(?:The|the|A|An) )?[A-Z][\w-]*(?: [A-Z][\w-]*)*(?: [a-z]{3,})?")
+AUXILIARIES = {"is", "was", "are", "were", "be", "been", "being", "has", "had", "have", "will", "would", "can", "could", "may", "might"}
+# closed-class English words (pronouns, determiners, prepositions, conjunctions) that cannot head a subject
+NOT_SUBJECTS = set("It He She They His Her Its Their This That These Those Such Other However Before After When While On In At By "
+                   "For From During Since Although Though With Without Once As If Because Until Upon Under Over Into Through Within "
+                   "Among Between Against Despite About Of To And But Or So Then Also Both Each Every Some Many Most".split())
+
+
+def verb_lemma(verb: str) -> str | None:
+    """The base form of a regular -s or -ed verb (English morphology, not a word list); None for anything else."""
+    if re.fullmatch(r"[a-z]+(ss|us|is)", verb) or len(verb) < 4:
+        return None
+    if verb.endswith("ies"):
+        return verb[:-3] + "y"
+    if re.search(r"(ch|sh|x|ss|zz|o)es$", verb):
+        return verb[:-2]
+    if verb.endswith("ed"):
+        stem = verb[:-2]
+        if stem.endswith("i"):
+            return stem[:-1] + "y"
+        if re.search(r"([b-df-hj-np-tv-z])\1$", stem) and not stem.endswith(("ll", "ss", "ff", "zz")):
+            return stem[:-1]
+        if re.search(r"(at|ut|iv|ov|iz|is|ur|ac|ic|uc|ag|bl|tl|ir|as|os|us|ang|ar|v|dg)$", stem):
+            return stem + "e"
+        return stem
+    if verb.endswith("s") and not verb.endswith("'s"):
+        return verb[:-1]
+    return None
+
+
+def lower_first(text: str) -> str:
+    return text[0].lower() + text[1:] if text.startswith(("The ", "A ", "An ")) else text
+
+
+def fronted_question(sentence: str, span: str, kind: str) -> str | None:
+    """"The Kesby plant employs 340 people." -> "How many people does the Kesby plant employ?": the wh-phrase first,
+    do-support and the verb's base form, modifiers after the answer left out (training asks in the sentence's order)."""
+    body = sentence.rstrip(".!? ")
+    index = body.find(span)
+    if index <= 0:
+        return None
+    head, tail = body[:index].rstrip(), body[index + len(span):]
+    words = head.split()
+    verb_at = next((i for i, w in enumerate(words) if i > 0 and w.islower() and verb_lemma(w)), None)
+    if verb_at is None:
+        return None
+    subject, verb, middle = " ".join(words[:verb_at]), words[verb_at], words[verb_at + 1:]
+    # a plain entity-headed subject ("Rafael Ondo", "The Kesby plant") and a short complement: anything longer does
+    # not invert safely by rule
+    if (not SUBJECT.fullmatch(subject) or subject.split()[0] in NOT_SUBJECTS or set(words[:verb_at + 1]) & AUXILIARIES
+            or len(middle) > 3 or re.search(r"[\d,;:()\"]", " ".join(middle))):
+        return None
+    auxiliary = "did" if verb.endswith("ed") else "does"
+    if middle and middle[-1] in ("the", "a", "an"):
+        middle = middle[:-1]
+    preposition = ""
+    if middle and middle[-1] in ("in", "on", "at", "since", "by", "from", "to", "for", "with"):
+        preposition, middle = middle[-1], middle[:-1]
+    if kind in ("year", "date"):
+        wh, preposition = "When", ""
+    elif kind == "quantity":
+        unit = span.split(maxsplit=1)[1] if " " in span else ""
+        wh = f"How many {unit}".strip() if unit else "How many"
+    elif kind == "name" and 2 <= len(span.split()) <= 3:
+        wh = "Who" if not preposition else f"{preposition.capitalize()} whom"
+        preposition = ""
+    else:
+        wh = "What"
+        if middle and not preposition:
+            return None  # "X released their debut CD": the answer is an apposition, not what the verb takes
+    if tail.strip() and kind not in ("year", "date") and not tail.startswith((",", " in ", " on ", " at ")):
+        return None  # the answer is not the end of the clause: leaving the rest out would change the fact asked for
+    rest = " ".join([*middle, preposition]).strip()
+    return f"{wh} {auxiliary} {lower_first(subject)} {verb_lemma(verb)}{' ' + rest if rest else ''}?"
+
+
+def reverse_copula_question(sentence: str) -> tuple[str, str] | None:
+    """"The manager of the Kesby plant is Rafael Ondo." -> ("Rafael Ondo is the manager of which plant?", "Kesby"): the
+    fact asked in the other direction, the entity inside the subject becoming the answer."""
+    match = re.fullmatch(r"(?P<x>.+?) (?P<verb>is|was|are|were) (?P<y>.+)", sentence.rstrip(".!? "))
+    if not match:
+        return None
+    x, y = match["x"], match["y"]
+    if len(x.split()) > 8 or re.search(r"[\"“”;:()]", x) or x.split()[0] in NOT_SUBJECTS:
+        return None
+    names_y = entity_spans(y)
+    if not names_y or normalise(names_y[0]) != normalise(y.removeprefix("the ").removeprefix("The ")):
+        return None  # the complement is not just a name
+    for entity in entity_spans(x):
+        found = re.search(rf"(?:\bthe\s+|\bThe\s+)?{re.escape(entity)}(?:\s+(?P<noun>[a-z]{{3,}}))?", x)
+        if not found or found.start() == 0 and not found["noun"]:
+            continue
+        noun = found["noun"]
+        asked = x[: found.start()] + (f"which {noun}" if noun else "what") + x[found.end():]
+        if asked.strip().lower().startswith(("which", "what")):
+            continue
+        return f"{y} {match['verb']} {lower_first(asked)}?", entity
+    return None
+
+
+def reverse_passive_question(sentence: str) -> tuple[str, str] | None:
+    """"The Wren Building was designed by the architect Lotte Brask." -> ("What did Lotte Brask design?", "Wren Building"):
+    the agent asked about, where training asks who did it."""
+    match = re.fullmatch(r"(?P<x>.+?) (?:was|were) (?:\w+ly )?(?P<verb>[a-z]+ed)(?: in \d{4})? by (?:the [a-z]+ )?(?P<y>.+)", sentence.rstrip(".!? "))
+    if not match or len(match["x"].split()) > 6 or match["x"].split()[0] in NOT_SUBJECTS or re.search(r"[\"“”;:(),]", match["x"]):
+        return None
+    agents, patients = entity_spans(match["y"]), entity_spans(match["x"])
+    if not agents or not patients or normalise(agents[0]) != normalise(match["y"]) or not SUBJECT.fullmatch(match["x"]):
+        return None
+    lemma = verb_lemma(match["verb"])
+    return (f"What did {agents[0]} {lemma}?", patients[0]) if lemma else None
+
+
+PROBE_PHRASING_PROMPT = """Write a short question that a person would ask to learn the answer. Do not copy the sentence.
+Fact: The Eiffel Tower, in Paris, was completed in 1889 after two years of work.
+Answer: 1889
+Question: When was the Eiffel Tower finished?
+
+Fact: Marie Curie, a physicist, was born in Warsaw in 1867.
+Answer: Warsaw
+Question: What city is Marie Curie from?
+
+Fact: {sentence}
+Answer: {answer}
+Question:"""
+
+
+def grounded_fact_probes(doc, version: str, generator, config: "ProbeConfig", log: Counter) -> list[dict]:
+    out, asked = [], set()
+    items = [(sentence, span, kind) for sentence in sentences(doc.text) for span, kind in answer_spans(sentence)]
+    for sentence, span, kind in items:
+        built = [(fronted_question(sentence, span, kind), span, "fronted")]
+        for reverse in (reverse_copula_question(sentence), reverse_passive_question(sentence)):
+            if reverse and reverse[1] == span:
+                built.append((reverse[0], span, "reverse"))
+        for question, key, form in built:
+            if question and (sentence, key) not in asked and valid_question(question, key, sentence, kind) is None:
+                asked.add((sentence, key))
+                out.append(probe_row(question, key, "fact", form, [doc.doc_id], version))
+    if config.phrase_with_generator and generator is not None and len(out) < config.facts_per_document:
+        rest = [(s, a, k) for s, a, k in items if (s, a) not in asked][: 2 * config.facts_per_document]
+        replies = generator.complete([PROBE_PHRASING_PROMPT.format(sentence=s, answer=a) for s, a, _ in rest], max_new_tokens=24, stop="\n",
+                                     errors="none")
+        for (sentence, span, kind), reply in zip(rest, replies):
+            reason = valid_question(reply or "", span, sentence, kind)
+            if reason is None and (sentence, span) not in asked:
+                asked.add((sentence, span))
+                out.append(probe_row(reply, span, "fact", "generator_phrased", [doc.doc_id], version))
+            else:
+                log[f"generator probe dropped: {reason or 'no reply'}"] += 1
+    return out
+
+
+# -- unanswerable probes: plausible entities that appear nowhere in the corpus ------------------------------------
+
+SYLLABLES = "bar dun kel mor tav ril sen lo ha ven ost tri gal pem cor nad vel fin ru sa".split()
+
+
+def invented_name(seed: str, words: int) -> str:
+    """A deterministic pronounceable name of `words` words from a seed: no corpus names it."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return " ".join((SYLLABLES[digest[2 * i] % len(SYLLABLES)] + SYLLABLES[digest[2 * i + 1] % len(SYLLABLES)]).capitalize() for i in range(words))
+
+
+def fabricated_entity(entity: str, entities: list[str], known: str, seed: str) -> str | None:
+    """Another entity of the same shape absent from the corpus: one entity's first word with another's last word,
+    else an invented name."""
+    parts = entity.split()
+    same_shape = [e.split() for e in entities if len(e.split()) == len(parts) and e != entity]
+    candidates = [[*other[:-1], parts[-1]] for other in same_shape] + [[*parts[:-1], other[-1]] for other in same_shape]
+    candidates.append(invented_name(seed, len(parts)).split())
+    for words in candidates:
+        name = " ".join(words)
+        if name != entity and normalise(name) not in known:
+            return name
+    return None
+
+
+ONE_FACT_STEPS = ("fact_extraction", "entity_summary")
+
+
+def unanswerable_probes(training_rows: list[dict], doc, version: str, known: str, limit: int) -> list[dict]:
+    """Training questions of this document with their entity replaced by a fabricated one: the same kind of question
+    the memory learnt to answer, about something the corpus never names, so the right answer is "I don't know"."""
+    entities = list(dict.fromkeys(e for s in sentences(doc.text) for e in entity_spans(s) if len(e) > 3))
+    out = []
+    for row in sorted(training_rows, key=lambda r: r["id"]):
+        # one-fact questions only: a joined question would keep an answerable half
+        if len(out) >= limit or row.get("step") not in ONE_FACT_STEPS or doc.doc_id not in row.get("source_doc_ids", []):
+            continue
+        named = [e for e in entity_spans(row["question"]) if e in entities and row["question"].count(e) == 1 and normalise(e) != normalise(row["key_answer"])]
+        if not named:
+            continue
+        fake = fabricated_entity(named[0], entities, known, f"{version}-{row['id']}")
+        if fake:
+            question = row["question"].replace(named[0], fake)
+            if question not in (p["question"] for p in out):
+                out.append(probe_row(question, IDK, "unanswerable", "fabricated_entity", [doc.doc_id], version) | {"entity": fake})
+    return out
