@@ -31,6 +31,7 @@ class ScriptedOpenAI:
         self.responder = responder
         self.model = model
         self._requests: list[dict] = []
+        self._exchanges: list[tuple[dict, dict]] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -45,6 +46,12 @@ class ScriptedOpenAI:
     def base_url(self) -> str:
         assert self._httpd is not None, "server not started"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    @property
+    def exchanges(self) -> list[tuple[dict, dict]]:
+        """(request body, response body) of every completion answered with 200 so far (a snapshot copy)."""
+        with self._lock:
+            return list(self._exchanges)
 
     def start(self) -> "ScriptedOpenAI":
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -136,6 +143,9 @@ def _make_handler(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
                 if "status" in reply:
                     return self._error(reply["status"], reply.get("message", "scripted error"))
                 reply = reply.get("content", "")
-            self._send(200, server._completion(path, body, reply))
+            completion = server._completion(path, body, reply)
+            with server._lock:
+                server._exchanges.append((body, completion))
+            self._send(200, completion)
 
     return Handler

@@ -21,36 +21,80 @@ def _llm_spec(prefix: str, backend: str, model: str, base_url: str):
     return LLMSpec.from_values(os.environ, prefix=f"MEMO_{prefix}_", upper=True, backend=backend, model=model, base_url=base_url)
 
 
-def protocol_config(args):
+EMBEDDED_DIRECT = ("memo: the embedded executive writes no JSON the protocol's stages can use, so the memory answers directly "
+                   "(--mode single or staged runs the protocol anyway; --executive openai ... names a capable executive)")
+
+
+def choose_mode(args, executive_spec) -> str:
+    """--mode when given; otherwise direct with the embedded executive, which never returns usable JSON, and staged
+    with any executive the user named. Says so once on stderr when it chooses direct."""
     from memo_pipelines.protocol import ProtocolConfig
 
-    return ProtocolConfig(mode=args.mode, paraphrases=args.paraphrases, narrow_turns=args.narrow_turns, gather_turns=args.gather_turns,
+    if args.mode:
+        return args.mode
+    if executive_spec.backend == "local" and not executive_spec.model:
+        print(EMBEDDED_DIRECT, file=sys.stderr)
+        return "direct"
+    return ProtocolConfig.mode
+
+
+def protocol_config(args, mode: str):
+    from memo_pipelines.protocol import ProtocolConfig
+
+    return ProtocolConfig(mode=mode, paraphrases=args.paraphrases, narrow_turns=args.narrow_turns, gather_turns=args.gather_turns,
                           call_timeout_s=args.call_timeout, deadline_s=args.deadline)
+
+
+def follows_registry(args, memory_spec) -> bool:
+    """The memory is the registry's promoted model (not a fixed directory, endpoint or the base model)."""
+    return not args.base and memory_spec.backend == "local" and not memory_spec.model
+
+
+def build_executive(args, settings: Settings, concurrency: int | None = None):
+    """(executive or None in direct mode, protocol config); `concurrency` bounds its requests in flight unless
+    MEMO_EXECUTIVE_CONCURRENCY does."""
+    from memo_pipelines.llm.backends import load_chat_model
+    from memo_pipelines.llm.embedded import embedded_model_dir
+
+    executive_spec = _llm_spec("EXECUTIVE", args.executive, args.executive_model, args.executive_base_url)
+    if concurrency and not os.environ.get("MEMO_EXECUTIVE_CONCURRENCY"):
+        executive_spec = dataclasses.replace(executive_spec, concurrency=concurrency)
+    config = protocol_config(args, choose_mode(args, executive_spec))
+    if config.mode == "direct":  # the executive would never be asked: do not load it
+        return None, config
+    default_dir = embedded_model_dir(settings.work_dir / "embedded") if executive_spec.backend == "local" and not executive_spec.model else None
+    return load_chat_model(executive_spec, default_local_dir=default_dir), config
+
+
+def build_memory(args, settings: Settings):
+    """(memory model, its spec, sources) of a memory that does not follow the registry, or of the promoted one now."""
+    from memo_pipelines.llm.backends import load_chat_model
+    from memo_pipelines.llm.embedded import embedded_model_dir
+    from memo_pipelines.protocol import SourceIndex
+
+    memory_spec = _llm_spec("MEMORY", args.memory, args.memory_model, args.memory_base_url)
+    sources = None
+    if not args.base and (follows_registry(args, memory_spec) or os.environ.get("MEMO_S3_ENDPOINT")):
+        registry = settings.registry()
+        promoted = registry.promoted_id()
+        if promoted is None and follows_registry(args, memory_spec):
+            raise SystemExit("no promoted memory model yet: run `make demo` or wait for the pipeline to promote one")
+        if promoted is not None:
+            sources = SourceIndex.from_registry(registry, promoted)
+            if follows_registry(args, memory_spec):
+                memory_spec = dataclasses.replace(memory_spec, model=str(registry.fetch(promoted)))
+    if memory_spec.backend == "local" and not memory_spec.model:
+        memory_spec = dataclasses.replace(memory_spec, model=str(embedded_model_dir(settings.work_dir / "embedded")))
+    return load_chat_model(memory_spec), memory_spec, sources
 
 
 def build_protocol(args, settings: Settings):
     """The protocol with the chosen executive and memory; sources come from the promoted model's lineage in the registry."""
-    from memo_pipelines.llm.embedded import embedded_model_dir
-    from memo_pipelines.llm.backends import load_chat_model
-    from memo_pipelines.protocol import Protocol, SourceIndex
+    from memo_pipelines.protocol import Protocol
 
-    embedded = lambda: embedded_model_dir(settings.work_dir / "embedded")  # noqa: E731
-    memory_spec = _llm_spec("MEMORY", args.memory, args.memory_model, args.memory_base_url)
-    sources = None
-    if not args.base and (memory_spec.backend == "local" and not memory_spec.model or os.environ.get("MEMO_S3_ENDPOINT")):
-        registry = settings.registry()
-        promoted = registry.promoted_id()
-        if promoted is None and memory_spec.backend == "local" and not memory_spec.model:
-            raise SystemExit("no promoted memory model yet: run `make demo` or wait for the pipeline to promote one")
-        if promoted is not None:
-            sources = SourceIndex.from_registry(registry, promoted)
-            if memory_spec.backend == "local" and not memory_spec.model:
-                memory_spec = dataclasses.replace(memory_spec, model=str(registry.fetch(promoted)))
-    if memory_spec.backend == "local" and not memory_spec.model:
-        memory_spec = dataclasses.replace(memory_spec, model=str(embedded()))
-    executive_spec = _llm_spec("EXECUTIVE", args.executive, args.executive_model, args.executive_base_url)
-    executive = load_chat_model(executive_spec, default_local_dir=embedded() if executive_spec.backend == "local" and not executive_spec.model else None)
-    return Protocol(executive, load_chat_model(memory_spec), protocol_config(args), sources), memory_spec
+    memory, memory_spec, sources = build_memory(args, settings)
+    executive, config = build_executive(args, settings)
+    return Protocol(executive, memory, config, sources), memory_spec
 
 
 def print_trace(result, memory_spec) -> None:
@@ -94,16 +138,45 @@ def cmd_ask(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from memo_pipelines.apps.serve import ProtocolServer
+    from memo_pipelines.apps.batching import Tally, shared_model
+    from memo_pipelines.apps.deployments import LOADERS
+    from memo_pipelines.apps.follow import Deployment, ModelSwitch, PointerWatcher
+    from memo_pipelines.apps.serve import ProtocolServer, ServeLimits
+    from memo_pipelines.storage.layout import PROMOTED_POINTER
 
-    protocol, memory_spec = build_protocol(args, Settings.from_env())
-    server = ProtocolServer(protocol, args.model_name, args.host, args.port)
-    print(f"serving model {args.model_name!r} at {server.base_url} (memory {memory_spec.backend}:{memory_spec.model}); Ctrl-C stops", flush=True)
+    settings = Settings.from_env()
+    stats, window_s = Tally(), args.batch_window_ms / 1000
+    memory_spec = _llm_spec("MEMORY", args.memory, args.memory_model, args.memory_base_url)
+    watcher = None
+    if follows_registry(args, memory_spec):
+        registry = settings.registry()
+        pointer, etag = registry.store.get_json_versioned(PROMOTED_POINTER, default={"model_id": None})
+        if not pointer.get("model_id"):
+            raise SystemExit("no promoted memory model yet: run `make demo` or wait for the pipeline to promote one")
+        load = LOADERS["local"](registry, stats, window_s)
+        switch = ModelSwitch(load(pointer))
+        if args.follow:
+            watcher = PointerWatcher(registry.store, switch, load, etag, args.follow_interval)
+    else:
+        memory, memory_spec, sources = build_memory(args, settings)
+        label = f"{memory_spec.backend}:{memory_spec.model}"
+        switch = ModelSwitch(Deployment(None, None, "fixed memory: not following the registry", shared_model(memory, "memory", stats, window_s),
+                                        sources, memory_label=label))
+    executive, config = build_executive(args, settings, concurrency=args.max_active)
+    limits = ServeLimits(args.max_active, args.max_waiting, args.max_body_bytes)
+    server = ProtocolServer(switch, shared_model(executive, "executive", stats, window_s) if executive else None, config, args.model_name,
+                            args.host, args.port, limits, watcher, stats)
+    serving = switch.current
+    following = f"following the promoted pointer every {args.follow_interval:g} s" if watcher else "not following the registry"
+    print(f"serving model {args.model_name!r} at {server.base_url} (memory {serving.model_id or serving.memory_label}, mode {config.mode}, "
+          f"{following}); Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        if watcher:
+            watcher.stop()
         server.httpd.server_close()
     return 0
 
@@ -119,7 +192,8 @@ def add_protocol_flags(parser) -> None:
     parser.add_argument("--memory", default="", help="memory backend: local (the promoted model, default) or openai")
     parser.add_argument("--memory-model", default="", help="memory model: a directory (local) or a served model name")
     parser.add_argument("--memory-base-url", default="", help="OpenAI-compatible base URL of the memory (e.g. vLLM serving it)")
-    parser.add_argument("--mode", default=defaults.mode, choices=MODES, help="staged (three stages), single (one turn) or direct (memory only)")
+    parser.add_argument("--mode", default=None, choices=MODES,
+                        help="staged (three stages), single (one turn) or direct (memory only); default: staged, or direct with the embedded executive")
     parser.add_argument("--paraphrases", type=int, default=defaults.paraphrases, help="ask each sub-question k ways and take the majority answer")
     parser.add_argument("--narrow-turns", type=int, default=defaults.narrow_turns, help="turn budget of the narrowing stage")
     parser.add_argument("--gather-turns", type=int, default=defaults.gather_turns, help="turn budget of the gathering stage")
@@ -283,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model-name", default="memo", help="the model id clients ask for")
+    serve.add_argument("--no-follow", dest="follow", action="store_false", help="keep the memory loaded at start; ignore later promotions and rollbacks")
+    serve.add_argument("--follow-interval", type=float, default=10.0, help="seconds between polls of the promoted pointer's ETag")
+    serve.add_argument("--max-active", type=int, default=8, help="requests answered at once")
+    serve.add_argument("--max-waiting", type=int, default=16, help="requests queued behind them; past that, 429 with Retry-After")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body; larger ones get 413")
+    serve.add_argument("--batch-window-ms", type=float, default=5.0, help="how long an in-process model waits for concurrent requests' calls to share a batch")
     add_protocol_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
