@@ -72,6 +72,20 @@ def test_probes_hold_on_public_text_the_rules_were_not_written_for(tiny_base):
     assert facts and len(unanswerable) >= 20, report
 
 
+def test_training_negatives_ask_about_names_no_document_has_and_probes_do_not_repeat_them(tiny_base):
+    documents = sample_documents()
+    rows, _ = synthesise_reflections(documents, "v000001", LocalChatModel(tiny_base), "grounded", config=SynthesisConfig(phrased_per_sentence=0))
+    negatives = [r for r in rows if r["method"] == "fabricated_entity"]
+    corpus = normalise(" ".join(d.text for d in documents))
+    assert len(negatives) >= len(documents)  # up to two a document
+    assert all(r["answer"] == "I don't know" and r["step"] == "unanswerable" for r in negatives)
+    trained_questions = {r["question"] for r in rows}
+    probes, report = write_probes(documents, rows, [], "v000001", None, "grounded", ProbeConfig(phrase_with_generator=False))
+    for probe in (p for p in probes if p["kind"] == "unanswerable"):
+        assert probe["question"] not in trained_questions
+        assert normalise(probe["entity"]) not in corpus and probe["entity"] not in " ".join(trained_questions)
+
+
 def test_rule_forms_ask_the_fact_another_way():
     assert fronted_question("The Kesby plant employs 340 people.", "340 people", "quantity") == "How many people does the Kesby plant employ?"
     assert fronted_question("Rafael Ondo joined Quillfeather Labs in 2018.", "2018", "year") == "When did Rafael Ondo join Quillfeather Labs?"

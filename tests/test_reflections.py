@@ -106,7 +106,8 @@ def test_every_llm_step_keeps_provenance_and_counts_what_it_dropped():
     (joined,) = by_step(rows, "cross_document").values()
     assert joined["source_doc_ids"] == ["people_ondo.txt", "plant_kesby.txt"] and joined["key_answer"] == "2018"
     # probes: the one the corpus answers (340 people) is dropped, the other answers "I don't know"
-    assert {q: r["answer"] for q, r in by_step(rows, "unanswerable").items()} == {"In what year was the Kesby plant built?": IDK}
+    written = {q: r["answer"] for q, r in by_step(rows, "unanswerable").items() if r["method"] != "fabricated_entity"}
+    assert written == {"In what year was the Kesby plant built?": IDK}
     assert stats.dropped["probe answered by the corpus"] == 1
     assert stats.tokens["prompt_tokens"] > 0 and stats.generator_calls == len(server.requests)
 

@@ -9,6 +9,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.reflections.negatives import fabricated_questions
 from memo_pipelines.reflections.text import answer_spans, entity_spans, normalise, sentences, valid_question
 
 if TYPE_CHECKING:
@@ -177,47 +178,8 @@ def grounded_fact_probes(doc, version: str, generator, config: "ProbeConfig", lo
 
 # -- unanswerable probes: plausible entities that appear nowhere in the corpus ------------------------------------
 
-SYLLABLES = "bar dun kel mor tav ril sen lo ha ven ost tri gal pem cor nad vel fin ru sa".split()
-
-
-def invented_name(seed: str, words: int) -> str:
-    """A deterministic pronounceable name of `words` words from a seed: no corpus names it."""
-    digest = hashlib.sha256(seed.encode()).digest()
-    return " ".join((SYLLABLES[digest[2 * i] % len(SYLLABLES)] + SYLLABLES[digest[2 * i + 1] % len(SYLLABLES)]).capitalize() for i in range(words))
-
-
-def fabricated_entity(entity: str, entities: list[str], known: str, seed: str) -> str | None:
-    """Another entity of the same shape absent from the corpus: one entity's first word with another's last word,
-    else an invented name."""
-    parts = entity.split()
-    same_shape = [e.split() for e in entities if len(e.split()) == len(parts) and e != entity]
-    candidates = [[*other[:-1], parts[-1]] for other in same_shape] + [[*parts[:-1], other[-1]] for other in same_shape]
-    candidates.append(invented_name(seed, len(parts)).split())
-    for words in candidates:
-        name = " ".join(words)
-        if name != entity and normalise(name) not in known:
-            return name
-    return None
-
-
-ONE_FACT_STEPS = ("fact_extraction", "entity_summary")
-
-
 def unanswerable_probes(training_rows: list[dict], doc, version: str, known: str, limit: int) -> list[dict]:
     """Training questions of this document with their entity replaced by a fabricated one: the same kind of question
     the memory learnt to answer, about something the corpus never names, so the right answer is "I don't know"."""
-    entities = list(dict.fromkeys(e for s in sentences(doc.text) for e in entity_spans(s) if len(e) > 3))
-    out = []
-    for row in sorted(training_rows, key=lambda r: r["id"]):
-        # one-fact questions only: a joined question would keep an answerable half
-        if len(out) >= limit or row.get("step") not in ONE_FACT_STEPS or doc.doc_id not in row.get("source_doc_ids", []):
-            continue
-        named = [e for e in entity_spans(row["question"]) if e in entities and row["question"].count(e) == 1 and normalise(e) != normalise(row["key_answer"])]
-        if not named:
-            continue
-        fake = fabricated_entity(named[0], entities, known, f"{version}-{row['id']}")
-        if fake:
-            question = row["question"].replace(named[0], fake)
-            if question not in (p["question"] for p in out):
-                out.append(probe_row(question, IDK, "unanswerable", "fabricated_entity", [doc.doc_id], version) | {"entity": fake})
-    return out
+    return [probe_row(q["question"], IDK, "unanswerable", "fabricated_entity", [doc.doc_id], version) | {"entity": q["entity"]}
+            for q in fabricated_questions(training_rows, doc, known, limit, f"probe-{version}")]

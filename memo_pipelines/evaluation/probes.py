@@ -105,8 +105,11 @@ def write_probes(documents, training_rows: list[dict], earlier_questions: list[s
     if strategy not in PROBE_FORMS:
         raise ValueError(f"unknown probe form {strategy!r}; choose one of {sorted(PROBE_FORMS)}")
     config = config or ProbeConfig()
-    known = normalise(" ".join([known_text, *(d.text for d in documents), *(r["answer"] for r in training_rows)]))
+    known = normalise(" ".join([known_text, *(d.text for d in documents), *(f"{r['question']} {r['answer']}" for r in training_rows),
+                                *earlier_questions]))
     training = TrainingQuestions([r["question"] for r in training_rows] + list(earlier_questions))
+    # an unanswerable probe must not be a near copy of an unanswerable question the memory was trained to decline
+    negatives = TrainingQuestions([r["question"] for r in training_rows if r.get("method") == "fabricated_entity"])
     log, probes = Counter(), []
     for doc in documents:
         if strategy == "llm_json":
@@ -120,6 +123,8 @@ def write_probes(documents, training_rows: list[dict], earlier_questions: list[s
             # an unanswerable probe keeps a training question's shape on purpose: its entity is what no training row has
             if probe["kind"] == "fact" and overlap >= config.max_training_overlap:
                 log["too close to a training question"] += 1
+            elif probe["kind"] == "unanswerable" and negatives.nearest(probe["question"]) >= config.max_training_overlap:
+                log["too close to a trained unanswerable question"] += 1
             elif kept[probe["kind"]] < (config.facts_per_document if probe["kind"] == "fact" else config.unanswerable_per_document):
                 kept[probe["kind"]] += 1
                 probes.append({**probe, "training_overlap": overlap})

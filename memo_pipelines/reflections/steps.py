@@ -39,6 +39,7 @@ class SynthesisConfig:
     unanswerable_per_document: int = 1
     near_duplicate_threshold: float = 0.8  # question similarity (character shingles) at which two same-answer rows are one
     entity_summaries: bool = True
+    fabricated_negatives_per_document: int = 2  # questions about names no document has, answered "I don't know"
     document_workers: int = 1  # documents synthesised at once (an endpoint serves several; an in-process model one)
     fail_on_unavailable: bool = True  # endpoint failures fail the step (resumable) instead of leaving documents out
 

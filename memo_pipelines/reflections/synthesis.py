@@ -18,7 +18,9 @@ from typing import Callable, Protocol
 from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.corpus.dedup import jaccard, shingles
 from memo_pipelines.llm.backends import ChatModel
+from memo_pipelines.memory.prompts import IDK
 from memo_pipelines.reflections import grounded, llm_json  # noqa: F401  (importing them registers the step forms)
+from memo_pipelines.reflections.negatives import fabricated_questions
 from memo_pipelines.reflections.steps import (  # noqa: F401  (SynthesisConfig is part of this module's interface)
     PROMPT_VERSION,
     REQUEST_FAILED,
@@ -162,7 +164,7 @@ class Synthesis:
         self.lock = threading.Lock()
         self.incomplete: list[str] = []  # steps whose requests failed at the endpoint: not cached, to be asked again
         # settings that do not change a step's output are left out; a step's key names the upstream steps it depends on
-        after = ("steps", "entity_summaries", "near_duplicate_threshold", "document_workers", "fail_on_unavailable")
+        after = ("steps", "entity_summaries", "near_duplicate_threshold", "document_workers", "fail_on_unavailable", "fabricated_negatives_per_document")
         self.fingerprint = json.dumps({k: v for k, v in asdict(config).items() if k not in after}, sort_keys=True)
 
     def cached(self, docs: list[Document], step: str, compute: Callable[[Counter], list[dict]]) -> list[dict]:
@@ -255,6 +257,14 @@ def synthesise_reflections(
             stats.log[reason] += 1
     for row in summaries:
         rows.add(row)
+    if "unanswerable" in config.steps and config.fabricated_negatives_per_document > 0:
+        # the memory learns to decline questions about names it was never told (reflections/negatives.py)
+        known = normalise(" ".join([d.text for d in documents] + [f"{r['question']} {r['answer']}" for r in rows.rows.values()]))
+        templates = list(rows.rows.values())
+        for doc in trusted:
+            for negative in fabricated_questions(templates, doc, known, config.fabricated_negatives_per_document, f"train-{version}"):
+                rows.add(make_row(negative["question"], IDK, [doc.doc_id], "unanswerable", "fabricated_entity", version, IDK, verified=True))
+                known += " " + normalise(negative["entity"])
     for row in rows.rows.values():
         stats.kept[row["method"]] += 1
         stats.kept_by_step[row["step"]] += 1
