@@ -139,3 +139,27 @@ def test_sources_come_from_every_version_in_the_promoted_models_lineage(promoted
     assert sorted(r["id"] for r in index.reflections) == ["new", "r0", "r1", "r2"]
     assert [r["id"] for r in index.attribute("Who owns the Kesby plant?", "Quillfeather Labs owns it.")] == ["new"]
     assert index.attribute("Who owns the Kesby plant?", "Nobody I know of.") == []
+
+
+def test_plain_ask_with_the_embedded_executive_answers_from_the_memory_and_says_so_once(promoted, capsys, tmp_path):
+    out, err = ask_with_stderr(capsys, "Who is the manager of the Kesby plant?", "--json")
+    result = json.loads(out)
+    assert "Rafael Ondo" in result["answer"] and result["sources"] == ["doc-0.md"]
+    assert result["executive_calls"] == 0 and [t["stage"] for t in result["trace"]] == ["direct"]
+    warnings = [line for line in err.splitlines() if line.startswith("memo:")]
+    assert len(warnings) == 1 and "memory answers directly" in warnings[0] and "--mode single or staged" in warnings[0], err
+    assert not (tmp_path / "work" / "embedded").exists()  # the executive it will not ask is not even converted and loaded
+
+
+def test_an_explicit_mode_runs_the_protocol_whatever_the_executive(promoted, capsys):
+    from argparse import Namespace
+
+    from memo_pipelines.llm.backends import LLMSpec
+
+    assert cli.choose_mode(Namespace(mode="staged"), LLMSpec()) == "staged"  # the embedded executive, asked for by name
+    assert capsys.readouterr().err == ""
+    with ScriptedOpenAI(scripted_executive) as executive:
+        out, err = ask_with_stderr(capsys, "Who is the manager of the Kesby plant?", "--json", "--mode", "single", "--executive", "openai",
+                                   "--executive-model", "scripted-model", "--executive-base-url", executive.base_url)
+    result = json.loads(out)
+    assert result["executive_calls"] == 2 and [t["stage"] for t in result["trace"]] == ["decompose"] and "memo:" not in err
