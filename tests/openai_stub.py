@@ -6,6 +6,10 @@
 The responder gets the parsed JSON body of POST /v1/chat/completions or /v1/completions
 and returns the reply text, {"status": 500} for an HTTP error, or
 {"sleep": seconds, "content": text} to answer late (sleep may be combined with status).
+
+Like vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, POST /v1/load_lora_adapter {"lora_name", "lora_path"} and
+/v1/unload_lora_adapter {"lora_name"} add and remove adapters (`adapters`, `adapter_calls`), which /v1/models lists
+after the base model.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ class ScriptedOpenAI:
         self.model = model
         self._requests: list[dict] = []
         self._exchanges: list[tuple[dict, dict]] = []
+        self.adapters: dict[str, str] = {}  # lora_name -> lora_path
+        self.adapter_calls: list[tuple[str, dict]] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -120,13 +126,37 @@ def _make_handler(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self):
             if self.path.rstrip("/") == "/v1/models":
+                with server._lock:
+                    names = [server.model, *server.adapters]
                 self._send(200, {"object": "list", "data": [
-                    {"id": server.model, "object": "model", "created": 0, "owned_by": "tests"}]})
+                    {"id": name, "object": "model", "created": 0, "owned_by": "tests"} for name in names]})
             else:
                 self._error(404, f"no route GET {self.path}")
 
+        def _adapter(self, path: str) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            name = body.get("lora_name")
+            with server._lock:
+                server.adapter_calls.append((path.rsplit("/", 1)[1], body))
+                if path.endswith("/load_lora_adapter"):
+                    status = 400 if name in server.adapters else 200
+                    if status == 200:
+                        server.adapters[name] = body["lora_path"]
+                else:
+                    status = 200 if server.adapters.pop(name, None) is not None else 404
+            if status != 200:
+                return self._error(status, f"adapter {name!r}: {'already loaded' if status == 400 else 'not loaded'}")
+            data = f"Success: LoRA adapter '{name}' {'added' if path.endswith('/load_lora_adapter') else 'removed'} successfully.".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_POST(self):
             path = self.path.split("?")[0].rstrip("/")
+            if path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+                return self._adapter(path)
             if path not in ("/v1/chat/completions", "/v1/completions"):
                 return self._error(404, f"no route POST {self.path}")
             try:
@@ -149,3 +179,36 @@ def _make_handler(server: ScriptedOpenAI) -> type[BaseHTTPRequestHandler]:
             self._send(200, completion)
 
     return Handler
+
+
+def serve_model_dir(argv: list[str] | None = None) -> None:
+    """A stand-in for `vllm serve`: a real local model directory behind the OpenAI API, greedy, on loopback.
+
+        python -m tests.openai_stub --model-dir DIR --served-model-name NAME --port PORT
+    """
+    import argparse
+
+    from memo_pipelines.llm.backends import LocalChatModel
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--served-model-name", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    model, lock = LocalChatModel(args.model_dir), threading.Lock()
+
+    def answer(body: dict) -> str | dict:
+        if body.get("model") != args.served_model_name:
+            return {"status": 404, "message": f"The model `{body.get('model')}` does not exist."}
+        with lock:
+            return model.chat([body["messages"]], max_new_tokens=body.get("max_tokens") or 64)[0]
+
+    stub = ScriptedOpenAI(answer, model=args.served_model_name)
+    stub._httpd = ThreadingHTTPServer(("127.0.0.1", args.port), _make_handler(stub))
+    stub._httpd.daemon_threads = True
+    print(f"serving {args.model_dir} as {args.served_model_name} on port {args.port}", flush=True)
+    stub._httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    serve_model_dir()

@@ -5,11 +5,12 @@ the old one serving. Real SeaweedFS, real registry, tiny real models that each l
 import gc
 import json
 import weakref
+from collections import Counter
 
 import pytest
 import torch
 
-from memo_pipelines.apps.batching import Tally
+from memo_pipelines.apps.batching import RequestModel, Tally
 from memo_pipelines.apps.deployments import local_loader
 from memo_pipelines.apps.follow import ModelSwitch, PointerWatcher
 from memo_pipelines.memory.prompts import memory_messages
@@ -63,7 +64,8 @@ def register_two(registry, two_memories) -> None:
 
 
 def ask(deployment) -> str:
-    return deployment.memory.chat([memory_messages(QUESTION)], max_new_tokens=24)[0][0]
+    """The deployment's memory answer to QUESTION, asked the way a request's protocol asks it."""
+    return RequestModel(deployment.memory, "memory", Counter()).chat([memory_messages(QUESTION)], max_new_tokens=24)[0]
 
 
 @pytest.fixture
@@ -127,3 +129,49 @@ def test_a_model_that_fails_to_load_leaves_the_old_one_serving_and_a_later_move_
     assert watcher.check() is False  # backing off: the broken model is not reloaded on every poll
     registry.promote("v000002-b", "fixed")
     assert watcher.check() is True and switch.current.model_id == "v000002-b" and watcher.error is None
+
+
+def adapter_of(base_dir, out_dir, seed: int):
+    """A real peft LoRA adapter of the tiny base (untrained: only its format matters to the endpoint that loads it)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def test_lora_adapters_follow_the_pointer_on_an_openai_compatible_endpoint(store, tiny_base, tmp_path):
+    """vLLM's runtime adapter routes, scripted: the promoted adapter is loaded by name and answers; the replaced one
+    is unloaded when its last request is done; a rollback loads the old one again; a full model is refused."""
+    from memo_pipelines.apps.deployments import lora_loader
+    from memo_pipelines.llm.backends import LLMSpec
+    from tests.openai_stub import ScriptedOpenAI
+
+    registry = ModelRegistry(store, tmp_path / "models")
+    for n, model_id in enumerate(["v000001-a", "v000002-b"]):
+        registry.register(model_id, adapter_of(tiny_base, tmp_path / model_id, n), {"kind": "candidate", "version": model_id[:7], "parent": None})
+    registry.register("v000003-full", tiny_base, {"kind": "candidate", "version": "v000003", "parent": None})
+    registry.promote("v000001-a", "v000001 passed its gates")
+    with ScriptedOpenAI(lambda request: f"answered by {request['model']}", model="base-model") as endpoint:
+        load = lora_loader(registry, Tally(), memory_spec=LLMSpec("openai", "", endpoint.base_url, max_retries=0), lora_path="/adapters/{model_id}")
+        pointer, etag = store.get_json_versioned(layout.PROMOTED_POINTER)
+        switch = ModelSwitch(load(pointer), log=lambda message: None)
+        watcher = PointerWatcher(store, switch, load, etag, interval_s=0.1)
+        assert endpoint.adapters == {"v000001-a": "/adapters/v000001-a"}
+        assert ask(switch.current) == "answered by v000001-a"
+
+        with switch.acquire() as in_flight:
+            registry.promote("v000002-b", "v000002 passed its gates")
+            assert watcher.check() is True and ask(switch.current) == "answered by v000002-b"
+            assert sorted(endpoint.adapters) == ["v000001-a", "v000002-b"] and ask(in_flight) == "answered by v000001-a"
+        assert sorted(endpoint.adapters) == ["v000002-b"]
+
+        registry.rollback("answers got worse")
+        assert watcher.check() is True and ask(switch.current) == "answered by v000001-a" and sorted(endpoint.adapters) == ["v000001-a"]
+        assert [call for call, _ in endpoint.adapter_calls] == ["load_lora_adapter", "load_lora_adapter", "unload_lora_adapter",
+                                                                "load_lora_adapter", "unload_lora_adapter"]
+
+        registry.promote("v000003-full", "promoted by hand")
+        assert watcher.check() is False and "not a LoRA adapter" in watcher.error and switch.current.model_id == "v000001-a"

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import openai
 import pytest
@@ -24,6 +25,7 @@ from tests.openai_stub import ScriptedOpenAI, _count_tokens
 from tests.test_follow import ANSWER_A, ANSWER_B, register_two, two_memories  # noqa: F401 (a fixture)
 
 QUESTION = "Who manages the Kesby plant?"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def executive(request: dict) -> str:
@@ -47,7 +49,7 @@ def free_port() -> int:
 def start_serve(args: list[str], env: dict) -> tuple[subprocess.Popen, int, str]:
     """`memo serve` in its own process on a free loopback port: (process, port, what it printed up to its banner)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "memo_pipelines.apps.cli", "serve", "--port", str(port), *args],
+    process = subprocess.Popen([sys.executable, "-m", "memo_pipelines.apps.cli", "serve", "--port", str(port), *args], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, "OMP_NUM_THREADS": "1"})
     printed = []
     for line in process.stdout:
@@ -311,3 +313,30 @@ def test_errors_have_openai_bodies_and_status_codes_and_a_failing_protocol_is_no
     assert failed.value.body["type"] == "server_error" and "TypeError" in failed.value.body["message"]
     assert len(executive_server.requests) - seen == 2  # one protocol run: the client was told not to retry
     assert client(port).chat.completions.create(**ask).choices[0].message.content == ANSWER_A  # the server lives on
+
+
+def test_a_launched_memory_server_is_replaced_blue_green_on_a_promotion(store, two_memories, tmp_path):
+    """--memory-launch: each promoted memory gets its own OpenAI-compatible server process (vLLM's place; here a real
+    local model behind the OpenAI API); the new one answers once it lists the model, the old one is stopped."""
+    registry = ModelRegistry(store, tmp_path / "models")
+    register_two(registry, two_memories)
+    launch = f"{sys.executable} -m tests.openai_stub --model-dir {{model_dir}} --served-model-name {{model_id}} --port {{port}}"
+    process, port, printed = start_serve(["--mode", "direct", "--memory-launch", launch, "--follow-interval", "0.2"], cli_env(store, tmp_path / "work"))
+    memory_url = lambda: get_json(port, "/health")["serving"]["memory"].split(" at ")[1]  # noqa: E731
+    try:
+        ask = lambda: client(port).chat.completions.create(model="memo", messages=[{"role": "user", "content": QUESTION}])  # noqa: E731
+        assert ask().choices[0].message.content == ANSWER_A
+        old_url = memory_url()
+        registry.promote("v000002-b", "v000002 passed its gates")
+        wait_for(lambda: served_model(port) == "v000002-b", timeout_s=120, what="the new memory server to take over")
+        assert ask().choices[0].message.content == ANSWER_B
+        new_url = memory_url()
+        assert new_url != old_url
+        wait_for(lambda: len(get_json(port, "/health")["loaded"]) == 1, what="the old memory server to be stopped")
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"{old_url}/models", timeout=5)
+    finally:
+        stop(process)
+    assert "(launch)" in printed
+    with pytest.raises(urllib.error.URLError):  # memo serve stopped the memory server it launched on its way out
+        urllib.request.urlopen(f"{new_url}/models", timeout=5)

@@ -137,7 +137,24 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def memory_follower(args, memory_spec) -> str | None:
+    """How `memo serve` follows the promoted pointer: the name of a loader in apps.deployments, or None (a fixed memory)."""
+    if args.memory_launch:
+        return "launch"
+    if args.memory_lora:
+        if memory_spec.backend != "openai" or not memory_spec.base_url:
+            raise SystemExit("--memory-lora needs --memory openai and --memory-base-url of the server that loads the adapters")
+        return "lora"
+    return "local" if follows_registry(args, memory_spec) else None
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def cmd_serve(args) -> int:
+    import signal
+
     from memo_pipelines.apps.batching import Tally, shared_model
     from memo_pipelines.apps.deployments import LOADERS
     from memo_pipelines.apps.follow import Deployment, ModelSwitch, PointerWatcher
@@ -147,13 +164,14 @@ def cmd_serve(args) -> int:
     settings = Settings.from_env()
     stats, window_s = Tally(), args.batch_window_ms / 1000
     memory_spec = _llm_spec("MEMORY", args.memory, args.memory_model, args.memory_base_url)
-    watcher = None
-    if follows_registry(args, memory_spec):
+    follower, watcher = memory_follower(args, memory_spec), None
+    if follower:
         registry = settings.registry()
         pointer, etag = registry.store.get_json_versioned(PROMOTED_POINTER, default={"model_id": None})
         if not pointer.get("model_id"):
             raise SystemExit("no promoted memory model yet: run `make demo` or wait for the pipeline to promote one")
-        load = LOADERS["local"](registry, stats, window_s)
+        load = LOADERS[follower](registry, stats, window_s=window_s, memory_spec=memory_spec, command=args.memory_launch,
+                                 ready_timeout_s=args.memory_ready_timeout, lora_path=args.lora_path)
         switch = ModelSwitch(load(pointer))
         if args.follow:
             watcher = PointerWatcher(registry.store, switch, load, etag, args.follow_interval)
@@ -162,22 +180,27 @@ def cmd_serve(args) -> int:
         label = f"{memory_spec.backend}:{memory_spec.model}"
         switch = ModelSwitch(Deployment(None, None, "fixed memory: not following the registry", shared_model(memory, "memory", stats, window_s),
                                         sources, memory_label=label))
-    executive, config = build_executive(args, settings, concurrency=args.max_active)
-    limits = ServeLimits(args.max_active, args.max_waiting, args.max_body_bytes)
-    server = ProtocolServer(switch, shared_model(executive, "executive", stats, window_s) if executive else None, config, args.model_name,
-                            args.host, args.port, limits, watcher, stats)
-    serving = switch.current
-    following = f"following the promoted pointer every {args.follow_interval:g} s" if watcher else "not following the registry"
-    print(f"serving model {args.model_name!r} at {server.base_url} (memory {serving.model_id or serving.memory_label}, mode {config.mode}, "
-          f"{following}); Ctrl-C stops", flush=True)
+    # SIGTERM ends the server like Ctrl-C does, so memory servers it launched are stopped with it
+    signal.signal(signal.SIGTERM, _interrupt)
+    server = None
     try:
+        executive, config = build_executive(args, settings, concurrency=args.max_active)
+        limits = ServeLimits(args.max_active, args.max_waiting, args.max_body_bytes)
+        server = ProtocolServer(switch, shared_model(executive, "executive", stats, window_s) if executive else None, config, args.model_name,
+                                args.host, args.port, limits, watcher, stats)
+        serving = switch.current
+        following = f"following the promoted pointer every {args.follow_interval:g} s ({follower})" if watcher else "not following the registry"
+        print(f"serving model {args.model_name!r} at {server.base_url} (memory {serving.memory_label}, mode {config.mode}, {following}); "
+              "Ctrl-C stops", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         if watcher:
             watcher.stop()
-        server.httpd.server_close()
+        if server:
+            server.httpd.server_close()
+        switch.close_all()
     return 0
 
 
@@ -362,6 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-active", type=int, default=8, help="requests answered at once")
     serve.add_argument("--max-waiting", type=int, default=16, help="requests queued behind them; past that, 429 with Retry-After")
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body; larger ones get 413")
+    serve.add_argument("--memory-launch", default="", metavar="COMMAND",
+                       help="serve each promoted memory with this command, blue/green: {model_dir}, {model_id}, {port} are filled in, e.g. "
+                            "'vllm serve {model_dir} --served-model-name {model_id} --host 127.0.0.1 --port {port} --gpu-memory-utilization 0.45'")
+    serve.add_argument("--memory-ready-timeout", type=float, default=900.0, help="seconds a launched memory server has to list its model")
+    serve.add_argument("--memory-lora", action="store_true",
+                       help="load each promoted memory as a LoRA adapter on --memory-base-url (vLLM with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)")
+    serve.add_argument("--lora-path", default="{model_dir}", help="where that server reads an adapter: {model_dir} (this machine's copy) or a path with {model_id}")
     serve.add_argument("--batch-window-ms", type=float, default=5.0, help="how long an in-process model waits for concurrent requests' calls to share a batch")
     add_protocol_flags(serve)
     serve.set_defaults(func=cmd_serve)

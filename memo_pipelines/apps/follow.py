@@ -91,6 +91,13 @@ class ModelSwitch:
             self._free(old)
         return old
 
+    def close_all(self) -> None:
+        """Free every deployment, in flight or not: the server is going away."""
+        with self._lock:
+            every, self._retired, self._in_flight = [self._current, *self._retired.values()], {}, {}
+        for deployment in every:
+            self._free(deployment)
+
     def loaded(self) -> list[dict]:
         """Every deployment still holding a model: the current one first, then replaced ones with requests left."""
         with self._lock:
@@ -103,13 +110,9 @@ class ModelSwitch:
             self.log(f"memo serve: unloading {deployment.model_id} failed: {type(error).__name__}: {error}")
         deployment.memory = deployment.sources = None
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        torch = sys.modules.get("torch")  # a remote memory never imported it, and importing it here takes seconds
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 class PointerWatcher:
