@@ -13,17 +13,23 @@ class SnapshotConfig(dg.Config):
     max_document_bytes: int = 2_000_000  # larger objects are quarantined from their manifest size, never downloaded
 
 
-@dg.asset(partitions_def=corpus_versions, kinds={"s3"}, group_name="memo", description="Manifest, normalised text and quarantine list of one corpus version.")
+@dg.asset(partitions_def=corpus_versions, kinds={"s3"}, group_name="memo", description="Manifest, normalised text, quarantine list and superseded near-duplicates of one corpus version.")
 def corpus_snapshot(context: dg.AssetExecutionContext, config: SnapshotConfig, registry: ModelRegistryResource) -> dg.MaterializeResult:
     ws = registry.workspace()
     snapshot = snapshot_corpus(ws, context.partition_key, config.max_document_bytes)
     for item in snapshot.quarantine:
         context.log.warning(f"quarantined {item['doc_id']}: {item['reason']}")
+    for item in snapshot.superseded:
+        context.log.warning(f"superseded {item['doc_id']}: {item['reason']}")
     return dg.MaterializeResult(
         metadata={
             "documents": len(snapshot.documents),
             "quarantined": len(snapshot.quarantine),
             "duplicates": len(snapshot.duplicates),
+            "superseded": dg.MetadataValue.md(
+                md_table(["document", "superseded by", "similarity", "reason"], [[s["doc_id"], s["superseded_by"], s["similarity"], s["reason"]] for s in snapshot.superseded])
+                if snapshot.superseded else "no near-duplicates"
+            ),
             "characters": sum(len(d.text) for d in snapshot.documents),
             "formats": dict(sorted(Counter(d.format for d in snapshot.documents).items())),
             "deleted": dg.MetadataValue.md(md_table(["deleted document"], [[d] for d in snapshot.deleted]) if snapshot.deleted else "nothing deleted"),

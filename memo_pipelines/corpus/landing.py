@@ -82,6 +82,7 @@ def next_version_key(existing: list[str]) -> str:
 def manifest(version: str, diff: LandingDiff) -> dict:
     return {
         "version": version,
-        "objects": [{"key": o.key, "etag": o.etag, "size": o.size} for o in diff.new_or_changed],
+        # last_modified tells which of two near-duplicate documents is the newer one (the snapshot keeps that one)
+        "objects": [{"key": o.key, "etag": o.etag, "size": o.size, "last_modified": o.last_modified} for o in diff.new_or_changed],
         "deleted": diff.deleted,
     }

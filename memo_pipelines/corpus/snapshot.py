@@ -1,9 +1,11 @@
 """Corpus snapshots: a version's manifest becomes normalised documents plus a quarantine list."""
 
+import difflib
 import hashlib
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from memo_pipelines.corpus.formats import Unreadable, document_format, read_document, unsafe_key_reason
@@ -29,8 +31,10 @@ class Snapshot:
     version: str
     documents: list[Document] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
-    duplicates: list[dict] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)  # exact copies (same normalised text) of a kept document
     deleted: list[str] = field(default_factory=list)  # doc ids removed from the landing folder in this version
+    # near-duplicates of a newer document of this version: {doc_id, key, superseded_by, similarity, reason}
+    superseded: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -39,12 +43,13 @@ class Snapshot:
             "quarantine": self.quarantine,
             "duplicates": self.duplicates,
             "deleted": self.deleted,
+            "superseded": self.superseded,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> "Snapshot":
         documents = [Document(**doc) for doc in data["documents"]]
-        return cls(data["version"], documents, data["quarantine"], data["duplicates"], data.get("deleted", []))
+        return cls(data["version"], documents, data["quarantine"], data["duplicates"], data.get("deleted", []), data.get("superseded", []))
 
 
 def normalise_text(text: str) -> str:
@@ -77,6 +82,44 @@ def doc_id_for(key: str, landing_prefix: str) -> str:
     return key[len(landing_prefix):] if key.startswith(landing_prefix) else key
 
 
+def modified_at(entry: dict) -> float:
+    """The manifest entry's last-modified time in seconds (the listing's), or -inf for an entry written without one."""
+    value = entry.get("last_modified")
+    return datetime.fromisoformat(value).timestamp() if value else float("-inf")
+
+
+def text_changes(older: str, newer: str, limit: int = 3, width: int = 6) -> str:
+    """The first few word-level edits that turn the older text into the newer one: "'340' -> '345'; ..."."""
+    old_words, new_words = older.split(), newer.split()
+    edits = [(" ".join(old_words[i1:i2][:width]), " ".join(new_words[j1:j2][:width]))
+             for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old_words, new_words, autojunk=False).get_opcodes() if tag != "equal"]
+    shown = "; ".join(f"'{a}' -> '{b}'" for a, b in edits[:limit])
+    return shown + (f"; and {len(edits) - limit} more" if len(edits) > limit else "")
+
+
+def keep_newest(candidates: list[tuple[dict, Document]], threshold: float) -> tuple[list[Document], list[dict]]:
+    """Of every group of near-duplicates keep the newest document (latest last-modified time; on a tie, or without
+    times, the later key in sort order) and record each older one as superseded by it, with what the newer one changed."""
+    from memo_pipelines.corpus.dedup import MinHashIndex
+
+    near = MinHashIndex(threshold=threshold)
+    kept: dict[str, tuple[dict, Document]] = {}
+    superseded: dict[str, dict] = {}
+    for entry, doc in sorted(candidates, key=lambda c: (modified_at(c[0]), c[1].doc_id), reverse=True):
+        similar = near.find(doc.text) if threshold <= 1.0 else None
+        if similar is None:
+            near.add(doc.doc_id, doc.text)
+            kept[doc.doc_id] = (entry, doc)
+            continue
+        newer_entry, newer = kept[similar[0]]
+        when = (f"older: last modified {entry.get('last_modified') or 'unknown'}, the kept one {newer_entry['last_modified']}"
+                if modified_at(newer_entry) > modified_at(entry) else "no older by last-modified time (same second, or none recorded): kept the later key in sort order")
+        superseded[doc.doc_id] = {"doc_id": doc.doc_id, "key": doc.key, "superseded_by": newer.doc_id, "similarity": similar[1],
+                                  "reason": f"{when}; the kept one changed {text_changes(doc.text, newer.text) or 'only spacing'}"}
+    order = [doc.doc_id for _, doc in candidates]  # both lists in manifest order
+    return [doc for _, doc in candidates if doc.doc_id in kept], sorted(superseded.values(), key=lambda s: order.index(s["doc_id"]))
+
+
 def build_snapshot(
     version: str,
     manifest: list[dict],
@@ -85,13 +128,12 @@ def build_snapshot(
     max_bytes: int = MAX_DOCUMENT_BYTES,
     near_duplicate_threshold: float = 0.8,
 ) -> Snapshot:
-    """Fetch every manifest entry, keep readable documents, quarantine the rest with a reason, drop exact and near
-    duplicates (estimated word-shingle Jaccard similarity >= near_duplicate_threshold; a threshold above 1 turns it off)."""
-    from memo_pipelines.corpus.dedup import MinHashIndex
-
+    """Fetch every manifest entry, keep readable documents, quarantine the rest with a reason, drop exact duplicates
+    (counted), and of near-duplicates (estimated word-shingle Jaccard similarity >= near_duplicate_threshold; a
+    threshold above 1 turns it off) keep the newest, recording the others as superseded with what changed."""
     snapshot = Snapshot(version)
     seen: dict[str, str] = {}
-    near = MinHashIndex(threshold=near_duplicate_threshold)
+    candidates: list[tuple[dict, Document]] = []
     for entry in manifest:
         key = entry["key"]
         doc_id = doc_id_for(key, landing_prefix)
@@ -122,11 +164,7 @@ def build_snapshot(
         if digest in seen:
             snapshot.duplicates.append({"doc_id": doc_id, "duplicate_of": seen[digest]})
             continue
-        similar = near.find(text) if near_duplicate_threshold <= 1.0 else None
-        if similar:
-            snapshot.duplicates.append({"doc_id": doc_id, "duplicate_of": similar[0], "similarity": similar[1]})
-            continue
         seen[digest] = doc_id
-        near.add(doc_id, text)
-        snapshot.documents.append(Document(doc_id, key, etag, len(data), digest, text, document_format(key)))
+        candidates.append((entry, Document(doc_id, key, etag, len(data), digest, text, document_format(key))))
+    snapshot.documents, snapshot.superseded = keep_newest(candidates, near_duplicate_threshold)
     return snapshot

@@ -2,6 +2,8 @@
 
     landing/...                              documents as people drop them (the prefix is configurable)
     versions/{v}/{record}                    one corpus version's records: manifest, snapshot, reflections, evaluation ...
+    versions/{v}/reflections_checks.json     the outcome of the version's blocking reflection checks
+    versions/{v}/failure.json                the version's last failed run: step, error, how to retry (cleared by a success)
     versions/{v}/raw/{doc_id}                the documents a snapshot read, archived for backfills
     versions/{v}/adapter/...                 the version's LoRA adapter
     registry/models/{model_id}.json          one model's record and lineage; its files under models/{model_id}/
@@ -25,6 +27,18 @@ USER_EVALS_PREFIX = "evals/"
 def version_key(version: str, name: str) -> str:
     """A record of one corpus version: `manifest.json`, `snapshot.json`, `reflections.jsonl`, `probes.jsonl`, ..."""
     return f"{VERSIONS_PREFIX}{version}/{name}"
+
+
+REFLECTION_CHECKS = "reflections_checks.json"
+FAILURE = "failure.json"
+
+
+def reflection_checks_key(version: str) -> str:
+    return version_key(version, REFLECTION_CHECKS)
+
+
+def failure_key(version: str) -> str:
+    return version_key(version, FAILURE)
 
 
 def archived_document_key(version: str, doc_id: str) -> str:

@@ -4,6 +4,7 @@ import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,6 +14,7 @@ class StoredObject:
     key: str
     etag: str
     size: int
+    last_modified: str | None = None  # ISO 8601, UTC, as the listing said; one-second resolution, so never an identity
 
 
 class WriteConflict(RuntimeError):
@@ -94,7 +96,9 @@ class ObjectStore:
         with self._call("list_objects", prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield StoredObject(item["Key"], item["ETag"].strip('"'), int(item["Size"]))
+                    modified = item.get("LastModified")
+                    yield StoredObject(item["Key"], item["ETag"].strip('"'), int(item["Size"]),
+                                       modified.astimezone(timezone.utc).isoformat() if modified else None)
 
     def put_bytes(self, key: str, data: bytes) -> str:
         with self._call("put_object", key):
