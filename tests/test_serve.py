@@ -298,6 +298,10 @@ def test_errors_have_openai_bodies_and_status_codes_and_a_failing_protocol_is_no
     assert status == 400 and body["error"]["type"] == "invalid_request_error" and "bad JSON" in body["error"]["message"]
     status, _, body = post(port, "/v1/chat/completions", json.dumps({**ask, "messages": "hello"}).encode())
     assert status == 400 and body["error"]["param"] == "messages"
+    status, _, body = post(port, "/v1/chat/completions", json.dumps({**ask, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}).encode())
+    assert status == 400 and "no user message" in body["error"]["message"]
+    status, _, body = post(port, "/v1/chat/completions", json.dumps({**ask, "stream": True, "stream_options": "usage"}).encode())
+    assert status == 400 and body["error"]["param"] == "stream"
     status, _, body = post(port, "/v1/chat/completions", json.dumps({**ask, "content": "x" * 5000}).encode())
     assert status == 413 and "limit is 4096" in body["error"]["message"]
     status, _, body = post(port, "/v1/embeddings", json.dumps(ask).encode())

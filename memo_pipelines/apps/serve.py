@@ -159,7 +159,7 @@ def _last_user_message(body: dict) -> str:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):  # content parts: keep the text ones
-                content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+                content = " ".join(part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str))
             if isinstance(content, str) and content.strip():
                 return content
             break
@@ -214,6 +214,14 @@ def _handler(server: ProtocolServer):
             self._error(RequestError(404, f"no route GET {self.path}", code="not_found"))
 
         def do_POST(self):
+            try:
+                self._chat_completion()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client left
+            except Exception as error:  # whatever went wrong, the client gets an answer it will not retry
+                self._error(_server_error(error), {"x-should-retry": "false"})
+
+        def _chat_completion(self) -> None:
             if self._route() != "/v1/chat/completions":
                 return self._error(RequestError(404, f"no route POST {self.path}", code="not_found"))
             try:
@@ -222,15 +230,15 @@ def _handler(server: ProtocolServer):
                 if body.get("model") not in (None, server.model_name):
                     raise RequestError(404, f"the model '{body['model']}' does not exist; this server serves '{server.model_name}'",
                                        code="model_not_found", param="model")
-                stream = body.get("stream", False)
-                if not isinstance(stream, bool):
-                    raise RequestError(400, "'stream' must be true or false", param="stream")
+                stream, options = body.get("stream", False), body.get("stream_options") or {}
+                if not isinstance(stream, bool) or not isinstance(options, dict):
+                    raise RequestError(400, "'stream' must be true or false and 'stream_options' an object", param="stream")
             except RequestError as error:
                 return self._error(error)
             try:
                 with server.admission.enter():
                     if stream:
-                        return self._stream(question, bool((body.get("stream_options") or {}).get("include_usage")))
+                        return self._stream(question, bool(options.get("include_usage")))
                     self._complete(question)
             except QueueFull as full:
                 self._error(RequestError(429, f"{server.limits.max_active} requests are being answered and {server.limits.max_waiting} wait; "
