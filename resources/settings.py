@@ -21,7 +21,8 @@ class TrainerResource(dg.ConfigurableResource):
     learning_rate: float = TrainConfig.learning_rate
     epochs: int = TrainConfig.epochs
     batch_size: int = TrainConfig.batch_size
-    max_length: int = TrainConfig.max_length
+    max_length: int = TrainConfig.max_length  # cap on tokens per example; training runs at the longest example's length up to it
+    max_truncated_share: float = TrainConfig.max_truncated_share  # more examples than this share cut at the cap fails the step
     pack_length: int = TrainConfig.pack_length
     replay_size: int = UpdateConfig.replay_size  # earlier versions' reflections replayed per update
     general_replay_size: int = UpdateConfig.general_replay_size  # generic questions with the base model's own answers replayed per update
@@ -35,8 +36,8 @@ class TrainerResource(dg.ConfigurableResource):
     def train_config(self) -> TrainConfig:
         return TrainConfig(
             method=self.method, lora_r=self.lora_r, lora_alpha=self.lora_alpha, learning_rate=self.learning_rate, epochs=self.epochs,
-            batch_size=self.batch_size, max_length=self.max_length, seed=self.seed, pack_length=self.pack_length,
-            checkpoint_every=self.checkpoint_every,
+            batch_size=self.batch_size, max_length=self.max_length, max_truncated_share=self.max_truncated_share, seed=self.seed,
+            pack_length=self.pack_length, checkpoint_every=self.checkpoint_every,
         )
 
     def launch(self) -> dict:

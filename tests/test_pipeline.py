@@ -59,6 +59,9 @@ def test_two_versions_reach_promotion_and_the_first_is_retained(store, tiny_base
     adapter = second.asset_materializations_for_node("memory_adapter")[0].metadata
     assert adapter["parent_model"].value == promoted_v1  # version 2 trained on top of version 1's model
     assert adapter["replay_reflections"].value > 0
+    # trained at the longest example's length: none lost its end token (at the old fixed 160, 8 of version 1's 47 examples did)
+    assert adapter["max_length"].value == adapter["longest_example_tokens"].value > 160
+    assert adapter["truncated_examples"].value == adapter["dropped_examples"].value == 0
     evaluation = second.asset_materializations_for_node("memory_eval")[0].metadata
     print({k: v.value for k, v in evaluation.items()})
     assert evaluation["train_row_recall"].value >= 0.5

@@ -146,3 +146,48 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+LONG_ANSWER = ("The Kesby plant is the factory of Quillfeather Labs in the town of Kesby. It opened in 2019 beside the river Olm and "
+               "employs 340 people. Its manager is Rafael Ondo, and it builds the Tern cells that go into the Petrel battery.")
+
+
+def test_examples_are_trained_at_their_own_length_and_none_loses_its_end(tiny_base, tmp_path):
+    examples = EXAMPLES + [{"question": "What is known about the Kesby plant?", "answer": LONG_ANSWER}]
+    figures = train_adapter(tiny_base, examples, tmp_path / "adapter", TrainConfig(learning_rate=5e-3, epochs=2, batch_size=2))
+    length = figures["length"]
+    assert length["longest_example"] > 160  # the old fixed length cut this example's end token
+    assert length["max_length"] == length["longest_example"] and length["truncated_examples"] == length["dropped_examples"] == 0
+    assert figures["examples"] == len(examples)
+    assert json.loads((tmp_path / "adapter" / "training.json").read_text())["length"] == length
+
+
+def test_examples_past_the_length_cap_are_counted_and_too_many_refuse_the_training(tiny_base, tmp_path):
+    from transformers import AutoTokenizer
+
+    from memo_pipelines.memory.training import TrainingRefused, encode_full, run_training_subprocess
+
+    cap = 140
+    short = [{"question": f"Who manages plant {i}?", "answer": f"Plant {i} is managed by Rafael Ondo."} for i in range(38)]
+    long_answer = {"question": "What is known about the Kesby plant?", "answer": LONG_ANSWER}
+    long_question = {"question": "Which plant " + " and ".join(f"opened in {1990 + i}" for i in range(12)) + "?", "answer": "Kesby."}
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_base))
+    length = lambda e: len(encode_full(tokenizer, e["question"], e["answer"])[0])  # noqa: E731
+    prompt_length = lambda e: encode_full(tokenizer, e["question"], e["answer"])[1].count(-100)  # noqa: E731
+    assert max(map(length, short)) <= cap < length(long_answer) and prompt_length(long_answer) < cap <= prompt_length(long_question)
+
+    # 2 of 40 (5 %): trained, with the one cut and the one dropped counted
+    figures = train_adapter(tiny_base, short + [long_answer, long_question], tmp_path / "adapter",
+                            TrainConfig(epochs=1, batch_size=8, max_length=cap))
+    assert figures["examples"] == 39
+    assert {k: figures["length"][k] for k in ("max_length", "truncated_examples", "dropped_examples")} == {
+        "max_length": cap, "truncated_examples": 1, "dropped_examples": 1}
+
+    # 3 of 40 past the cap: the launcher the pipeline uses refuses, naming the counts and the setting to change
+    examples = short[:37] + [long_answer] * 3
+    (tmp_path / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+    spec = {"base_dir": str(tiny_base), "out_dir": str(tmp_path / "refused"), "examples_path": str(tmp_path / "examples.jsonl"),
+            "config": asdict(TrainConfig(epochs=1, batch_size=8, max_length=cap))}
+    with pytest.raises(TrainingRefused, match=r"3 of 40 training examples would be cut and 0 dropped at the 140-token cap .*max_length"):
+        run_training_subprocess(spec, tmp_path, lambda event: None, lambda text: None)
+    assert not (tmp_path / "refused").exists()

@@ -20,6 +20,7 @@ from memo_pipelines.memory.prompts import memory_messages, memory_training_messa
 from memo_pipelines.processes import stop_process_group
 
 PROGRESS_PREFIX = "MEMO_PROGRESS "
+ERROR_PREFIX = "MEMO_ERROR "  # a refusal the child explains in one line, raised as TrainingRefused by the launcher
 
 
 METHODS = ("lora", "full")
@@ -35,7 +36,8 @@ class TrainConfig:
     learning_rate: float = 3e-4
     epochs: int = 8
     batch_size: int = 8
-    max_length: int = 160
+    max_length: int = 512  # cap on tokens per example; the length trained at is the longest example's, up to this cap
+    max_truncated_share: float = 0.05  # more examples than this share cut or dropped at the cap fails the training
     seed: int = 0
     log_every: int = 5
     checkpoint_every: int = 25  # steps; a killed run resumes from the last checkpoint
@@ -44,21 +46,58 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown training method {self.method!r}; choose one of {METHODS}")
+        if not 0.0 <= self.max_truncated_share <= 1.0:
+            raise ValueError(f"max_truncated_share must be between 0 and 1, not {self.max_truncated_share}")
 
 
-def encode_example(tokenizer, question: str, answer: str, max_length: int) -> tuple[list[int], list[int]] | None:
-    """Token ids and labels of one chat-formatted example; labels are -100 except on the answer (and its end token)."""
+class TrainingRefused(ValueError):
+    """The examples cannot be trained as configured (too many longer than the length cap); nothing was trained."""
+
+
+def encode_full(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids and labels of one chat-formatted example, uncut; labels are -100 except on the answer (and its end token)."""
     prompt = tokenizer.apply_chat_template(memory_messages(question), add_generation_prompt=True, tokenize=False)
     full = tokenizer.apply_chat_template(memory_training_messages(question, answer), tokenize=False)
     if not full.startswith(prompt):
         raise ValueError("the chat template does not extend the prompt with the answer; cannot mask the prompt")
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(full[len(prompt) :].rstrip("\n"), add_special_tokens=False)["input_ids"]
-    ids = (prompt_ids + answer_ids)[:max_length]
-    labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
-    if all(label == -100 for label in labels):
+    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+
+
+def encode_example(tokenizer, question: str, answer: str, max_length: int) -> tuple[list[int], list[int]] | None:
+    """The example cut to max_length tokens, or None when not one answer token is left."""
+    ids, labels = encode_full(tokenizer, question, answer)
+    if all(label == -100 for label in labels[:max_length]):
         return None
-    return ids, labels
+    return ids[:max_length], labels[:max_length]
+
+
+def fit_to_length(measured: list[tuple[list[int], list[int]]], cap: int, max_cut_share: float) -> tuple[list[tuple[list[int], list[int]]], dict]:
+    """Train at the longest example's length, up to `cap`; an example past the cap is cut (it loses its end token, so
+    the memory does not learn where its answer stops) or dropped when its prompt alone fills the cap. Both are counted,
+    and past max_cut_share of the examples the training is refused (TrainingRefused) rather than run on damaged rows."""
+    lengths = sorted(len(ids) for ids, _ in measured)
+    if not lengths:
+        raise TrainingRefused("no training examples")
+    length = min(cap, lengths[-1])
+    fitted, truncated, dropped = [], 0, 0
+    for ids, labels in measured:
+        if len(ids) > length:
+            if all(label == -100 for label in labels[:length]):
+                dropped += 1
+                continue
+            truncated += 1
+            ids, labels = ids[:length], labels[:length]
+        fitted.append((ids, labels))
+    report = {"max_length": length, "length_cap": cap, "longest_example": lengths[-1], "median_example": lengths[len(lengths) // 2],
+              "truncated_examples": truncated, "dropped_examples": dropped, "cut_share": round((truncated + dropped) / len(lengths), 4)}
+    if report["cut_share"] > max_cut_share or not fitted:
+        raise TrainingRefused(
+            f"{truncated} of {len(lengths)} training examples would be cut and {dropped} dropped at the {cap}-token cap "
+            f"(share {report['cut_share']} > max_truncated_share {max_cut_share}); the longest is {lengths[-1]} tokens: "
+            "raise the trainer's max_length, or shorten the reflections")
+    return fitted, report
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, pack_length: int = 0):
@@ -164,12 +203,16 @@ def train_adapter(
     import torch
     from accelerate import Accelerator
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # measured before the model loads, so a refusal costs seconds; the cap never exceeds the positions the model has
+    positions = getattr(AutoConfig.from_pretrained(str(base_dir)), "max_position_embeddings", None) or config.max_length
+    encoded, length = fit_to_length([encode_full(tokenizer, x["question"], x["answer"]) for x in examples],
+                                    min(config.max_length, positions), config.max_truncated_share)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     if config.method == "lora":
         model = get_peft_model(
@@ -182,9 +225,6 @@ def train_adapter(
                 task_type="CAUSAL_LM",
             ),
         )
-    encoded = [e for e in (encode_example(tokenizer, x["question"], x["answer"], config.max_length) for x in examples) if e]
-    if not encoded:
-        raise ValueError("no training examples")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -242,6 +282,7 @@ def train_adapter(
         "final_loss": losses[-1],
         "loss_curve": losses,
         "resumed_from_step": resumed_step,
+        "length": length,
         "config": asdict(config),
     }
     (out_dir / "training.json").write_text(json.dumps(figures, indent=1))
@@ -275,10 +316,13 @@ def run_training_subprocess(spec: dict, work_dir: Path, on_progress: Callable[[d
         start_new_session=True,  # its own process group: accelerate's workers go with it when the step stops
     )
     tail: list[str] = []
+    refusal = None
     try:
         for line in child.stdout:
             if line.startswith(PROGRESS_PREFIX):
                 on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
+            elif line.startswith(ERROR_PREFIX):
+                refusal = line[len(ERROR_PREFIX) :].strip()
             elif line.strip():
                 tail = (tail + [line.rstrip()])[-40:]
         returncode = child.wait()
@@ -286,6 +330,8 @@ def run_training_subprocess(spec: dict, work_dir: Path, on_progress: Callable[[d
         # the step stops (a lost lease, a terminated run, an error in a callback): the training must not run on
         stop_process_group(child.pid, child=child)
         raise
+    if returncode != 0 and refusal:
+        raise TrainingRefused(refusal)
     if returncode != 0:
         raise RuntimeError("training process failed:\n" + "\n".join(tail))
     log("\n".join(tail[-5:]))
@@ -300,7 +346,11 @@ def main(argv: list[str]) -> None:
         print(PROGRESS_PREFIX + json.dumps(figures), flush=True)
 
     checkpoint_dir = Path(spec["checkpoint_dir"]) if spec.get("checkpoint_dir") else None
-    train_adapter(Path(spec["base_dir"]), examples, Path(spec["out_dir"]), TrainConfig(**spec["config"]), report, checkpoint_dir)
+    try:
+        train_adapter(Path(spec["base_dir"]), examples, Path(spec["out_dir"]), TrainConfig(**spec["config"]), report, checkpoint_dir)
+    except TrainingRefused as refusal:
+        print(ERROR_PREFIX + str(refusal), flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
