@@ -2,9 +2,8 @@ import dagster as dg
 
 from assets import md_table
 from assets.corpus import corpus_snapshot
-from memo_pipelines.reflections.expectations import validate_reflections
 from memo_pipelines.orchestration.partitions import corpus_versions
-from memo_pipelines.pipeline import generate_reflections, load_snapshot
+from memo_pipelines.pipeline import generate_reflections
 from memo_pipelines.storage.layout import version_key
 from resources import GeneratorResource, ModelRegistryResource
 
@@ -34,9 +33,8 @@ def reflections(context: dg.AssetExecutionContext, registry: ModelRegistryResour
     def progress(done: int, total: int) -> None:
         context.log.info(f"reflections: {done}/{total} documents")
 
-    rows, stats = generate_reflections(ws, context.partition_key, generator.chat_model(base_dir), strategy, progress, generator.synthesis_config())
-    doc_ids = [d.doc_id for d in load_snapshot(ws, context.partition_key).documents]
-    outcomes = validate_reflections(rows, doc_ids, stats["verification"], generator.min_verified_share)
+    rows, stats = generate_reflections(ws, context.partition_key, generator.chat_model(base_dir), strategy, progress, generator.synthesis_config(),
+                                       generator.min_verified_share)
     sample = [r for step in dict.fromkeys(r["step"] for r in rows) for r in [x for x in rows if x["step"] == step][:2]]
     return dg.MaterializeResult(
         metadata={
@@ -56,5 +54,5 @@ def reflections(context: dg.AssetExecutionContext, registry: ModelRegistryResour
             "sample": dg.MetadataValue.md(md_table(["step", "question", "answer", "sources"], [[r["step"], r["question"], r["answer"], ", ".join(r["source_doc_ids"])] for r in sample])),
             "uri": dg.MetadataValue.path(f"s3://{ws.store.bucket}/{version_key(context.partition_key, 'reflections.jsonl')}"),
         },
-        check_results=[dg.AssetCheckResult(check_name=n, passed=o["passed"], metadata=o["metadata"]) for n, o in outcomes.items()],
+        check_results=[dg.AssetCheckResult(check_name=n, passed=o["passed"], metadata=o["metadata"]) for n, o in stats["checks"].items()],
     )

@@ -4,6 +4,7 @@ import dagster as dg
 
 from memo_pipelines.llm.backends import ChatModel, LLMSpec, load_chat_model
 from memo_pipelines.evaluation.probes import ProbeConfig
+from memo_pipelines.reflections.expectations import MIN_VERIFIED_SHARE
 from memo_pipelines.reflections.synthesis import SynthesisConfig
 
 
@@ -30,7 +31,7 @@ class GeneratorResource(dg.ConfigurableResource):
     cross_document_groups: int = SynthesisConfig.cross_document_groups
     cross_document_pairs_per_group: int = SynthesisConfig.cross_document_pairs_per_group
     unanswerable_per_document: int = SynthesisConfig.unanswerable_per_document
-    min_verified_share: float = 0.5  # blocking check: share of checked pairs that passed verification
+    min_verified_share: float = MIN_VERIFIED_SHARE  # blocking check: share of checked pairs that passed verification
     probe_facts_per_document: int = ProbeConfig.facts_per_document  # held-out probes, written after the reflections
     probe_unanswerable_per_document: int = ProbeConfig.unanswerable_per_document
     probe_max_training_overlap: float = ProbeConfig.max_training_overlap

@@ -1,9 +1,11 @@
-"""Stage 2: the version's reflections, their statistics and the config that produced them."""
+"""Stage 2: the version's reflections, their statistics, the config that produced them and the outcome of their
+blocking checks (reflections that failed one are never replayed, used as retention targets or probed)."""
 
 from dataclasses import asdict
 
 from memo_pipelines.llm.backends import ChatModel
-from memo_pipelines.pipeline.workspace import Workspace, load_snapshot
+from memo_pipelines.pipeline.workspace import Workspace, load_snapshot, rows_digest
+from memo_pipelines.reflections.expectations import MIN_VERIFIED_SHARE, validate_reflections
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.layout import version_key
@@ -22,15 +24,23 @@ class PrefixedCache:
 
 
 def generate_reflections(
-    ws: Workspace, version: str, generator: ChatModel, strategy: str, progress=None, config: SynthesisConfig | None = None
+    ws: Workspace, version: str, generator: ChatModel, strategy: str, progress=None, config: SynthesisConfig | None = None,
+    min_verified_share: float = MIN_VERIFIED_SHARE,
 ) -> tuple[list[dict], dict]:
-    """The version's reflections as JSONL (loadable with `datasets`), with their statistics and config beside them."""
+    """The version's reflections as JSONL (loadable with `datasets`), with their statistics and config beside them, and
+    the blocking checks' outcomes (figures["checks"]: {name: {passed, metadata}}) recorded in the bucket."""
     snapshot = load_snapshot(ws, version)
     config = config or SynthesisConfig()
     rows, stats = synthesise_reflections(
         snapshot.documents, version, generator, strategy, PrefixedCache(ws.store, layout.REFLECTION_CACHE_PREFIX), progress, config
     )
-    ws.store.put_jsonl(version_key(version, "reflections.jsonl"), rows)
     figures = {**stats.to_json(), "strategy": strategy, "generator": generator.name, "config": asdict(config)}
+    figures["checks"] = validate_reflections(rows, [d.doc_id for d in snapshot.documents], figures["verification"], min_verified_share)
+    # the outcome goes first, naming the rows it judged: rows written without their outcome (a crash between the two
+    # writes) never match a record, so they are never replayed as if they had passed
+    failed = sorted(name for name, outcome in figures["checks"].items() if not outcome["passed"])
+    ws.store.put_json(layout.reflection_checks_key(version), {"version": version, "passed": not failed, "failed": failed, "rows": len(rows),
+                                                              "reflections_sha256": rows_digest(rows), "checks": figures["checks"]})
+    ws.store.put_jsonl(version_key(version, "reflections.jsonl"), rows)
     ws.store.put_json(version_key(version, "reflections_stats.json"), figures)
     return rows, figures

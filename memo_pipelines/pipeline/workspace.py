@@ -1,6 +1,8 @@
 """Where a run keeps its state, and what the bucket's records say across versions: which versions have which
 records, each document's history from the manifests, and which earlier rows are still live."""
 
+import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,25 @@ from memo_pipelines.storage import layout
 from memo_pipelines.storage.layout import version_key
 from memo_pipelines.storage.objectstore import ObjectStore
 from memo_pipelines.storage.registry import ModelRegistry
+
+
+def rows_digest(rows: list[dict]) -> str:
+    """The sha256 of rows in a canonical JSONL form: what a checks record names as the rows it judged."""
+    return hashlib.sha256("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()).hexdigest()
+
+
+def blocked_reflections(ws: "Workspace", version: str, records: list[str], rows: list[dict] | None = None) -> str | None:
+    """Why the version's reflections (`rows`, read when not given) may not be replayed, retained or probed: a failed
+    blocking check, or rows that are not the ones checked. None when they stand; a version written before checks were
+    recorded has no record and stands."""
+    if layout.REFLECTION_CHECKS not in records:
+        return None
+    record = ws.store.get_json(layout.reflection_checks_key(version))
+    if rows is None:
+        rows = load_reflections(ws, version) if "reflections.jsonl" in records else []
+    if record["reflections_sha256"] != rows_digest(rows):
+        return "not the reflections their checks judged"
+    return f"failed blocking checks: {', '.join(record['failed'])}" if not record["passed"] else None
 
 
 def version_records(store: ObjectStore, names) -> dict[str, list[str]]:
@@ -68,14 +89,20 @@ def live_records(ws: Workspace, version: str, name: str = "reflections.jsonl", i
 
     A row of version u is retired when one of its source documents was deleted, or rewritten (a newer ETag, whose rows
     replace it), in a version after u and up to `version`. Decided from the manifests alone, so a backfill of an old
-    version sees the corpus as it was then.
+    version sees the corpus as it was then. Every row of a version whose reflections failed a blocking check (or are
+    not the rows that were checked) is left out too, counted as "failed_checks".
     """
     changes = document_changes(ws, version)
-    live, retired = {}, {"deleted": 0, "rewritten": 0}
-    versions = sorted(v for v in version_records(ws.store, [name]) if v < version or include_self and v == version)
+    live, retired = {}, {"deleted": 0, "rewritten": 0, "failed_checks": 0}
+    records = version_records(ws.store, [name, "reflections.jsonl", layout.REFLECTION_CHECKS])
+    versions = sorted(v for v in records if name in records[v] and (v < version or include_self and v == version))
     for earlier in versions:
+        rows = ws.store.get_jsonl(version_key(earlier, name))
+        if blocked_reflections(ws, earlier, records[earlier], rows if name == "reflections.jsonl" else None):
+            retired["failed_checks"] += len(rows)
+            continue
         kept = []
-        for row in ws.store.get_jsonl(version_key(earlier, name)):
+        for row in rows:
             later = [kind for doc in row["source_doc_ids"] for v, kind in changes.get(doc, []) if earlier < v <= version]
             if "deleted" in later:
                 retired["deleted"] += 1

@@ -3,11 +3,13 @@
 import os
 
 
+MIN_VERIFIED_SHARE = 0.5  # the verified_share check's default threshold
+
 STEPS = ["fact_extraction", "consolidation", "entity_surfacing", "cross_document", "unanswerable", "entity_summary"]
 
 
 def validate_reflections(
-    rows: list[dict], doc_ids: list[str], verification: dict | None = None, min_verified_share: float = 0.5
+    rows: list[dict], doc_ids: list[str], verification: dict | None = None, min_verified_share: float = MIN_VERIFIED_SHARE
 ) -> dict[str, dict]:
     """{check name: {"passed": bool, "metadata": {...}}} for the reflection checks.
 
