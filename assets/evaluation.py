@@ -4,6 +4,7 @@ from assets import md_table
 from assets.memory import memory_model
 from assets.reflections import reflections
 from memo_pipelines.orchestration.partitions import corpus_versions
+from memo_pipelines.orchestration.retries import FLAKY_STEP_RETRY
 from memo_pipelines.pipeline import evaluate_memory_model, write_heldout_probes
 from memo_pipelines.storage.layout import version_key
 from resources import EvaluationResource, GeneratorResource, ModelRegistryResource
@@ -21,6 +22,7 @@ GATES = {
     partitions_def=corpus_versions,
     deps=[reflections],
     kinds={"python"},
+    retry_policy=FLAKY_STEP_RETRY,
     group_name="memo",
     description="Held-out probes of the version: questions about its facts phrased unlike any training question, and questions about "
     "entities the corpus never names; written by the generator form of the reflections, never trained on.",

@@ -2,6 +2,7 @@ import dagster as dg
 
 from assets.evaluation import memory_eval
 from memo_pipelines.orchestration.partitions import corpus_versions
+from memo_pipelines.orchestration.retries import FLAKY_STEP_RETRY
 from memo_pipelines.pipeline import promote_version
 from resources import ModelRegistryResource
 
@@ -11,7 +12,7 @@ class PromotionConfig(dg.Config):
     allow_backfill_promotion: bool = False
 
 
-@dg.asset(partitions_def=corpus_versions, deps=[memory_eval], kinds={"s3"}, group_name="memo",
+@dg.asset(partitions_def=corpus_versions, deps=[memory_eval], kinds={"s3"}, retry_policy=FLAKY_STEP_RETRY, group_name="memo",
           description="Moves the registry's promoted pointer to this version's candidate, only when every gate passed "
                       "and no newer version's model is promoted (unless allow_backfill_promotion).")
 def promoted_memory(context: dg.AssetExecutionContext, config: PromotionConfig, registry: ModelRegistryResource) -> dg.MaterializeResult:

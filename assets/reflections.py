@@ -3,6 +3,7 @@ import dagster as dg
 from assets import md_table
 from assets.corpus import corpus_snapshot
 from memo_pipelines.orchestration.partitions import corpus_versions
+from memo_pipelines.orchestration.retries import FLAKY_STEP_RETRY
 from memo_pipelines.pipeline import generate_reflections
 from memo_pipelines.storage.layout import version_key
 from resources import GeneratorResource, ModelRegistryResource
@@ -20,6 +21,7 @@ CHECKS = {
     partitions_def=corpus_versions,
     deps=[corpus_snapshot],
     kinds={"python"},
+    retry_policy=FLAKY_STEP_RETRY,
     group_name="memo",
     description="Question-answer reflections of the version's documents (the five-step synthesis, unanswerable probes), "
     "with their source document ids and step (JSONL).",

@@ -59,13 +59,16 @@ def _job_runner(instance, store, tiny_base, tmp_path):
                                                            "objects": [{"key": f"landing/{n}", "etag": "", "size": len(t)} for n, t in DOCS.items()]})
     base = {"endpoint_url": store.client.meta.endpoint_url, "bucket": store.bucket, "work_dir": str(tmp_path / "work"), "base_dir": str(tiny_base)}
 
-    def run(assets: list[str], reexecute: str | None = None, **spec) -> dg.JobExecutionResult:
+    def run(assets: list[str], reexecute: str | None = None, retries: bool = True, **spec) -> dg.JobExecutionResult:
         # the spec is part of the job's reconstruction key: a cached definition from another test is never reused
         job = dg.build_reconstructable_job("tests.pipeline_helpers", "reconstructable_job", (json.dumps({**base, "assets": assets, **spec}),))
         options = dg.ReexecutionOptions.from_failure(reexecute, instance) if reexecute else None
+        # retries=False: the step fails at its first error instead of after the retry policy's waits (about 110 s)
+        run_config = {} if retries else {"execution": {"config": {"retries": {"disabled": {}}}}}
         # execute_job gives a re-execution only the tags passed here (the UI copies the parent's), so the partition goes again
-        return dg.execute_job(job, instance, tags={"dagster/partition": VERSION}, reexecution_options=options)
+        return dg.execute_job(job, instance, tags={"dagster/partition": VERSION}, reexecution_options=options, run_config=run_config)
 
+    run.instance = instance
     yield run
 
 
@@ -97,7 +100,7 @@ def test_reflections_killed_mid_version_resume_from_the_cache_and_match_an_unint
         return qa_pairs(request) if healthy["calls"] <= healthy["fail_after"] else {"status": 500, "message": "overloaded"}
 
     with ScriptedOpenAI(responder) as server:
-        first = job_run(["corpus_snapshot", "reflections"], generator=openai_generator(server))
+        first = job_run(["corpus_snapshot", "reflections"], retries=False, generator=openai_generator(server))
         assert not first.success
         assert {e.step_key for e in first.all_events if e.event_type_value == "STEP_FAILURE"} == {"reflections"}
         assert not store.exists(f"versions/{VERSION}/reflections.jsonl")
@@ -122,6 +125,61 @@ def test_reflections_killed_mid_version_resume_from_the_cache_and_match_an_unint
         reference, _ = synthesise_reflections(snapshot_of(store).documents, VERSION, Generator(), "llm_json",
                                               config=SynthesisConfig(steps=("fact_extraction",)))
     assert sorted(r["id"] for r in stored) == sorted(r["id"] for r in reference)
+
+
+def test_an_endpoint_outage_longer_than_the_clients_retries_is_retried_by_dagster_with_backoff(job_run, store):
+    tern_calls = {"n": 0}
+
+    def responder(request):  # down for one document through the client's retry and the step's re-ask (4 requests), then up
+        if "sodium-ion" in request["messages"][0]["content"]:
+            tern_calls["n"] += 1
+            if tern_calls["n"] <= 4:
+                return {"status": 503, "message": "overloaded"}
+        return qa_pairs(request)
+
+    with ScriptedOpenAI(responder) as server:
+        result = job_run(["corpus_snapshot", "reflections"], generator=openai_generator(server))
+    assert result.success
+    events = [(e.step_key, e.event_type_value) for e in result.all_events]
+    assert ("reflections", "STEP_UP_FOR_RETRY") in events and ("reflections", "STEP_RESTARTED") in events
+    assert {r["source_doc_ids"][0] for r in store.get_jsonl(f"versions/{VERSION}/reflections.jsonl") if r["step"] == "fact_extraction"} == set(DOCS)
+
+
+def status_sensor(instance, run_id: str, sensor_name: str, event_type: dg.DagsterEventType, resources: dict):
+    """Evaluate one of the definitions' run-status sensors on a finished run, as the daemon does for each run it sees."""
+    from tests.pipeline_helpers import definitions
+
+    event = instance.all_logs(run_id, of_type=event_type)[-1].dagster_event
+    context = dg.build_run_status_sensor_context(sensor_name=sensor_name, dagster_event=event, dagster_instance=instance,
+                                                 dagster_run=instance.get_run_by_id(run_id), resources={"object_store": resources["object_store"]})
+    return definitions(resources).resolve_sensor_def(sensor_name)(context)
+
+
+def test_a_failed_version_is_recorded_with_its_step_error_and_retry_until_a_run_succeeds(job_run, store, tiny_base, tmp_path, monkeypatch, capsys):
+    from tests.test_pipeline import memo_status
+
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base)
+    healthy = {"up": False}
+    with ScriptedOpenAI(lambda request: qa_pairs(request) if healthy["up"] else {"status": 500, "message": "overloaded"}) as server:
+        failed = job_run(["corpus_snapshot", "reflections"], retries=False, generator=openai_generator(server))
+        assert not failed.success
+        instance = job_run.instance
+        status_sensor(instance, failed.run_id, "failure_sensor", dg.DagsterEventType.RUN_FAILURE, resources)
+
+        record = store.get_json(f"versions/{VERSION}/failure.json")
+        assert record["run_id"] == failed.run_id and [s["step"] for s in record["steps"]] == ["reflections"]
+        assert "GeneratorUnavailable: the generator endpoint failed after its retries" in record["steps"][0]["error"]
+        assert failed.run_id in record["retry"]["ui"] and "dagster job launch" in record["retry"]["cli"] and VERSION in record["retry"]["cli"]
+        status = memo_status(store, tmp_path, monkeypatch, capsys)
+        assert "failed at reflections" in next(line for line in status.splitlines() if line.startswith(VERSION))
+        assert "failed runs (1):" in status and f"{VERSION}  reflections: " in status and "Re-execute > From failure" in status
+
+        healthy["up"] = True
+        retried = job_run(["corpus_snapshot", "reflections"], reexecute=failed.run_id, generator=openai_generator(server))
+    assert retried.success
+    status_sensor(instance, retried.run_id, "recovery_sensor", dg.DagsterEventType.RUN_SUCCESS, resources)
+    assert not store.exists(f"versions/{VERSION}/failure.json")
+    assert "failed runs" not in memo_status(store, tmp_path, monkeypatch, capsys)
 
 
 def test_llm_500s_timeouts_and_garbage(job_run, store):
@@ -188,7 +246,7 @@ def test_s3_refusals_are_retried_and_a_persistent_outage_fails_the_step_without_
 
     # a store that refuses every read of one document (beyond the retries) fails the snapshot; it is not quarantined
     with s3_refuses("GetObject", 10**6, store.bucket, key_part="landing/kesby.txt") as refused:
-        outage = job_run(["corpus_snapshot", "reflections"], s3_max_attempts=2)
+        outage = job_run(["corpus_snapshot", "reflections"], retries=False, s3_max_attempts=2)
     assert not outage.success and len(refused) >= 2  # every attempt refused, then the step gives up
     assert {e.step_key for e in outage.all_events if e.event_type_value == "STEP_FAILURE"} == {"corpus_snapshot"}
     recovered = job_run(["corpus_snapshot", "reflections"], reexecute=outage.run_id)

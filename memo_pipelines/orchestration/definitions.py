@@ -10,7 +10,7 @@ from assets.memory import memory_adapter, memory_model
 from assets.promotion import promoted_memory
 from assets.reflections import reflections
 from memo_pipelines.storage.layout import LANDING_PREFIX
-from memo_pipelines.orchestration.sensors import build_landing_sensor
+from memo_pipelines.orchestration.sensors import build_failure_sensors, build_landing_sensor
 from resources import EvaluationResource, GeneratorResource, ModelRegistryResource, ObjectStoreResource, TrainerResource
 
 ASSETS = [corpus_snapshot, reflections, heldout_probes, memory_adapter, memory_model, memory_eval, promoted_memory]
@@ -55,7 +55,7 @@ def build_definitions(environment: Environment = Environment.LOCAL, resources: d
     return dg.Definitions(
         assets=ASSETS,
         jobs=[memo_job],
-        sensors=[build_landing_sensor(memo_job, landing_prefix)],
+        sensors=[build_landing_sensor(memo_job, landing_prefix), *build_failure_sensors(memo_job.name)],
         resources=resources if resources is not None else resources_for(environment),
         executor=executor,
     )
