@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from memo_pipelines.llm.embedded import embedded_model_dir  # noqa: E402
-from memo_pipelines.evaluation.gates import GENERAL_GUARD, GENERAL_REPLAY, ask_memory, base_answers, general_score, recalled, token_f1  # noqa: E402
+from memo_pipelines.evaluation.metrics import GENERAL_GUARD, GENERAL_REPLAY, ask_memory, base_answers, general_score, recalled, token_f1  # noqa: E402
 from memo_pipelines.llm.backends import LocalChatModel  # noqa: E402
 from memo_pipelines.memory.merging import MergeConfig, fold_adapter, merge_into_promoted  # noqa: E402
 from memo_pipelines.reflections.synthesis import normalise  # noqa: E402

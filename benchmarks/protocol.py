@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from incremental_update import single_hop_facts  # noqa: E402
 
-from memo_pipelines.evaluation.gates import GENERAL_REPLAY, ask_memory, base_answers, recalled, token_f1  # noqa: E402
+from memo_pipelines.evaluation.metrics import GENERAL_REPLAY, ask_memory, base_answers, recalled, token_f1  # noqa: E402
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
 from memo_pipelines.protocol import Protocol, ProtocolConfig, SourceIndex  # noqa: E402
 from memo_pipelines.reflections.synthesis import normalise  # noqa: E402

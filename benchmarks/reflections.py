@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from memo_pipelines.corpus.snapshot import Document  # noqa: E402
-from memo_pipelines.evaluation.gates import recalled  # noqa: E402
+from memo_pipelines.evaluation.metrics import recalled  # noqa: E402
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
 from memo_pipelines.reflections.text import content_tokens  # noqa: E402
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections  # noqa: E402

@@ -2,7 +2,7 @@
 
 from memo_pipelines.corpus.snapshot import build_snapshot
 from memo_pipelines.corpus.dedup import MinHashIndex, jaccard, shingles
-from memo_pipelines.evaluation.gates import sample_facts
+from memo_pipelines.evaluation.metrics import sample_facts
 from memo_pipelines.reflections.expectations import validate_reflections
 from memo_pipelines.reflections.synthesis import make_row
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from memo_pipelines.evaluation.gates import recalled
+from memo_pipelines.evaluation.metrics import recalled
 from memo_pipelines.llm.backends import LocalChatModel
 from memo_pipelines.memory.prompts import memory_messages
 from tests.conftest import CREDENTIALS, SAMPLE_DIR

@@ -13,7 +13,7 @@ cannot compound a little at a time with every gate green.
 
 from dataclasses import asdict, dataclass, field
 
-from memo_pipelines.evaluation.gates import ask_memory, recalled
+from memo_pipelines.evaluation.metrics import ask_memory, recalled
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def weight_figures(model) -> dict:
 def build_card(candidate, version: str, live_probes: dict[str, list[dict]], lineage_matrix: dict, training_sample: list[dict],
                general: dict, base_general: dict, user_evals: dict | None = None) -> ReportCard:
     """Score the candidate on every live version's probes and put its row under the lineage's matrix."""
-    from memo_pipelines.evaluation.gates import recall
+    from memo_pipelines.evaluation.metrics import recall
 
     row, measured, unanswerable, wrong, samples = {}, {}, [], [], []
     for k in sorted(live_probes):

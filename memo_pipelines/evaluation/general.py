@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from memo_pipelines.evaluation.gates import ask_memory, recalled
+from memo_pipelines.evaluation.metrics import ask_memory, recalled
 from memo_pipelines.memory.prompts import memory_messages
 
 GENERAL_SET = Path(__file__).parent / "data" / "nq_open_sample.jsonl"

@@ -4,7 +4,7 @@ report card with the gate results, stored as `versions/{v}/evaluation.json`."""
 from dataclasses import asdict, dataclass
 
 from memo_pipelines.evaluation.card import Gates, ReportCard, build_card
-from memo_pipelines.evaluation.gates import sample_facts
+from memo_pipelines.evaluation.metrics import sample_facts
 from memo_pipelines.evaluation.general import general_figures, general_questions
 from memo_pipelines.evaluation.probes import ProbeConfig, write_probes
 from memo_pipelines.evaluation.user_evals import load_user_evals, score_user_evals

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from memo_pipelines.evaluation.gates import GENERAL_REPLAY, base_answers
+from memo_pipelines.evaluation.metrics import GENERAL_REPLAY, base_answers
 from memo_pipelines.llm.backends import LocalChatModel
 from memo_pipelines.memory.merging import MergeConfig, merge_into_promoted
 from memo_pipelines.memory.training import TrainConfig, run_training_subprocess

@@ -12,7 +12,7 @@ cited: a reflection whose document was deleted or rewritten in a later version n
 
 from types import SimpleNamespace
 
-from memo_pipelines.evaluation.gates import recalled, token_f1
+from memo_pipelines.evaluation.metrics import recalled, token_f1
 from memo_pipelines.memory.prompts import IDK
 from memo_pipelines.reflections.synthesis import normalise
 from memo_pipelines.storage.layout import LANDING_PREFIX, version_key
