@@ -66,7 +66,7 @@ def figure(value) -> float:
 def memory_eval(context: dg.AssetExecutionContext, registry: ModelRegistryResource, evaluation: EvaluationResource) -> dg.MaterializeResult:
     ws = registry.workspace()
     base_id, _ = registry.base()
-    card, gates, candidate = evaluate_memory_model(ws, context.partition_key, base_id, evaluation.metrics(), evaluation.protocol_config())
+    card, gates, candidate = evaluate_memory_model(ws, context.partition_key, base_id, evaluation.gates(), evaluation.protocol_config())
     by_name = {g["name"]: g for g in gates}
     retention = [g for g in gates if g["name"].startswith("retention_")]
 
