@@ -15,10 +15,11 @@ recall against held-out recall (their ratio: how much of what the gates used to 
 counts of probes_report.json and the wall time of each stage.
 
     .venv/bin/python benchmarks/continual_eval.py --quick --json benchmarks/results/continual_eval_quick.json
-        # tiny random Llama as memory and generator: a smoke run of every stage (2-3 min on 2 idle cores, 9 on loaded ones)
+        # tiny random Llama as memory and generator: a smoke run of every stage (9-15 min measured on 2 cores at load 5-9,
+        # mostly the training subprocess starting; 5.5 min of CPU)
     .venv/bin/python benchmarks/continual_eval.py --versions 6 --questions-per-version 1 --epochs 4 --phrased-per-sentence 1 \\
         --general-size 30 --sample-size 20 --json benchmarks/results/continual_eval.json
-        # embedded SmolLM2-135M as memory and generator: 15-25 min a version on 2 loaded cores; the JSON is rewritten after
+        # embedded SmolLM2-135M as memory and generator: 48 min for version 1 on 2 cores at load 8; the JSON is rewritten after
         # every version ("complete": false until the last), so a run stopped by a time limit keeps what it measured
 
 With the grounded form, the held-out fact probes of Wikipedia-style passages come almost entirely from the generator's
@@ -80,6 +81,8 @@ DATA = ROOT.parent / "shared" / "data"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "memo-bench", "AWS_SECRET_ACCESS_KEY": "memo-bench-secret"}
 # open gates: every candidate promotes, so the chain of K versions always continues; the card is what is reported
 OPEN_GATES = dict(min_heldout_recall=0.0, max_forgetting=1.0, min_abstention=0.0, max_general_drop=100.0)
+# run by the SIGTERM handler before it exits, in case the SystemExit it raises is swallowed on the way (a finaliser)
+CLEANUPS: list = []
 STAGES = ["snapshot", "reflections", "probes", "train", "merge", "evaluate", "promote"]
 
 
@@ -178,6 +181,7 @@ def promote(ws: Workspace, version: str, results: list[dict]) -> dict:
 
 def run_versions(args, splits: list[dict], base_id: str, base_dir: Path, generator, work: Path, log=print, on_version=None) -> list[dict]:
     server = SeaweedServer(work / "seaweed", free_s3_port(), env=CREDENTIALS)
+    CLEANUPS.append(server.stop)
     server.start()
     try:
         client = make_s3_client(server.endpoint_url, CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
@@ -448,11 +452,23 @@ def build_result(args, argv, splits: list[dict], rows: list[dict], models: dict,
     }
 
 
+def terminated(*_) -> None:
+    """SIGTERM (`timeout`): stop the SeaweedFS server (its own session, so it would outlive this process) and remove the
+    scratch folder, then exit through the finally blocks."""
+    for cleanup in reversed(CLEANUPS):
+        try:
+            cleanup()
+        except Exception:
+            pass
+    sys.exit(143)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    previous_handler = None
     if threading.current_thread() is threading.main_thread():
         # `timeout` sends SIGTERM: exit through the finally blocks, so the SeaweedFS server (its own session) stops too
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        previous_handler = signal.signal(signal.SIGTERM, terminated)
     if args.threads:
         import torch
 
@@ -460,6 +476,8 @@ def main(argv=None) -> dict:
     loader = musique_items if args.dataset == "musique" else hotpotqa_items
     splits = split_versions(loader(args.data), args.versions, args.questions_per_version, args.seed)
     work = Path(tempfile.mkdtemp(prefix="memo-continual-"))
+    if not args.keep:
+        CLEANUPS.append(lambda: shutil.rmtree(work, ignore_errors=True))
     started = time.perf_counter()
 
     def write(rows: list[dict], models: dict) -> dict:
@@ -482,6 +500,9 @@ def main(argv=None) -> dict:
             print(f"scratch kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+        CLEANUPS.clear()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     result = write(rows, models)
     figures = per_version_figures(rows)
     print_report(rows, figures, summarise(rows, figures))
