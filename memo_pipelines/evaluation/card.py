@@ -14,6 +14,7 @@ cannot compound a little at a time with every gate green.
 from dataclasses import asdict, dataclass, field
 
 from memo_pipelines.evaluation.metrics import ask_memory, recalled
+from memo_pipelines.memory.prompts import is_idk
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,6 @@ class Gates:
     max_general_drop: float = 1.5  # gold-answer log-likelihood per token (nats) the candidate may lose against the base
     sample_size: int = 60  # training rows whose recall is reported (a secondary line, not a gate)
     general_size: int = 100  # general questions (NQ-open sample)
-
-
-def is_idk(answer: str) -> bool:
-    lowered = answer.lower()
-    return not answer.strip() or "don't know" in lowered or "do not know" in lowered or "dont know" in lowered
 
 
 def score_probes(memory, probes: list[dict]) -> list[dict]:

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from memo_pipelines.llm.backends import ChatModel
-from memo_pipelines.memory.prompts import IDK, memory_messages
+from memo_pipelines.memory.prompts import IDK, is_idk, memory_messages
 from memo_pipelines.reflections.synthesis import normalise
 from . import prompts
 from .calls import Deadline, call_with_timeout, parse_json_reply
@@ -62,11 +62,6 @@ class Answer:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def is_idk(answer: str) -> bool:
-    lowered = answer.lower()
-    return not answer.strip() or "don't know" in lowered or "do not know" in lowered
 
 
 # paraphrases are fixed rewordings, so voting costs no executive call; the first is the question as trained
