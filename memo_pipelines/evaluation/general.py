@@ -45,7 +45,8 @@ def answer_loglik(memory, items: list[dict], batch_size: int = 16) -> list[float
             ids[row, : len(p) + len(a)] = torch.tensor(p + a)
             mask[row, : len(p) + len(a)] = 1
         with torch.no_grad():
-            logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         for row, (p, a) in enumerate(batch):
             positions = torch.arange(len(p) - 1, len(p) + len(a) - 1)
             token_logprobs = logprobs[row, positions, torch.tensor(a)]

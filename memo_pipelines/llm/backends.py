@@ -52,20 +52,38 @@ class LLMSpec:
         return cls(**chosen)
 
 
+def inference_device(requested: str | None = None) -> tuple[str, str]:
+    """(device, dtype name) for in-process inference: MEMO_DEVICE or `requested` ("auto", "cpu", "cuda", "cuda:1"),
+    auto meaning CUDA where present; bfloat16 on a GPU that supports it, float32 on the CPU (where bf16 matmuls are
+    slower than float32 on most cores and greedy answers drift)."""
+    import torch
+
+    requested = (requested or os.environ.get("MEMO_DEVICE") or "auto").strip().lower()
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {requested!r} asked for (MEMO_DEVICE), but torch sees no CUDA device")
+        return requested, "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return requested, "float32"
+
+
 class LocalChatModel:
-    """A transformers causal LM in this process, greedy decoding, batched with left padding."""
+    """A transformers causal LM in this process on the best device present (inference_device), greedy decoding,
+    batched with left padding; prompts are grouped by length so a batch pads little, and replies keep the input order."""
 
     _load_lock = threading.Lock()
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 16):
+    def __init__(self, model_dir: str | Path, batch_size: int = 16, device: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.name = f"local:{Path(model_dir).name}"
         self.model_dir = Path(model_dir)
+        self.device, dtype = inference_device(device)
         with self._load_lock:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype)).to(self.device)
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -77,6 +95,7 @@ class LocalChatModel:
     def from_model(cls, model, tokenizer, batch_size: int = 16) -> "LocalChatModel":
         self = cls.__new__(cls)
         self.name, self.model_dir, self.model, self.tokenizer, self.batch_size = "local:in-memory", None, model, tokenizer, batch_size
+        self.device = str(next(model.parameters()).device)
         self.usage = Counter()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -86,9 +105,13 @@ class LocalChatModel:
     def _generate(self, texts: list[str], max_new_tokens: int) -> list[str]:
         import torch
 
-        replies = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        # longest first, so the first batch shows an out-of-memory at once; each batch holds prompts of similar length
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        replies: list[str] = [""] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            indices = order[start : start + self.batch_size]
+            batch = self.tokenizer([texts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             with torch.no_grad():
                 out = self.model.generate(
                     **batch,
@@ -98,9 +121,9 @@ class LocalChatModel:
                     eos_token_id=self.tokenizer.eos_token_id,
                 )
             self.usage["prompt_tokens"] += int(batch["attention_mask"].sum())
-            for row in out[:, batch["input_ids"].shape[1] :]:
+            for i, row in zip(indices, out[:, batch["input_ids"].shape[1] :]):
                 self.usage["completion_tokens"] += int((row != self.tokenizer.pad_token_id).sum())
-                replies.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+                replies[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
         return replies
 
     def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64, errors: str = "raise") -> list[str]:
