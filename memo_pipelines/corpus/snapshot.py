@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Callable
 
 from memo_pipelines.corpus.formats import Unreadable, document_format, read_document, unsafe_key_reason
+from memo_pipelines.corpus.language import language_problem
 
 MAX_DOCUMENT_BYTES = 2_000_000
 
@@ -127,10 +128,12 @@ def build_snapshot(
     landing_prefix: str,
     max_bytes: int = MAX_DOCUMENT_BYTES,
     near_duplicate_threshold: float = 0.8,
+    english_only: bool = True,
 ) -> Snapshot:
     """Fetch every manifest entry, keep readable documents, quarantine the rest with a reason, drop exact duplicates
     (counted), and of near-duplicates (estimated word-shingle Jaccard similarity >= near_duplicate_threshold; a
-    threshold above 1 turns it off) keep the newest, recording the others as superseded with what changed."""
+    threshold above 1 turns it off) keep the newest, recording the others as superseded with what changed. With
+    english_only, a document in another language is quarantined with the language found (corpus/language.py)."""
     snapshot = Snapshot(version)
     seen: dict[str, str] = {}
     candidates: list[tuple[dict, Document]] = []
@@ -159,6 +162,10 @@ def build_snapshot(
             text = extract_text(key, data, max_bytes)
         except Unreadable as reason:
             snapshot.quarantine.append({"doc_id": doc_id, "key": key, "reason": str(reason)})
+            continue
+        foreign = language_problem(text) if english_only else None
+        if foreign:
+            snapshot.quarantine.append({"doc_id": doc_id, "key": key, "reason": foreign})
             continue
         digest = hashlib.sha256(text.encode()).hexdigest()
         if digest in seen:

@@ -1,7 +1,9 @@
-"""The grounded probe forms: rules that ask a fact another way than the training templates do (the wh-phrase
-fronted with do-support, the reverse direction), the generator phrasing probes in a prompt unlike training's, and
-questions about fabricated entities of the same shape as the corpus's own. English morphology and closed-class words
-only: nothing here is fitted to one corpus."""
+"""The grounded probe forms. For the parsed generator ("grounded"): every clause's facts as cleft questions ("Which
+year was it that Rafael Ondo joined Quillfeather Labs?"), the phrasing family its training never uses
+(reflections/clauses.py). For the regex baseline ("grounded_regex"): rules that ask a fact another way than its
+training templates do (the wh-phrase fronted with do-support, the reverse direction). For both, the generator phrasing
+probes in a prompt unlike training's, and questions about fabricated entities of the same shape as the corpus's own.
+English morphology, closed-class words and spaCy's parse only: nothing here is fitted to one corpus."""
 
 import hashlib
 import re
@@ -150,9 +152,20 @@ Answer: {answer}
 Question:"""
 
 
-def grounded_fact_probes(doc, version: str, generator, config: "ProbeConfig", log: Counter) -> list[dict]:
+def cleft_probes(doc, version: str, log: Counter) -> list[dict]:
+    """The parsed generator's held-out family: each clause's facts as clefts, kept when they pass the quality filters."""
+    from memo_pipelines.reflections.clauses import clauses, cleft_questions
+    from memo_pipelines.reflections.nlp import parse
+    from memo_pipelines.reflections.quality import keep_passing
+
+    pairs = [{"question": q, "key_answer": key, "answer": clause.statement()} for clause in clauses(parse(doc.text))
+             for q, key in cleft_questions(clause)]
+    return [probe_row(p["question"], p["key_answer"], "fact", "cleft", [doc.doc_id], version) for p in keep_passing(pairs, log)]
+
+
+def regex_probes(items: list[tuple[str, str, str]], doc, version: str) -> tuple[list[dict], set]:
+    """The regex baseline's held-out forms: the wh-phrase fronted, the copula and passive reversed."""
     out, asked = [], set()
-    items = [(sentence, span, kind) for sentence in sentences(doc.text) for span, kind in answer_spans(sentence)]
     for sentence, span, kind in items:
         built = [(fronted_question(sentence, span, kind), span, "fronted")]
         for reverse in (reverse_copula_question(sentence), reverse_passive_question(sentence)):
@@ -162,6 +175,16 @@ def grounded_fact_probes(doc, version: str, generator, config: "ProbeConfig", lo
             if question and (sentence, key) not in asked and valid_question(question, key, sentence, kind) is None:
                 asked.add((sentence, key))
                 out.append(probe_row(question, key, "fact", form, [doc.doc_id], version))
+    return out, asked
+
+
+def grounded_fact_probes(doc, version: str, generator, config: "ProbeConfig", log: Counter, parsed: bool = True) -> list[dict]:
+    items = [(sentence, span, kind) for sentence in sentences(doc.text) for span, kind in answer_spans(sentence)]
+    if parsed:
+        out = cleft_probes(doc, version, log)
+        asked = {(s, a) for s, a, _ in items if any(a == p["key_answer"] for p in out)}
+    else:
+        out, asked = regex_probes(items, doc, version)
     if config.phrase_with_generator and generator is not None and len(out) < config.facts_per_document:
         rest = [(s, a, k) for s, a, k in items if (s, a) not in asked][: 2 * config.facts_per_document]
         replies = generator.complete([PROBE_PHRASING_PROMPT.format(sentence=s, answer=a) for s, a, _ in rest], max_new_tokens=24, stop="\n",

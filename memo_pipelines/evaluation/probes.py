@@ -91,7 +91,7 @@ def llm_probes(doc, training_rows: list[dict], version: str, generator, known: s
     return out
 
 
-PROBE_FORMS = {"grounded", "llm_json"}
+PROBE_FORMS = {"grounded", "grounded_regex", "llm_json"}
 
 
 def write_probes(documents, training_rows: list[dict], earlier_questions: list[str], version: str, generator, strategy: str,
@@ -115,7 +115,7 @@ def write_probes(documents, training_rows: list[dict], earlier_questions: list[s
         if strategy == "llm_json":
             written = llm_probes(doc, training_rows, version, generator, known, config, log)
         else:
-            written = grounded_fact_probes(doc, version, generator, config, log) + unanswerable_probes(
+            written = grounded_fact_probes(doc, version, generator, config, log, parsed=strategy == "grounded") + unanswerable_probes(
                 training_rows, doc, version, known, config.unanswerable_per_document)
         kept = Counter()
         for probe in written:

@@ -1,189 +1,72 @@
 """The "grounded" form of the steps, for the embedded generator, which cannot write reflections itself (DESIGN.md,
-measured): answers are spans and sentences of the text, the model only phrases step-1 questions, and every other step
-is built by rule from the text and the step-1 facts."""
+measured): spaCy's parse does the work (clauses.py). Every fact of a sentence is asked several ways, each answered by
+one short sentence that states it: its objects and modifiers fronted (step 1), its subject by what the rest of the
+clause says (the reverse lookup, step 4), and what is known about each entity (the version's entity summaries);
+two facts about one subject are joined (step 2), and one entity's facts from two documents (step 5). The cleft
+phrasing ("Which year was it that ...?") is kept out of training: the held-out probes use it (evaluation/probe_rules.py).
+Every question passes the quality filters (quality.py), each drop counted by its reason. The generator is not called:
+the parse phrases better than the 135M model did."""
 
-import re
 from collections import Counter
 
 from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.memory.prompts import IDK
-from memo_pipelines.reflections.steps import StepForm, candidate, fact, register_form, rule_verified
-from memo_pipelines.reflections.text import (
-    STOPWORDS,
-    WH_WORDS,
-    answer_spans,
-    entity_spans,
-    name_kind,
-    natural_questions,
-    normalise,
-    sentences,
-    valid_question,
-    wh_question,
-)
-
-PHRASING_PROMPT = """Write a question whose answer is the given answer, using the sentence.
-Sentence: The Eiffel Tower was completed in 1889 in Paris.
-Answer: 1889
-Question: In what year was the Eiffel Tower completed?
-
-Sentence: Marie Curie was born in Warsaw.
-Answer: Warsaw
-Question: Where was Marie Curie born?
-
-Sentence: {sentence}
-Answer: {answer}
-Question:"""
-
-COPULA = {"is", "was", "are", "were", "has", "had", "became", "remains"}
-
-NOT_ENTITIES = set("It He She They His Her Its Their This That These Those Such From When After While During However Although Since".split())
-
-# (words that would state the fact, question); person and other entities
-PROBE_TEMPLATES = {
-    "person": [(("born", "birth"), "In what year was {e} born?"), (("married", "wife", "husband", "spouse"), "Who is {e} married to?"),
-               (("studied", "university", "graduated", "educated", "degree"), "Which university did {e} attend?")],
-    "other": [(("founded", "established", "formed", "created", "built", "opened", "launched"), "In what year was {e} founded?"),
-              (("headquarter", "headquartered", "based"), "Where is {e} headquartered?")],
-}
+from memo_pipelines.reflections.clauses import clauses, fronted_questions, subject_question
+from memo_pipelines.reflections.grounded_regex import PROBE_TEMPLATES, RegexGroundedSteps
+from memo_pipelines.reflections.nlp import parse, parse_many
+from memo_pipelines.reflections.quality import keep_passing
+from memo_pipelines.reflections.steps import candidate, register_form, rule_verified
 
 
-def subject_of(pair: dict) -> str | None:
-    """The first entity the question names that is not its answer: what the pair is about."""
-    for entity in entity_spans(pair["question"]):
-        if normalise(entity) != normalise(pair["key_answer"]) and len(entity) > 3 and entity.split()[0] not in WH_WORDS:
-            return entity
-    return None
-
-
-def join_questions(first: str, second: str) -> str:
-    return f"{first.rstrip('?')}, and {second[0].lower()}{second[1:]}"
-
-
-def joined(first: dict, second: dict, step: str, sources: list[str]) -> dict:
-    """Two facts as one pair that states both."""
-    return candidate(join_questions(first["question"], second["question"]), f"{first['answer']} {second['answer']}", first["key_answer"],
-                     step, "grounded_join", sources)
-
-
-def is_verb(word: str) -> bool:
-    return word in COPULA or (len(word) > 3 and (word.endswith("ed") or (word.endswith("s") and not word.endswith("ss"))))
-
-
-def reverse_question(sentence: str) -> tuple[str, str] | None:
-    """("Which plant employs 340 people?", "Kesby") from "The Kesby plant employs 340 people.": the sentence's
-    subject entity becomes the answer and the rest of the sentence describes it."""
-    body = re.sub(r"\s*\([^)]*\)", "", sentence).rstrip(".!? ")  # parentheses (pronunciations, dates) describe nothing
-    names = entity_spans(body)
-    if not names:
-        return None
-    entity = names[0]
-    lead = body[: body.find(entity)].strip(" \"'`")
-    if lead not in ("", "The") or entity in NOT_ENTITIES:
-        return None
-    tail = body[body.find(entity) + len(entity) :]
-    if re.match(r"['’]s\b|\w", tail):  # "Hall's assertions": the subject is not the entity; a letter: a cut word
-        return None
-    tail = tail.strip(" \"'`")
-    appositive = re.match(r",[^,]{1,60},\s*", tail)  # "Publix, commonly known as ..., is ..."
-    rest = (tail[appositive.end() :] if appositive else tail).split()
-    if len(rest) < 3 or not rest[0].islower():
-        return None
-    if is_verb(rest[0]) and not (len(rest) > 1 and rest[1] in COPULA):
-        noun, predicate = None, rest
-    elif is_verb(rest[1]) and re.fullmatch("[a-z]{3,}", rest[0]) and rest[0] not in STOPWORDS:
-        noun, predicate = rest[0], rest[1:]
-    else:
-        return None
-    predicate_text = " ".join(predicate)
-    if normalise(entity) in normalise(predicate_text):
-        return None
-    # "Who" only for a name that acts ("Rafael Ondo joined ..."); "X is a river" says nothing of a person
-    kind = name_kind(entity)
-    person = noun is None and kind == "person" and predicate[0] not in COPULA
-    wh = f"Which {noun}" if noun else "Who" if person else "Which organisation" if kind == "organisation" else "What"
-    return f"{wh} {predicate_text}?", entity
+def document_clauses(doc: Document) -> list:
+    return clauses(parse(doc.text))
 
 
 @register_form("grounded")
-class GroundedSteps(StepForm):
-    def extract_facts(self, doc: Document, log: Counter) -> list[dict]:
-        """Every answer span of every sentence, asked by rule templates; the generator phrases a question for the first
-        phrased_per_sentence spans of a sentence, kept only if it passes the question checks."""
-        seen, items = set(), []
-        for index, piece in enumerate(self.chunks(doc, log)):
-            for sentence in sentences(piece):
-                if sentence not in seen:  # an overlapping sentence is phrased once
-                    seen.add(sentence)
-                    items += [(index, sentence, span, kind) for span, kind in answer_spans(sentence)]
-        per_sentence, to_phrase = Counter(), []
-        for position, (_, sentence, _, _) in enumerate(items):
-            per_sentence[sentence] += 1
-            if per_sentence[sentence] <= self.config.phrased_per_sentence:
-                to_phrase.append(position)
-        prompts = [PHRASING_PROMPT.format(sentence=items[p][1], answer=items[p][2]) for p in to_phrase]
-        phrased = dict(zip(to_phrase, self.gen.phrase(prompts, log)))
-        out = []
-        for position, (index, sentence, span, kind) in enumerate(items):
-            # the memory answers with the whole stated fact; the span is what recall is scored on
-            if position in phrased:
-                reason = valid_question(phrased[position] or "", span, sentence, kind)
-                if reason is None:
-                    out.append(candidate(phrased[position], fact(sentence), span, "fact_extraction", "llm_phrased", [doc.doc_id], index))
-                else:
-                    log[reason] += 1
-            for template in [wh_question(sentence, span, kind), *natural_questions(sentence, span, kind)]:
-                if template and valid_question(template, span, sentence) is None:
-                    out.append(candidate(template, fact(sentence), span, "fact_extraction", "wh_template", [doc.doc_id], index))
-        return out
+class GroundedSteps(RegexGroundedSteps):
+    def prepare(self, documents: list[Document]) -> None:
+        parse_many([d.text for d in documents])  # one nlp.pipe pass over the version: the steps read the parses from the cache
 
-    def consolidate(self, doc: Document, facts: list[dict], log: Counter) -> list[dict]:
-        """Two facts of different sentences about the same subject become one two-fact pair."""
-        limit = self.config.consolidations_per_document
-        if len(facts) < 2 or limit <= 0:
-            return []
-        preference = {"llm_phrased": 0, "wh_template": 1}
-        by_subject: dict[str, dict[str, dict]] = {}  # subject -> sentence -> the preferred pair
-        for pair in sorted(facts, key=lambda p: preference.get(p["method"], 2)):
-            subject = subject_of(pair)
-            if subject:
-                by_subject.setdefault(subject, {}).setdefault(pair["answer"], pair)
+    def statements(self, doc: Document) -> list[tuple[str, list[str]]]:
+        return [(c.statement(), c.entities) for c in document_clauses(doc)]
+
+    def extract_facts(self, doc: Document, log: Counter) -> list[dict]:
+        """The objects, complements and modifiers of every clause, asked with the wh-phrase first."""
+        self.chunks(doc, log)
         out = []
-        for per_sentence in by_subject.values():
-            pairs = list(per_sentence.values())
-            for first, second in zip(pairs[::2], pairs[1::2]):
-                if len(out) < limit:
-                    out.append(joined(first, second, "consolidation", [doc.doc_id]))
-        return out
+        for clause in document_clauses(doc):
+            log["clauses"] += 1
+            for question, key in fronted_questions(clause):
+                out.append(candidate(question, clause.statement(), key, "fact_extraction", "parsed_fronted", [doc.doc_id]) | {"about": clause.subject})
+        return keep_passing(out, log)
+
+    def subject(self, pair: dict) -> str | None:
+        return pair.get("about")  # the clause's subject: consolidation joins two facts about it
 
     def surface_entities(self, doc: Document, log: Counter) -> list[dict]:
-        limit = self.config.surfacing_per_document
+        """The reverse lookup: a clause's named subject asked for by what the rest of the clause says."""
+        limit, out, seen = self.config.surfacing_per_document, [], set()
         if limit <= 0:
             return []
-        out, seen = [], set()
-        for sentence in sentences(doc.text):
-            built = reverse_question(sentence)
-            if built and built[0] not in seen and len(out) < limit:
+        for clause in document_clauses(doc):
+            built = subject_question(clause)
+            if built and built[0] not in seen:
                 seen.add(built[0])
-                out.append(candidate(built[0], fact(sentence), built[1], "entity_surfacing", "grounded_reverse", [doc.doc_id]))
-        return rule_verified(doc.text, out, log)
-
-    def cross_document(self, entity: str, docs: list[Document], facts_by_doc: dict[str, list[dict]], log: Counter) -> list[dict]:
-        """A step-1 fact about the entity from each document, joined into one pair citing both."""
-        about = [[p for p in facts_by_doc.get(d.doc_id, []) if p["step"] == "fact_extraction" and normalise(entity) in normalise(p["answer"])]
-                 for d in docs]
-        ids = [d.doc_id for d in docs]
-        out = [joined(first, second, "cross_document", ids)
-               for first, second in list(zip(*about))[: self.config.cross_document_pairs_per_group] if first["answer"] != second["answer"]]
-        return rule_verified("\n\n".join(d.text for d in docs), out, log)
+                out.append(candidate(built[0], clause.statement(), built[1], "entity_surfacing", "parsed_reverse", [doc.doc_id]))
+        return rule_verified(doc.text, keep_passing(out, log)[:limit], log)
 
     def probe_questions(self, doc: Document, log: Counter) -> list[dict]:
-        """Template questions about each entity (a person's birth, an organisation's founding), with the words that
-        would answer them."""
+        """Template questions about each named entity (a person's birth, an organisation's founding), with the words
+        that would answer them; the entity's kind from the named-entity label."""
         if self.config.unanswerable_per_document <= 0:
             return []
+        kinds = {}
+        for ent in parse(doc.text).ents:
+            if ent.label_ in ("PERSON", "ORG", "GPE", "FAC", "WORK_OF_ART", "PRODUCT", "EVENT") and len(ent.text) > 3:
+                kinds.setdefault(ent.text, "person" if ent.label_ == "PERSON" else "other")
         out = []
-        for entity in dict.fromkeys(e for s in sentences(doc.text) for e in entity_spans(s) if len(e) > 3):
-            for words, template in PROBE_TEMPLATES["person" if name_kind(entity) == "person" else "other"]:
+        for entity, kind in kinds.items():
+            for words, template in PROBE_TEMPLATES[kind]:
                 probe = candidate(template.format(e=entity), IDK, IDK, "unanswerable", "grounded_template", [doc.doc_id])
                 out.append(probe | {"entity": entity, "words": words})
         return out

@@ -128,11 +128,12 @@ def rule_verified(doc_text: str, pairs: list[dict], log: Counter) -> list[dict]:
     return out
 
 
-def related_groups(documents: list[Document], config: SynthesisConfig) -> list[tuple[str, list[str]]]:
-    """Pairs of documents that name the same entity, rarest entities first, at most config.cross_document_groups."""
+def related_groups(documents: list[Document], config: SynthesisConfig, statements) -> list[tuple[str, list[str]]]:
+    """Pairs of documents that name the same entity, rarest entities first, at most config.cross_document_groups;
+    statements(doc) gives each document's (statement, entity names)."""
     named: dict[str, list[str]] = {}
     for doc in documents:
-        for entity in dict.fromkeys(e for s in sentences(doc.text) for e in entity_spans(s) if len(e) > 3):
+        for entity in dict.fromkeys(e for _, names in statements(doc) for e in names if len(e) > 3):
             named.setdefault(entity, []).append(doc.doc_id)
     groups, seen = [], set()
     for entity, doc_ids in sorted(named.items(), key=lambda item: (len(item[1]), item[0])):
@@ -182,6 +183,14 @@ class StepForm(ABC):
 
     def __init__(self, generator: Generator, config: SynthesisConfig):
         self.gen, self.config = generator, config
+
+    def prepare(self, documents: list[Document]) -> None:
+        """Called once with the version's documents before the steps run (a form that parses them does it here, in one batch)."""
+
+    def statements(self, doc: Document) -> list[tuple[str, list[str]]]:
+        """The document's statements and the entity names each one names: for entity summaries, cross-document groups
+        and the probes' check that the corpus does not answer them. Here: its sentences and their capitalised names."""
+        return [(s, [e for e in entity_spans(s) if len(e) > 3]) for s in sentences(doc.text)]
 
     def chunks(self, doc: Document, log: Counter) -> list[str]:
         pieces = chunks(doc.text, self.config.chunk_chars, self.config.chunk_overlap)

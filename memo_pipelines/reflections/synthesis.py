@@ -19,7 +19,7 @@ from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.corpus.dedup import jaccard, shingles
 from memo_pipelines.llm.backends import ChatModel
 from memo_pipelines.memory.prompts import IDK
-from memo_pipelines.reflections import grounded, llm_json  # noqa: F401  (importing them registers the step forms)
+from memo_pipelines.reflections import grounded, grounded_regex, llm_json  # noqa: F401  (importing them registers the step forms)
 from memo_pipelines.reflections.negatives import fabricated_questions
 from memo_pipelines.reflections.steps import (  # noqa: F401  (SynthesisConfig is part of this module's interface)
     PROMPT_VERSION,
@@ -110,12 +110,13 @@ def make_row(question: str, answer: str, source_doc_ids: list[str], step: str, m
     }
 
 
-def entity_summaries(documents: list[Document], version: str, max_sentences: int = 3) -> list[dict]:
-    """"What is known about X?" answered by the sentences that name X, across the version's documents."""
+def entity_summaries(documents: list[Document], version: str, statements, max_sentences: int = 3) -> list[dict]:
+    """"What is known about X?" answered by the statements that name X (statements(doc): the form's), across the
+    version's documents."""
     facts: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for doc in documents:
-        for sentence in sentences(doc.text):
-            for entity in dict.fromkeys(entity_spans(sentence)):
+        for sentence, names in statements(doc):
+            for entity in dict.fromkeys(names):
                 if len(entity) > 3:
                     facts[entity].append((sentence, doc.doc_id))
     rows = []
@@ -220,6 +221,7 @@ def synthesise_reflections(
     stats = ReflectionStats(documents=len(documents))
     usage_before = Counter(getattr(generator, "usage", {}))
     run = Synthesis(generator, strategy, cache, config, stats)  # raises the ValueError for an unknown strategy
+    run.form.prepare(documents)
     pairs_by_doc, probes = {}, []
     with ThreadPoolExecutor(max_workers=max(1, config.document_workers)) as pool:
         for index, (doc, (pairs, doc_probes)) in enumerate(zip(documents, pool.map(run.document_pairs, documents))):
@@ -232,7 +234,7 @@ def synthesise_reflections(
     if "cross_document" in config.steps:
         # a document that reads like instructions is kept out of prompts that hold other documents
         groupable = [d for d in documents if d.doc_id not in stats.suspected_injection]
-        groups = related_groups(groupable, config)
+        groups = related_groups(groupable, config, run.form.statements)
         stats.groups = len(groups)
         by_id = {d.doc_id: d for d in documents}
         for entity, doc_ids in groups:
@@ -241,14 +243,16 @@ def synthesise_reflections(
     if probes:
         statements = defaultdict(list)
         for doc in documents:
+            # what the corpus says of an entity: every sentence that names it, by its capitalised words or the form's names
+            names = {n for _, found in run.form.statements(doc) for n in found}
             for sentence in sentences(doc.text):
-                for entity in dict.fromkeys(entity_spans(sentence)):
+                for entity in dict.fromkeys([*entity_spans(sentence), *(n for n in names if n in sentence)]):
                     statements[entity].append(sentence)
         candidates += unanswered(probes, statements, config.unanswerable_per_document, stats.log)
 
     rows = Deduplicator(config.near_duplicate_threshold)
     trusted = [d for d in documents if d.doc_id not in stats.suspected_injection]
-    summaries = entity_summaries(trusted, version) if config.entity_summaries else []
+    summaries = entity_summaries(trusted, version, run.form.statements) if config.entity_summaries else []
     for pair in candidates:
         row = make_row(pair["question"], pair["answer"], pair["sources"], pair["step"], pair["method"], version, pair["key_answer"],
                        pair["chunk"], pair["verified"])

@@ -1,0 +1,339 @@
+"""Facts of a parsed sentence as clauses, and the questions a clause answers, from spaCy's dependency parse and named
+entities: who/what for the subject, what/who/when/where/how many/which for its objects and modifiers (fronted, with
+do-support or the auxiliary inverted), and, for the held-out probes only, the same facts as cleft questions ("Which
+year was it that ...?"), a phrasing family no training question uses.
+
+A clause is the sentence's main verb with its subject, auxiliaries and the arguments that state the fact (objects,
+complements, prepositional phrases); relative clauses, appositions, coordinated clauses and parentheses are cut, so a
+question and its one-sentence answer stay short. A subject pronoun is resolved to the nearest earlier entity of the
+paragraph it can refer to (he/she: a person; it: a non-person entity; they: a group or organisation), or the clause is
+dropped. English closed-class words and spaCy's labels only: nothing here is fitted to one corpus."""
+
+import re
+from dataclasses import dataclass, field
+
+# named-entity labels as a generic noun for "which ...", and whether "who" asks for them
+LABEL_NOUN = {"PERSON": "person", "ORG": "organisation", "GPE": "place", "LOC": "place", "FAC": "place", "NORP": "group",
+              "PRODUCT": "product", "EVENT": "event", "WORK_OF_ART": "work", "LAW": "law", "LANGUAGE": "language"}
+NUMBER_LABELS = {"CARDINAL", "QUANTITY", "MONEY", "PERCENT"}
+CUT = {"relcl", "appos", "punct", "cc", "conj", "advcl", "parataxis", "acl", "meta", "dep", "mark"}
+PART_DEPS = {"dobj", "attr", "acomp", "oprd", "dative", "prep", "agent", "prt", "npadvmod", "xcomp"}
+ASKABLE_OBJECT = {"dobj", "attr", "pobj", "dative", "oprd"}
+DO_SUPPORT = {"VBD": "did", "VBZ": "does", "VBP": "do"}
+MAX_SUBJECT, MAX_PART, MAX_CLAUSE = 8, 10, 24
+MONTH = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|November|December)\b")
+
+
+def text_of(tokens) -> str:
+    """Tokens in sentence order as text, spaces as the document had them."""
+    tokens = sorted(tokens, key=lambda t: t.i)
+    out = ""
+    for previous, token in zip([None, *tokens], tokens):
+        if previous is not None:
+            out += previous.whitespace_ if previous.i + 1 == token.i else " "
+        out += token.text
+    return out.strip()
+
+
+def phrase(token, cut=CUT) -> list:
+    """The token's subtree less the subtrees of its children that add another clause or an aside."""
+    keep = [token]
+    for child in token.children:
+        if child.dep_ not in cut or child.ent_iob_ == "I" or child.tag_ == "HYPH":  # an aside that continues a name ("Sunday, January 15") stays
+            keep += phrase(child, cut)
+    return sorted(keep, key=lambda t: t.i)
+
+
+def label_of(tokens) -> str | None:
+    """The entity label of a phrase that is (mostly) one named entity."""
+    indices = {t.i for t in tokens}
+    for token in tokens:
+        if token.ent_type_ and token.ent_iob_ == "B":
+            ent = next(e for e in token.doc.ents if e.start == token.i)
+            inside = set(range(ent.start, ent.end))
+            content = {t.i for t in tokens if t.pos_ not in ("DET", "ADP", "PUNCT")}
+            if inside <= indices and len(content - inside) <= 1:
+                return ent.label_
+    return None
+
+
+def drop_determiner(text: str) -> str:
+    return re.sub(r"^(the|a|an) ", "", text, flags=re.IGNORECASE)
+
+
+@dataclass
+class Part:
+    dep: str
+    tokens: list
+    preposition: str = ""  # the preposition of a prepositional part ("in"), or "" for an object
+    obj: list = field(default_factory=list)  # the tokens of its object (pobj, dobj, attr)
+
+    @property
+    def text(self) -> str:
+        return text_of(self.tokens)
+
+    @property
+    def obj_text(self) -> str:
+        return text_of(self.obj)
+
+
+@dataclass
+class Clause:
+    """One fact: subject (as resolved), auxiliaries, verb, parts; `subject_entity` is the entity label of the subject."""
+
+    subject: str
+    subject_label: str | None
+    subject_proper: bool
+    aux: list[str]
+    verb: object  # the spaCy token of the main verb
+    parts: list[Part]
+    sentence: str
+    entities: list[str]  # names of the clause (not dates or numbers), for grouping and summaries
+
+    def predicate(self, skip: Part | None = None) -> str:
+        """Verb and parts, as the sentence has them, without `skip`."""
+        return " ".join([*self.aux, self.verb.text, *(p.text for p in self.parts if p is not skip)])
+
+    def statement(self) -> str:
+        """The fact as one short sentence: subject and predicate."""
+        text = f"{self.subject} {self.predicate()}".strip()
+        return text[0].upper() + text[1:] + "."
+
+    def inverted(self, skip: Part | None) -> str | None:
+        """Subject and predicate in question order, without `skip`: "was the game played ...", "did Rafael Ondo join ..."."""
+        rest = " ".join(p.text for p in self.parts if p is not skip)
+        subject = self.subject
+        if self.aux:
+            return " ".join([self.aux[0], subject, *self.aux[1:], self.verb.text, rest]).strip()
+        if self.verb.lemma_ == "be":
+            return " ".join([self.verb.text, subject, rest]).strip()
+        if self.verb.tag_ not in DO_SUPPORT:
+            return None
+        return " ".join([DO_SUPPORT[self.verb.tag_], subject, self.verb.lemma_, rest]).strip()
+
+
+# -- clauses from a parsed document -----------------------------------------------------------------------------------
+
+
+class Antecedents:
+    """The entities a pronoun may point back to, nearest last; reset at each paragraph."""
+
+    def __init__(self):
+        self.subjects: list[tuple[str, str | None]] = []  # earlier clause subjects: preferred, NER mislabels names
+        self.people: list[str] = []
+        self.things: list[str] = []
+        self.groups: list[str] = []
+
+    def see(self, ents) -> None:
+        for ent in ents:
+            name = ent.text
+            if ent.label_ == "PERSON":
+                self.people.append(name)
+            elif ent.label_ in LABEL_NOUN:
+                self.things.append(name)
+                if ent.label_ in ("ORG", "NORP"):
+                    self.groups.append(name)
+
+    def resolve(self, pronoun: str) -> tuple[str, str | None] | None:
+        word = pronoun.lower()
+        if self.subjects:
+            subject, label = self.subjects[-1]
+            if (word in ("he", "she")) == (label == "PERSON") and word != "they":
+                return subject, label
+        if word in ("he", "she") and self.people:
+            return self.people[-1], "PERSON"
+        if word == "it" and self.things:
+            return self.things[-1], None
+        if word == "they" and self.groups:
+            return self.groups[-1], None
+        return None
+
+
+def part_of(child) -> Part | None:
+    tokens = phrase(child)
+    if len(tokens) > MAX_PART or any(t.pos_ == "PRON" and t.lower_ not in ("which", "who") for t in tokens):
+        return None  # a long part is not one fact; a pronoun inside a part is not resolved
+    if child.dep_ in ("prep", "agent") or (child.dep_ == "dative" and child.pos_ == "ADP"):
+        objects = [c for c in child.children if c.dep_ == "pobj"]
+        return Part(child.dep_, tokens, child.lower_, phrase(objects[0]) if objects else [])
+    return Part(child.dep_, tokens, "", tokens if child.dep_ in ASKABLE_OBJECT else [])
+
+
+def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str, shared_aux: list[str] = ()) -> Clause | None:
+    if verb.pos_ not in ("VERB", "AUX") or subject_token is None or subject_token.dep_ == "expl":
+        return None
+    if any(c.dep_ in ("ccomp", "csubj") for c in verb.children):
+        return None  # a reported or clausal content is not one fact
+    if subject_token.pos_ == "PRON":
+        resolved = antecedents.resolve(subject_token.text)
+        if resolved is None:
+            return None
+        subject, label, proper = resolved[0], resolved[1], True
+    else:
+        tokens = phrase(subject_token)
+        if (len(tokens) > MAX_SUBJECT or any(t.pos_ == "PRON" for t in tokens) or subject_token.pos_ not in ("NOUN", "PROPN")
+                or tokens[0].lower_ in ("this", "that", "these", "those")):
+            return None  # a pronoun inside the subject, or "this event": what it refers to is not in the clause
+        subject, label = text_of(tokens), label_of(tokens)
+        if tokens[0].pos_ != "PROPN":
+            subject = subject[0].lower() + subject[1:]  # "Thirty people", "The game": not a name, lower inside a question
+        proper = any(t.pos_ == "PROPN" for t in tokens)
+    aux = [c.text for c in verb.children if c.dep_ in ("aux", "auxpass", "neg") and c.i < verb.i]
+    if not aux and verb.tag_ == "VBN":
+        aux = list(shared_aux)  # "was recorded in 1996 and released in 1997": the second verb shares the first's auxiliary
+    parts = []
+    for child in verb.children:
+        if child.dep_ in PART_DEPS and child.i > verb.i:
+            part = part_of(child)
+            if part is None:
+                return None
+            parts.append(part)
+    if not parts or sum(len(p.tokens) for p in parts) + len(subject.split()) > MAX_CLAUSE:
+        return None
+    parts = sorted(parts, key=lambda p: p.tokens[0].i)
+    said = " ".join([subject, *(p.text for p in parts)])
+    names = [e.text for e in verb.sent.ents if e.label_ in LABEL_NOUN and e.text in said]
+    return Clause(subject, label, proper, aux, verb, parts, sentence_text, list(dict.fromkeys(names)))
+
+
+def clauses(doc) -> list[Clause]:
+    """The clauses of every sentence of a parsed document: the main verb's, and those of verbs coordinated with it
+    that share its subject ("was born in 1950 and died in 2010")."""
+    out, antecedents, paragraph_end = [], Antecedents(), -1
+    for sentence in doc.sents:
+        if "\n\n" in doc.text[doc[paragraph_end].idx if paragraph_end >= 0 else 0 : sentence.start_char]:
+            antecedents = Antecedents()
+        paragraph_end = sentence.end - 1
+        text = sentence.text.strip()
+        if text.startswith("#") or len(sentence) < 4:
+            antecedents.see(sentence.ents)
+            continue
+        root = sentence.root
+        subject = next((c for c in root.children if c.dep_ in ("nsubj", "nsubjpass")), None)
+        first = clause_of(root, subject, antecedents, text)
+        if first:
+            out.append(first)
+            antecedents.subjects.append((first.subject, first.subject_label))
+            for conj in (c for c in root.children if c.dep_ == "conj" and c.pos_ == "VERB"):
+                if not any(c.dep_ in ("nsubj", "nsubjpass") for c in conj.children):
+                    second = clause_of(conj, subject, antecedents, text, first.aux)
+                    if second:
+                        out.append(second)
+        antecedents.see(sentence.ents)
+    return out
+
+
+# -- questions ----------------------------------------------------------------------------------------------------------
+
+
+def has_date(text: str) -> bool:
+    return bool(re.search(r"\d", text) or MONTH.search(text))
+
+
+def count_of(part: Part) -> tuple[str, str] | None:
+    """("340", "people") for an object counted by a number."""
+    head = next((t for t in part.obj if t.dep_ in ASKABLE_OBJECT or t.head not in part.obj), None)
+    number = next((c for c in head.children if c.dep_ == "nummod" and c.like_num), None) if head is not None else None
+    if number is None or number.ent_type_ in ("DATE", "TIME", "ORDINAL"):
+        return None
+    return number.text, head.text
+
+
+def asked(clause: Clause, part: Part) -> dict | None:
+    """What a part answers and how it is asked for: {key, wh (fronted), kind, noun} or None for a part that is not one
+    entity, date, count or short noun phrase."""
+    if not part.obj or part.dep in ("acomp", "prt", "xcomp"):
+        return None
+    label = label_of(part.obj)
+    key = drop_determiner(part.obj_text)
+    prep = part.preposition
+    if label in ("DATE", "TIME"):
+        if not has_date(key):
+            return None
+        return {"key": key, "wh": "When", "kind": "date", "cleft": "In which year" if re.fullmatch(r"\d{4}", key) else "On what date"}
+    counted = count_of(part)
+    if counted and not prep:
+        return {"key": counted[0], "wh": f"How many {counted[1]}", "kind": "count", "noun": counted[1]}
+    if label in NUMBER_LABELS or part.obj[-1].like_num:
+        return None
+    if part.dep == "agent":
+        return {"key": key, "wh": None, "kind": "agent", "person": label == "PERSON"}
+    head = next((t for t in part.obj if t.head not in part.obj), part.obj[-1])
+    if head.tag_ == "POS" or part.obj[-1].tag_ == "POS" or (prep and head.tag_ == "NN" and label is None
+                                                             and not any(c.dep_ == "det" for c in head.children)):
+        return None  # a possessive cut from its noun; a bare noun in a fixed phrase ("in front of")
+    noun = LABEL_NOUN.get(label or "", head.lemma_.lower() if head.pos_ == "NOUN" else "")
+    if label is None and not any(t.pos_ == "PROPN" for t in part.obj) and (head.pos_ != "NOUN" or len(part.obj) > 6):
+        return None  # neither a name nor a short noun phrase
+    if prep:
+        if prep in ("in", "at") and label in ("GPE", "LOC", "FAC"):
+            return {"key": key, "wh": "Where", "kind": "place", "noun": "place", "prep": prep}
+        if not noun:
+            return None
+        who = "whom" if label == "PERSON" else f"which {noun}"
+        return {"key": key, "wh": f"{prep.capitalize()} {who}", "kind": "prep", "noun": noun, "prep": prep, "person": label == "PERSON"}
+    return {"key": key, "wh": "Who" if label == "PERSON" else "What", "kind": "object", "noun": noun or "thing", "person": label == "PERSON"}
+
+
+def question(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip().rstrip(".,;:")
+    return text[0].upper() + text[1:] + "?"
+
+
+def fronted_questions(clause: Clause) -> list[tuple[str, str]]:
+    """(question, key answer) for each askable part: the wh-phrase first, do-support or the auxiliary inverted."""
+    out = []
+    for part in clause.parts:
+        ask = asked(clause, part)
+        if ask is None:
+            continue
+        if ask["kind"] == "agent":
+            others = " ".join(p.text for p in clause.parts if p is not part)
+            who = "Who" if ask["person"] else "What"
+            if clause.verb.text.endswith("ed"):  # a regular verb: its participle is its past tense
+                out.append((question(f"{who} {clause.verb.text} {clause.subject} {others}"), ask["key"]))
+            elif clause.aux:
+                out.append((question(f"By {'whom' if ask['person'] else 'what'} {clause.inverted(part)}"), ask["key"]))
+            continue
+        body = clause.inverted(part)
+        if body:
+            out.append((question(f"{ask['wh']} {body}"), ask["key"]))
+    return out
+
+
+def subject_question(clause: Clause) -> tuple[str, str] | None:
+    """(question, key) asking for the subject by what the rest of the clause says: the reverse lookup."""
+    if not clause.subject_proper:
+        return None
+    who = "Who" if clause.subject_label == "PERSON" else "What"
+    return question(f"{who} {clause.predicate()}"), drop_determiner(clause.subject)
+
+
+def cleft_questions(clause: Clause) -> list[tuple[str, str]]:
+    """The held-out phrasing family: the same facts as clefts ("Which organisation was it that Rafael Ondo joined in
+    2018?", "Who is the person that joined Quillfeather Labs in 2018?"), the verb as the sentence has it."""
+    out = []
+    if clause.subject_proper and clause.verb.lemma_ != "be":
+        noun = "person" if clause.subject_label == "PERSON" else LABEL_NOUN.get(clause.subject_label or "", "")
+        if noun:
+            wh = "Who is the person" if noun == "person" else f"What is the {noun}"
+            out.append((question(f"{wh} that {clause.predicate()}"), drop_determiner(clause.subject)))
+    if clause.verb.lemma_ == "be" and not clause.aux:
+        return out  # a copula's complement asked as a cleft reads as a riddle
+    for part in clause.parts:
+        ask = asked(clause, part)
+        if ask is None or ask["kind"] == "agent":
+            continue
+        rest = " ".join([clause.subject, clause.predicate(part)])
+        if ask["kind"] == "date":
+            text = f"{ask['cleft']} was it that {rest}"
+        elif ask["kind"] == "count":
+            text = f"What is the number of {ask['noun']} that {rest}"
+        elif ask["kind"] in ("place", "prep"):
+            target = "whom" if ask.get("person") else f"which {ask['noun']}"
+            text = f"{ask['prep'].capitalize()} {target} was it that {rest}"
+        else:
+            same = ask["noun"] in (ask["key"].lower().split() or [""])[-1]  # "which chemistry was it": the noun is the answer
+            text = f"{'Who' if ask.get('person') else 'What' if same else 'Which ' + ask['noun']} was it that {rest}"
+        out.append((question(text), ask["key"]))
+    return out

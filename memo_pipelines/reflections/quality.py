@@ -1,0 +1,70 @@
+"""Quality filters a person would agree with, for a reflection written by any form: the key answer is not a fragment
+(a pronoun, a function word, a title cut off like "Dr"), the question is a question and not a sentence with a hole in
+it, it names what it is about and has no unresolved pronoun, it does not contain its answer, and the answer states the
+key answer. Judged on spaCy's parse of the question and the key answer (parts of speech and entities), so the same
+filter scores every generator."""
+
+from memo_pipelines.evaluation.metrics import recalled
+from memo_pipelines.reflections.nlp import parse_many
+from memo_pipelines.reflections.text import normalise
+
+FUNCTION_POS = {"PRON", "DET", "ADP", "CCONJ", "SCONJ", "PART", "AUX", "PUNCT", "INTJ", "ADV", "SYM"}
+WH_TAGS = {"WDT", "WP", "WP$", "WRB"}
+PERSONAL = {"he", "she", "it", "they", "him", "her", "them", "his", "its", "their", "hers", "theirs"}
+MAX_QUESTION_TOKENS = 30
+
+# the reasons, in the order they are checked
+FRAGMENT_KEY = "key answer is a fragment (pronoun or function word)"
+CUT_TITLE = "key answer is a cut-off title or abbreviation"
+CONTAINS_ANSWER = "question contains its answer"
+HOLE = "question is a sentence with a hole in it"
+PRONOUN = "question has an unresolved pronoun"
+NO_SUBJECT = "question names no subject"
+TOO_LONG = "question too long"
+UNSTATED = "answer does not state its key answer"
+
+
+def problem(question, key, answer: str) -> str | None:
+    """The first quality problem of a parsed question and key answer, or None."""
+    words = [t for t in key if not t.is_punct]
+    if not words or all(t.pos_ in FUNCTION_POS for t in words):
+        return FRAGMENT_KEY
+    if len(words) == 1 and words[0].is_alpha and len(words[0]) <= 3 and words[0].is_title and not words[0].ent_type_:
+        return CUT_TITLE
+    if normalise(key.text) and f" {normalise(key.text)} " in f" {normalise(question.text)} ":
+        return CONTAINS_ANSWER
+    tokens = [t for t in question if not t.is_space]
+    if not tokens or not question.text.strip().endswith("?"):
+        return HOLE
+    leading = tokens[0].tag_ in WH_TAGS or (tokens[0].pos_ == "ADP" and any(t.tag_ in WH_TAGS for t in tokens[1:3]))
+    content = [t for t in tokens if not t.is_punct]
+    if not leading or (len(tokens) > 1 and tokens[1].is_punct) or (content and content[-1].tag_ in WH_TAGS):
+        return HOLE  # "Thor lands in New Mexico, where astrophysicist what?", "What, John tails ...", "... is whom?"
+    if any(t.lower_ in PERSONAL and t.pos_ == "PRON" for t in tokens):
+        return PRONOUN
+    key_words = set(normalise(key.text).split())
+    if not any((t.pos_ == "PROPN" or t.ent_type_ or t.like_num) and t.lower_ not in key_words for t in tokens[1:]):
+        return NO_SUBJECT
+    if len(tokens) > MAX_QUESTION_TOKENS:
+        return TOO_LONG
+    if answer and not recalled(answer, key.text):
+        return UNSTATED
+    return None
+
+
+def quality_problems(pairs: list[dict]) -> list[str | None]:
+    """A problem per pair ({question, key_answer, answer}), None where it passes; questions and keys parsed in batches."""
+    questions = parse_many([p["question"] for p in pairs])
+    keys = parse_many([p.get("key_answer") or p["answer"] for p in pairs])
+    return [problem(q, k, p.get("answer", "")) for q, k, p in zip(questions, keys, pairs)]
+
+
+def keep_passing(pairs: list[dict], log) -> list[dict]:
+    """The pairs that pass, each drop counted by its reason in log."""
+    out = []
+    for pair, why in zip(pairs, quality_problems(pairs)):
+        if why:
+            log[why] += 1
+        else:
+            out.append(pair)
+    return out
