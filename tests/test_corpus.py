@@ -143,3 +143,34 @@ def test_a_vanished_object_is_quarantined_but_a_store_fault_fails_the_snapshot()
 
     with pytest.raises(ConnectionError):
         build_snapshot("v1", [{"key": "landing/a.txt"}], refused, "landing/")
+
+
+GERMAN = ("Die Stadt Hamburg liegt an der Elbe und ist mit rund 1,9 Millionen Einwohnern die zweitgrößte Stadt Deutschlands. "
+          "Der Hafen ist einer der größten in Europa und wird jedes Jahr von vielen tausend Schiffen angelaufen.")
+FRENCH = ("La ville de Lyon est située au confluent du Rhône et de la Saône. Elle est la troisième ville de France par sa "
+          "population et un centre important de la gastronomie et de la soie.")
+RUSSIAN = "Москва — столица России, город федерального значения и административный центр Центрального федерального округа."
+ENGLISH_TABLE = "Player Salary Team LeBron James $30,963,450 Cleveland Cavaliers Al Horford $26,540,100 Boston Celtics " * 3
+
+
+def test_documents_not_in_english_are_quarantined_with_the_language_found():
+    snapshot = snapshot_of({"hamburg.txt": GERMAN.encode(), "lyon.txt": FRENCH.encode(), "moskva.txt": RUSSIAN.encode(),
+                            "good.txt": (GOOD + " It is the largest employer of the valley, and most of its staff live in the town.").encode(),
+                            "salaries.txt": ENGLISH_TABLE.encode()}, max_bytes=10_000)
+    # an English table has few function words in any language: it is kept
+    assert [d.doc_id for d in snapshot.documents] == ["good.txt", "salaries.txt"]
+    reasons = {q["doc_id"]: q["reason"] for q in snapshot.quarantine}
+    assert reasons["hamburg.txt"].startswith("not English") and "'de'" in reasons["hamburg.txt"]
+    assert reasons["lyon.txt"].startswith("not English") and "'fr'" in reasons["lyon.txt"]
+    assert reasons["moskva.txt"].startswith("not English") and "cyrillic" in reasons["moskva.txt"]
+
+
+def test_the_sample_corpus_and_public_passages_are_english():
+    from memo_pipelines.corpus.language import language_problem
+    from tests.conftest import SAMPLE_DIR
+
+    texts = [p.read_text() for p in SAMPLE_DIR.glob("*.*") if p.suffix in (".txt", ".md", ".html", ".json")]
+    shared = SAMPLE_DIR.parents[2] / "shared" / "data" / "hotpotqa" / "hotpotqa_train_corpus.json"
+    if shared.exists():
+        texts += ["".join(sentences) for sentences in json.loads(shared.read_text()).values()][:300]
+    assert [t[:60] for t in texts if language_problem(t)] == []

@@ -170,8 +170,8 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
             return None
         subject, label, proper = resolved[0], resolved[1], True
     else:
-        tokens = phrase(subject_token)
-        if (len(tokens) > MAX_SUBJECT or any(t.pos_ == "PRON" for t in tokens) or subject_token.pos_ not in ("NOUN", "PROPN")
+        tokens = phrase(subject_token, CUT - {"cc", "conj"})  # "Kobe Bryant and Shaquille O'Neal were selected"
+        if (tokens[-1].i - tokens[0].i + 1 != len(tokens) or len(tokens) > MAX_SUBJECT or any(t.pos_ == "PRON" for t in tokens) or subject_token.pos_ not in ("NOUN", "PROPN")
                 or tokens[0].lower_ in ("this", "that", "these", "those")):
             return None  # a pronoun inside the subject, or "this event": what it refers to is not in the clause
         subject, label = text_of(tokens), label_of(tokens)
@@ -193,6 +193,8 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
     parts = sorted(parts, key=lambda p: p.tokens[0].i)
     said = " ".join([subject, *(p.text for p in parts)])
     names = [e.text for e in verb.sent.ents if e.label_ in LABEL_NOUN and e.text in said]
+    if subject_token.pos_ == "PRON":
+        names.insert(0, subject)
     return Clause(subject, label, proper, aux, verb, parts, sentence_text, list(dict.fromkeys(names)))
 
 
@@ -213,7 +215,8 @@ def clauses(doc) -> list[Clause]:
         first = clause_of(root, subject, antecedents, text)
         if first:
             out.append(first)
-            antecedents.subjects.append((first.subject, first.subject_label))
+            if first.subject_proper:
+                antecedents.subjects.append((first.subject, first.subject_label))
             for conj in (c for c in root.children if c.dep_ == "conj" and c.pos_ == "VERB"):
                 if not any(c.dep_ in ("nsubj", "nsubjpass") for c in conj.children):
                     second = clause_of(conj, subject, antecedents, text, first.aux)
@@ -244,6 +247,8 @@ def asked(clause: Clause, part: Part) -> dict | None:
     entity, date, count or short noun phrase."""
     if not part.obj or part.dep in ("acomp", "prt", "xcomp"):
         return None
+    if part.obj[-1].i - part.obj[0].i + 1 != len(part.obj):
+        return None  # an aside was cut from inside the object: it is no span of the text
     label = label_of(part.obj)
     key = drop_determiner(part.obj_text)
     prep = part.preposition

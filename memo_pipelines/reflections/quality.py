@@ -24,6 +24,13 @@ TOO_LONG = "question too long"
 UNSTATED = "answer does not state its key answer"
 
 
+def cleft_it(token) -> bool:
+    """The "it" of a cleft ("Which year was it that ..."), which refers to nothing."""
+    doc = token.doc
+    return (token.lower_ == "it" and 0 < token.i < len(doc) - 1 and doc[token.i - 1].lemma_ == "be"
+            and doc[token.i + 1].lower_ == "that")
+
+
 def problem(question, key, answer: str) -> str | None:
     """The first quality problem of a parsed question and key answer, or None."""
     words = [t for t in key if not t.is_punct]
@@ -36,11 +43,11 @@ def problem(question, key, answer: str) -> str | None:
     tokens = [t for t in question if not t.is_space]
     if not tokens or not question.text.strip().endswith("?"):
         return HOLE
-    leading = tokens[0].tag_ in WH_TAGS or (tokens[0].pos_ == "ADP" and any(t.tag_ in WH_TAGS for t in tokens[1:3]))
+    leading = tokens[0].tag_ in WH_TAGS or (tokens[0].pos_ in ("ADP", "PART", "SCONJ") and any(t.tag_ in WH_TAGS for t in tokens[1:3]))
     content = [t for t in tokens if not t.is_punct]
     if not leading or (len(tokens) > 1 and tokens[1].is_punct) or (content and content[-1].tag_ in WH_TAGS):
         return HOLE  # "Thor lands in New Mexico, where astrophysicist what?", "What, John tails ...", "... is whom?"
-    if any(t.lower_ in PERSONAL and t.pos_ == "PRON" for t in tokens):
+    if any(t.lower_ in PERSONAL and t.pos_ == "PRON" and not cleft_it(t) for t in tokens):
         return PRONOUN
     key_words = set(normalise(key.text).split())
     if not any((t.pos_ == "PROPN" or t.ent_type_ or t.like_num) and t.lower_ not in key_words for t in tokens[1:]):

@@ -1,0 +1,98 @@
+"""The grounded generator on spaCy's parse: questions people would ask, short answers that state the key answer,
+pronouns resolved, drop reasons counted, and the held-out cleft family kept out of training; on the sample corpus, on
+HotpotQA passages the rules were never written for, and on the issue's own bad examples."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from memo_pipelines.corpus.snapshot import Document
+from memo_pipelines.evaluation.metrics import recalled
+from memo_pipelines.evaluation.probes import ProbeConfig, write_probes
+from memo_pipelines.llm.backends import LLMSpec, load_chat_model
+from memo_pipelines.reflections.quality import CUT_TITLE, FRAGMENT_KEY, HOLE, PRONOUN, quality_problems
+from memo_pipelines.reflections.synthesis import synthesise_reflections
+from tests.conftest import SAMPLE_DIR
+from tests.openai_stub import ScriptedOpenAI
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def document(doc_id: str, text: str) -> Document:
+    return Document(doc_id, f"landing/{doc_id}", "etag", len(text), hashlib.sha256(text.encode()).hexdigest(), text)
+
+
+def reflect(documents):
+    """The grounded form with a scripted endpoint as its generator, which it must not need."""
+    with ScriptedOpenAI(lambda request: "Who knows?") as server:
+        rows, stats = synthesise_reflections(documents, "v000001", load_chat_model(LLMSpec("openai", "scripted-model", server.base_url)), "grounded")
+        assert server.requests == []  # the parse phrases every question
+    return rows, stats
+
+
+def hotpot_documents(limit: int) -> list[Document]:
+    path = SHARED_DATA / "hotpotqa" / "hotpotqa_train_corpus.json"
+    if not path.exists():
+        pytest.skip(f"public data not found at {SHARED_DATA}")
+    corpus = json.loads(path.read_text())
+    return [document(f"{i:03d}.txt", "".join(corpus[title])) for i, title in enumerate(sorted(corpus)[:limit])]
+
+
+def test_each_fact_is_asked_several_ways_and_answered_by_one_sentence_that_states_it():
+    ondo = document("ondo.txt", "Rafael Ondo joined Quillfeather Labs in 2018. He studied chemistry in Darrow.")
+    kesby = document("kesby.txt", "The Kesby plant employs 340 people.")
+    rows, stats = reflect([ondo, kesby])
+    asked = {r["question"]: r for r in rows if r["step"] != "unanswerable"}
+    assert asked["When did Rafael Ondo join Quillfeather Labs?"]["key_answer"] == "2018"
+    assert asked["Who joined Quillfeather Labs in 2018?"]["key_answer"] == "Rafael Ondo"  # the reverse lookup
+    assert asked["How many people does the Kesby plant employ?"]["answer"] == "The Kesby plant employs 340 people."
+    # "He" is resolved to the nearest person: the fact stands alone
+    assert asked["What did Rafael Ondo study in Darrow?"]["answer"] == "Rafael Ondo studied chemistry in Darrow."
+    assert "Rafael Ondo studied chemistry in Darrow." in asked["What is known about Rafael Ondo?"]["answer"]
+    for row in asked.values():
+        assert recalled(row["answer"], row["key_answer"]), row
+        assert " he " not in f" {row['question'].lower()} " and "was it that" not in row["question"]  # the clefts are held out
+    assert stats.log["clauses"] == 3
+
+
+def test_the_issues_bad_reflections_fail_the_quality_filters_with_their_reason():
+    bad = [
+        ("What, John tails a local drug dealer to a drug lord, then robs him?", "Instead", FRAGMENT_KEY),
+        ("Thor lands in New Mexico, where astrophysicist what?", "Dr", CUT_TITLE),
+        ("What tries to keep her house tidy?", "She", FRAGMENT_KEY),
+        ("Thor lands in New Mexico, where astrophysicist what?", "Jane Foster", HOLE),
+        ("What does she grow in New Mexico?", "corn", PRONOUN),
+        ("The manager of the Kesby plant is whom?", "Rafael Ondo", HOLE),
+    ]
+    problems = quality_problems([{"question": q, "key_answer": k, "answer": ""} for q, k, _ in bad])
+    assert problems == [reason for _, _, reason in bad]
+    good = {"question": "When did Rafael Ondo join Quillfeather Labs?", "key_answer": "2018", "answer": "Rafael Ondo joined Quillfeather Labs in 2018."}
+    assert quality_problems([good]) == [None]
+
+
+def test_on_encyclopaedic_text_every_question_passes_the_filters_and_drops_are_counted():
+    documents = hotpot_documents(20)
+    rows, stats = reflect(documents)
+    facts = [r for r in rows if r["step"] in ("fact_extraction", "entity_surfacing")]
+    assert len(facts) >= 40, stats.to_json()
+    assert quality_problems(facts) == [None] * len(facts)
+    text = {d.doc_id: d.text for d in documents}
+    for row in facts:
+        assert recalled(text[row["source_doc_ids"][0]], row["key_answer"]), row  # the key answer is a span of its passage
+        assert len(row["answer"].split()) <= 40, row  # one short sentence, not a paragraph
+    dropped = stats.to_json()["dropped_by_reason"]
+    assert dropped.get("question names no subject", 0) > 0  # what the filters removed is reported, by reason
+    assert sum(r["key_answer"].lower() in ("he", "she", "it", "they", "dr", "the") for r in facts) == 0
+
+
+def test_held_out_probes_are_clefts_no_training_question_resembles():
+    documents = [document(p.name, p.read_text()) for p in sorted(SAMPLE_DIR.glob("*.txt"))] + hotpot_documents(10)
+    rows, _ = reflect(documents)
+    probes, report = write_probes(documents, rows, [], "v000001", None, "grounded", ProbeConfig(phrase_with_generator=False))
+    clefts = [p for p in probes if p["form"] == "cleft"]
+    assert len(clefts) >= 10, report
+    trained = {r["question"] for r in rows}
+    assert all(p["question"] not in trained and p["training_overlap"] < report["contamination"]["threshold"] for p in clefts)
+    assert not any("was it that" in q or q.startswith(("Who is the person that", "What is the number of")) for q in trained)
