@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from memo_pipelines.evaluation.probe_rules import grounded_fact_probes, probe_row, unanswerable_probes
 from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.reflections.steps import json_schema
 from memo_pipelines.reflections.text import STOPWORDS, content_tokens, delimited, normalise, parse_json_list
 
 
@@ -70,7 +71,8 @@ def llm_probes(doc, training_rows: list[dict], version: str, generator, known: s
     listing = "\n".join(f"- {r['question']}" for r in training_rows[:40] if doc.doc_id in r.get("source_doc_ids", []))
     prompt = LLM_PROBE_PROMPT.format(facts=config.facts_per_document, unanswerable=config.unanswerable_per_document, training=listing or "(none)",
                                      document=delimited(doc.doc_id, doc.text[:3000]))
-    reply = generator.chat([[{"role": "user", "content": prompt}]], max_new_tokens=1024, errors="none")[0]
+    structured = {"response_format": json_schema(("question", "kind"))} if getattr(generator, "structured_output", False) else {}
+    reply = generator.chat([[{"role": "user", "content": prompt}]], max_new_tokens=1024, errors="none", **structured)[0]
     out = []
     for item in parse_json_list(reply, ("question", "kind")) or []:
         question = str(item["question"])

@@ -157,6 +157,7 @@ class OpenAIChatModel:
         )
         self.usage = Counter()
         self._usage_lock = threading.Lock()
+        self._schema_refused = False
         # one bound for the whole model, however many threads call chat() at once
         self._slots = threading.BoundedSemaphore(max(1, spec.concurrency))
 
@@ -164,15 +165,27 @@ class OpenAIChatModel:
         with ThreadPoolExecutor(max_workers=max(1, self.spec.concurrency)) as pool:
             return list(pool.map(fn, items))
 
-    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64, errors: str = "raise") -> list[str | None]:
+    structured_output = True  # chat() takes response_format (a JSON schema); an endpoint that refuses it is asked without
+
+    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64, errors: str = "raise",
+             response_format: dict | None = None) -> list[str | None]:
         import openai
 
         def one(messages):
             try:
                 with self._slots:
-                    reply = self.client.chat.completions.create(
-                        model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0
-                    )
+                    structured = {"response_format": response_format} if response_format and not self._schema_refused else {}
+                    try:
+                        reply = self.client.chat.completions.create(
+                            model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0, **structured
+                        )
+                    except openai.BadRequestError:
+                        if not structured:
+                            raise
+                        self._schema_refused = True  # the endpoint does not do structured output: the caller repairs replies
+                        reply = self.client.chat.completions.create(
+                            model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0
+                        )
             except openai.OpenAIError:
                 if errors == "raise":
                     raise

@@ -49,6 +49,20 @@ class SynthesisConfig:
 REQUEST_FAILED = "generator request failed"
 
 
+OPTIONAL_FIELDS = ("key", "kind", "entity", "question", "answer", "verdict")
+
+
+def json_schema(required: tuple[str, ...]) -> dict:
+    """The reply a step asks for as an OpenAI `response_format`: an object whose "items" is the list of pairs (structured
+    output wants an object at the top), each with the required fields; parse_json_list reads it, and repairs replies of an
+    endpoint without structured output."""
+    value = {"type": ["string", "integer"]}
+    fields = dict.fromkeys([*required, *OPTIONAL_FIELDS])
+    item = {"type": "object", "properties": {f: value for f in fields}, "required": list(required)}
+    return {"type": "json_schema", "json_schema": {"name": "reflection_pairs", "schema": {
+        "type": "object", "properties": {"items": {"type": "array", "items": item}}, "required": ["items"]}}}
+
+
 class Generator:
     """The generator as the steps use it: counts calls, re-asks for JSON a bounded number of times, never raises on a
     failed request (it is counted as REQUEST_FAILED, and the step that made it is not cached)."""
@@ -78,7 +92,8 @@ class Generator:
                 break
             order = sorted(conversations)
             self.count(len(order))
-            replies = self.model.chat([conversations[i] for i in order], max_new_tokens=max_new_tokens, errors="none")
+            structured = {"response_format": json_schema(required)} if getattr(self.model, "structured_output", False) else {}
+            replies = self.model.chat([conversations[i] for i in order], max_new_tokens=max_new_tokens, errors="none", **structured)
             for i, reply in zip(order, replies):
                 parsed = parse_json_list(reply, required)
                 if parsed is not None:

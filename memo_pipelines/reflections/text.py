@@ -248,6 +248,8 @@ def parse_json_list(reply: str | None, required: tuple[str, ...] = ("question", 
             value = json.loads(candidate)
         except json.JSONDecodeError:
             continue
+        if isinstance(value, dict) and isinstance(value.get("items"), list):
+            value = value["items"]  # the structured-output form of the list (steps.json_schema)
         rows = value if isinstance(value, list) else [value]
         found = [r for r in rows if isinstance(r, dict) and all(isinstance(r.get(f), (str, int, bool)) for f in required)]
         if found:
