@@ -15,7 +15,8 @@ def loss_table(curve: list[float], rows: int = 12) -> str:
 
 
 @dg.asset(partitions_def=corpus_versions, deps=[reflections], kinds={"pytorch"}, group_name="memo", pool="training",
-          description="LoRA adapter trained on this version's reflections plus replay, on top of the promoted memory model.")
+          description="The adapters this version's update needs, by its strategy: continue (on top of the promoted model, with "
+                      "per-version replay), merge (this version's delta from the anchor) or retrain (from the base on every live reflection).")
 def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryResource, trainer: TrainerResource) -> dg.MaterializeResult:
     ws = registry.workspace()
     base_id, _ = registry.base()
@@ -28,21 +29,34 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
 
     figures = train_memory_adapter(
         ws, context.partition_key, base_id, trainer.train_config(), trainer.replay_size, on_progress, context.log.debug, trainer.launch(),
-        trainer.general_replay_size, owner=f"dagster run {context.run.run_id}", lease_ttl_s=trainer.lease_ttl_s,
+        trainer.general_replay_size, owner=f"dagster run {context.run.run_id}", lease_ttl_s=trainer.lease_ttl_s, update=trainer.update_config(),
     )
+    if figures["update"]["compaction"]:
+        context.log.info(f"compaction: a full retrain from the base ({figures['update']['compaction']})")
     if figures["backfill"]:
         context.log.info(f"backfill: trained on {figures['parent_model']}, the model promoted after the version before; {figures['promoted_at_training']} is promoted now")
     return dg.MaterializeResult(
         metadata={
-            "parent_model": figures["parent_model"],
-            "parent_sha256": figures["parent_sha256"],
+            "strategy": figures["update"]["strategy"],
+            "compaction": figures["update"]["compaction"] or "",
+            "learned_versions": figures["update"]["learned_versions"],
+            "pending_versions_learned": figures.get("pending_versions_learned", []),
+            "adapters_trained": figures["adapters_trained"],
+            "parent_model": figures["parent_model"] or "",
+            "start_model": figures["start_model"],
+            "parent_sha256": figures["parent_sha256"] or "",
             "examples": figures["examples"],
             "new_reflections": figures["new_reflections"],
             "replay_reflections": figures["replay_reflections"],
+            "replay_by_version": figures["replay_by_version"],
             "retired_reflections": figures["retired_reflections"],
             "backfill": figures["backfill"],
             "promoted_at_training": figures["promoted_at_training"] or "",
             "steps": figures["steps"],
+            "planned_steps": figures.get("planned_steps", figures["steps"]),
+            "stopped_early": figures.get("stopped_early") or "no",
+            "stop_checks": dg.MetadataValue.md(md_table(["step", "training-fact recall"], [[c["step"], c["recall"]] for c in figures.get("stop_checks", [])])),
+            "total_steps": figures["total_steps"],
             "tokens": figures["tokens"],
             "padding_share": figures["padding_share"],
             "max_length": figures["length"]["max_length"],
@@ -60,7 +74,8 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
 
 
 @dg.asset(partitions_def=corpus_versions, deps=[memory_adapter], kinds={"pytorch"}, group_name="memo",
-          description="The adapter merged into the promoted memory model with mergekit: a registered candidate.")
+          description="The candidate: one adapter folded into the model it was trained on, or every live version's delta combined "
+                      "with mergekit (strategy merge); registered with its strategy, parameters and deltas.")
 def memory_model(context: dg.AssetExecutionContext, registry: ModelRegistryResource, trainer: TrainerResource) -> dg.MaterializeResult:
     ws = registry.workspace()
     record = merge_memory_model(ws, context.partition_key, trainer.merge_config())
@@ -69,8 +84,11 @@ def memory_model(context: dg.AssetExecutionContext, registry: ModelRegistryResou
             "model_id": record["model_id"],
             "parent_model": record["parent"],
             "sha256": record["sha256"],
-            "merge_method": record["merge"]["config"]["method"],
-            "merge_config": record["merge"]["config"],
+            "strategy": record["update"]["strategy"],
+            "combine": record["merge"]["combine"],
+            "merge_method": (record["merge"]["config"] or {}).get("method", "none: one adapter folded in"),
+            "merge_config": record["merge"]["config"] or {},
+            "deltas": [a["version"] for a in record["update"]["adapters"]],
             "uri": dg.MetadataValue.path(record["uri"]),
         }
     )

@@ -191,3 +191,31 @@ def test_examples_past_the_length_cap_are_counted_and_too_many_refuse_the_traini
     with pytest.raises(TrainingRefused, match=r"3 of 40 training examples would be cut and 0 dropped at the 140-token cap .*max_length"):
         run_training_subprocess(spec, tmp_path, lambda event: None, lambda text: None)
     assert not (tmp_path / "refused").exists()
+
+
+STOP_ROWS = [{"question": e["question"], "key_answer": key} for e, key in zip(EXAMPLES, ["Rafael Ondo", "2019", "Lotte Brask"])]
+
+
+def test_training_stops_once_the_sampled_facts_are_recalled_and_the_adapter_recalls_them(tiny_base, tmp_path):
+    from memo_pipelines.evaluation.metrics import ask_memory, recalled
+    from memo_pipelines.llm.backends import LocalChatModel
+    from memo_pipelines.memory.merging import fold_adapter
+
+    config = TrainConfig(learning_rate=5e-3, epochs=100, batch_size=2, stop_every=5, min_epochs=2, stop_patience=40)  # no plateau stop
+    figures = train_adapter(tiny_base, EXAMPLES, tmp_path / "adapter", config, stop_rows=STOP_ROWS)
+    assert figures["planned_steps"] == 200
+    assert figures["stopped_early"] == "reached" and figures["steps"] < figures["planned_steps"]
+    assert figures["stop_checks"][-1] == {"step": figures["steps"], "recall": 1.0}
+    model = LocalChatModel(fold_adapter(tiny_base, tmp_path / "adapter", tmp_path / "model"))
+    answers = ask_memory(model, [r["question"] for r in STOP_ROWS], max_new_tokens=32)
+    assert all(recalled(a, r["key_answer"]) for a, r in zip(answers, STOP_ROWS)), answers
+
+
+def test_a_recall_plateau_stops_training_but_a_slow_start_does_not():
+    from memo_pipelines.memory.training import stop_reason
+
+    config = TrainConfig(stop_recall=0.9, stop_patience=2)
+    assert stop_reason([0.0, 0.0, 0.0, 0.0], config) is None  # nothing learned yet: keep going
+    assert stop_reason([0.2, 0.5, 0.6], config) is None
+    assert stop_reason([0.2, 0.6, 0.6, 0.5], config) == "plateau"
+    assert stop_reason([0.2, 0.6, 0.9], config) == "reached"

@@ -29,6 +29,8 @@ class VersionStatus:
     failed_checks: list[str] = field(default_factory=list)  # blocking reflection checks that failed: its rows are never replayed
     run_status: str | None = None
     failure: dict | None = None  # the version's last failed run (steps, errors, how to retry), until a run succeeds in those steps
+    doc_ids: list[str] = field(default_factory=list)
+    pending: str | None = None  # why the promoted model has not learned this version's reflections (None: learned, or none to learn)
 
 
 def version_stages(store: ObjectStore, names: list[str] = STAGES) -> dict[str, list[str]]:
@@ -44,6 +46,7 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
     snapshot = store.get_json(version_key(version, "snapshot.json")) if "snapshot.json" in stages else None
     if snapshot:
         status.documents = len(snapshot["documents"])
+        status.doc_ids = [d["doc_id"] for d in snapshot["documents"]]
         status.quarantine = snapshot["quarantine"]
         status.superseded = snapshot.get("superseded", [])
     if REFLECTION_CHECKS in stages:
@@ -90,7 +93,28 @@ def collect(store: ObjectStore, registry: ModelRegistry, dagster_home: str | Non
         status = version_status(store, version, stages[version], pointer)
         status.run_status = runs.get(version)
         versions.append(status)
+    mark_pending(store, registry, pointer, versions, stages)
     return pointer, versions
+
+
+def mark_pending(store: ObjectStore, registry: ModelRegistry, pointer: dict, versions: list[VersionStatus], stages: dict) -> None:
+    """Set `pending` on every version with reflections the promoted model has not learned, saying why: its gates
+    failed, it is not promoted yet, or its reflections failed their checks (those are never trained). The next
+    update trains on the pending ones (pipeline/strategies.py), so their documents are not stranded."""
+    from pathlib import Path
+
+    from memo_pipelines.pipeline.workspace import Workspace, learned_versions
+
+    learned = set(learned_versions(Workspace(store, registry, Path(".")), pointer.get("model_id")))
+    for v in versions:
+        if "reflections.jsonl" not in stages.get(v.version, []) or v.version in learned:
+            continue
+        if v.failed_checks:
+            v.pending = f"never trained: reflections failed checks {', '.join(v.failed_checks)}"
+        elif v.failed_gates:
+            v.pending = f"rejected by its gates ({', '.join(v.failed_gates)}); the next version's update trains on them"
+        else:
+            v.pending = f"{v.state}; not in the promoted model yet"
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -138,6 +162,8 @@ def render(pointer: dict, versions: list[VersionStatus], quarantine_limit: int =
                            [f"{version}  {s['doc_id']} by {s['superseded_by']} (similarity {s['similarity']}): {s['reason']}" for version, s in superseded],
                            quarantine_limit)
     lines += failure_lines([v for v in versions if v.failure])
+    lines += document_list("pending documents (not learned by the promoted model)",
+                           [f"{v.version}  {doc}: {v.pending}" for v in versions if v.pending for doc in v.doc_ids], quarantine_limit)
     return "\n".join(lines)
 
 

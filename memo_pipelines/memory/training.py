@@ -34,7 +34,8 @@ class TrainConfig:
     lora_dropout: float = 0.0
     target_modules: str = "all-linear"
     learning_rate: float = 3e-4
-    epochs: int = 8
+    epochs: int = 8  # the most passes over the examples; early stopping (stop_every) usually ends training sooner
+    max_steps: int = 0  # > 0: a cap on optimizer steps whatever the data size (a time budget)
     batch_size: int = 8
     max_length: int = 512  # cap on tokens per example; the length trained at is the longest example's, up to this cap
     max_truncated_share: float = 0.05  # more examples than this share cut or dropped at the cap fails the training
@@ -42,10 +43,19 @@ class TrainConfig:
     log_every: int = 5
     checkpoint_every: int = 25  # steps; a killed run resumes from the last checkpoint
     pack_length: int = 0  # > 0: pack each step's examples into rows of at most this many tokens instead of padding
+    # early stopping on the recall of a sample of the version's own training facts (never the gates' held-out probes):
+    # every stop_every steps the adapter answers them greedily; training stops at stop_recall, or when recall has not
+    # risen for stop_patience checks in a row. Needs stop rows from the caller; 0 turns it off.
+    stop_every: int = 16
+    stop_recall: float = 0.9
+    stop_patience: int = 3
+    min_epochs: int = 2  # no early stop before this many passes over the examples
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown training method {self.method!r}; choose one of {METHODS}")
+        if self.max_steps < 0 or self.stop_every < 0 or self.stop_patience < 1:
+            raise ValueError("max_steps and stop_every must be >= 0 and stop_patience >= 1")
         if not 0.0 <= self.max_truncated_share <= 1.0:
             raise ValueError(f"max_truncated_share must be between 0 and 1, not {self.max_truncated_share}")
 
@@ -150,13 +160,36 @@ def answer_loss(model, input_ids, labels, inputs: dict):
     return torch.nn.functional.cross_entropy(logits[mask].float(), chosen[mask])
 
 
+def stop_reason(checks: list[float], config: TrainConfig) -> str | None:
+    """Why training stops after these recall checks ("reached", "plateau"), or None to go on."""
+    if checks and checks[-1] >= config.stop_recall:
+        return "reached"
+    patience = config.stop_patience
+    if len(checks) > patience and checks[-1] > 0 and max(checks[-patience:]) <= max(checks[:-patience]):
+        return "plateau"
+    return None
+
+
+def stop_recall(model, tokenizer, stop_rows: list[dict], max_new_tokens: int = 32) -> float:
+    """Greedy recall of the stop rows' key answers by the model being trained (put back in training mode after)."""
+    from memo_pipelines.evaluation.metrics import ask_memory, recalled
+    from memo_pipelines.llm.backends import LocalChatModel
+
+    model.eval()
+    try:
+        answers = ask_memory(LocalChatModel.from_model(model, tokenizer), [r["question"] for r in stop_rows], max_new_tokens)
+    finally:
+        model.train()
+    return round(sum(recalled(a, r["key_answer"]) for a, r in zip(answers, stop_rows)) / len(stop_rows), 4)
+
+
 def trainable_state(model) -> dict:
     """The weights that training changes (the adapter, or every weight), cloned so tied tensors save separately."""
     names = {name for name, param in model.named_parameters() if param.requires_grad}
     return {name: tensor.detach().clone().contiguous() for name, tensor in model.state_dict().items() if name in names}
 
 
-def save_checkpoint(checkpoint_dir: Path, model, optimizer, step: int, losses: list[float], tokens: int) -> None:
+def save_checkpoint(checkpoint_dir: Path, model, optimizer, step: int, losses: list[float], tokens: int, stop_checks: list | None = None) -> None:
     """Adapter weights and AdamW state as safetensors plus a JSON of the counters; written aside, then renamed."""
     from safetensors.torch import save_file
 
@@ -167,7 +200,7 @@ def save_checkpoint(checkpoint_dir: Path, model, optimizer, step: int, losses: l
     state = optimizer.state_dict()
     tensors = {f"{index}.{name}": value for index, slots in state["state"].items() for name, value in slots.items()}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial / "optimizer.safetensors"))
-    (partial / "state.json").write_text(json.dumps({"step": step, "losses": losses, "tokens": tokens, "param_groups": state["param_groups"]}))
+    (partial / "state.json").write_text(json.dumps({"step": step, "losses": losses, "tokens": tokens, "stop_checks": stop_checks or [], "param_groups": state["param_groups"]}))
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     os.replace(partial, checkpoint_dir)
 
@@ -194,11 +227,16 @@ def train_adapter(
     config: TrainConfig,
     progress: Callable[[dict], None] | None = None,
     checkpoint_dir: Path | None = None,
+    stop_rows: list[dict] | None = None,
 ) -> dict:
     """Train a LoRA adapter on top of base_dir and save it (peft format) in out_dir; returns training figures.
 
-    With checkpoint_dir, state is saved every config.checkpoint_every steps and a rerun resumes from it: the
-    data order is a function of (seed, epoch), so the resumed run takes exactly the batches the killed one would have.
+    The step count follows the data: config.epochs passes over the examples at most (and config.max_steps), ended
+    early once the recall of stop_rows ({question, key_answer}: a sample of the training facts), checked every
+    config.stop_every steps after config.min_epochs passes, reaches config.stop_recall or stops rising (stop_reason).
+
+    With checkpoint_dir, state is saved every config.checkpoint_every steps and a rerun resumes from it: the data order
+    is a function of (seed, epoch), so the resumed run takes exactly the batches the killed one would have.
     """
     import torch
     from accelerate import Accelerator
@@ -228,7 +266,12 @@ def train_adapter(
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    stopping = bool(stop_rows) and config.stop_every > 0
     losses, tokens, computed_tokens, started, step = [], 0, 0, time.time(), 0
+    checks: list[dict] = []  # {"step", "recall"} of every early-stopping check
+    stopped = None
     resumed = load_checkpoint(Path(checkpoint_dir), model, optimizer) if checkpoint_dir else None
     # one process on a CPU; under `accelerate launch` (DDP or DeepSpeed) one per device, each taking a shard of every batch
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -237,16 +280,20 @@ def train_adapter(
     progress = progress if main_process else None
     model.train()
     if resumed:
-        step, losses, tokens = resumed["step"], resumed["losses"], resumed["tokens"]
+        step, losses, tokens, checks = resumed["step"], resumed["losses"], resumed["tokens"], resumed.get("stop_checks", [])
         if progress:
             progress({"resumed_from_step": step, "total_steps": total_steps})
     resumed_step, resumed_tokens = step, tokens
     for epoch in range(config.epochs):
+        if step >= total_steps or stopped:
+            break
         order = list(range(len(encoded)))
         random.Random(config.seed + epoch).shuffle(order)
         for batch_index, start in enumerate(range(0, len(order), config.batch_size)):
             if epoch * steps_per_epoch + batch_index < resumed_step:
                 continue
+            if step >= total_steps or stopped:
+                break
             batch = [encoded[i] for i in order[start : start + config.batch_size]]
             shard = batch[accelerator.process_index :: accelerator.num_processes] or batch[:1]
             input_ids, labels, inputs, real, computed = collate(shard, pad_id, config.pack_length)
@@ -259,11 +306,16 @@ def train_adapter(
             tokens += real
             computed_tokens += computed
             losses.append(round(loss.item(), 5))
-            if checkpoint_dir and main_process and step % config.checkpoint_every == 0 and step < total_steps:
-                save_checkpoint(Path(checkpoint_dir), accelerator.unwrap_model(model), optimizer, step, losses, tokens)
-            if progress and (step % config.log_every == 0 or step == total_steps):
+            if stopping and step % config.stop_every == 0 and step >= config.min_epochs * steps_per_epoch and step < total_steps:
+                # every process answers the same rows, so all of them take the same decision
+                checks.append({"step": step, "recall": stop_recall(accelerator.unwrap_model(model), tokenizer, stop_rows)})
+                stopped = stop_reason([c["recall"] for c in checks], config)
+            if checkpoint_dir and main_process and step % config.checkpoint_every == 0 and step < total_steps and not stopped:
+                save_checkpoint(Path(checkpoint_dir), accelerator.unwrap_model(model), optimizer, step, losses, tokens, checks)
+            if progress and (step % config.log_every == 0 or step == total_steps or stopped):
                 elapsed = time.time() - started
-                progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "loss": losses[-1], "tokens_per_s": round((tokens - resumed_tokens) / elapsed, 1)})
+                progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "loss": losses[-1], "tokens_per_s": round((tokens - resumed_tokens) / elapsed, 1),
+                          **({"stop_recall": checks[-1]["recall"]} if checks and checks[-1]["step"] == step else {}), **({"stopped": stopped} if stopped else {})})
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
     out_dir = Path(out_dir)
@@ -282,6 +334,10 @@ def train_adapter(
         "final_loss": losses[-1],
         "loss_curve": losses,
         "resumed_from_step": resumed_step,
+        "planned_steps": total_steps,
+        "stopped_early": stopped,
+        "stop_checks": checks,
+        "stop_rows": len(stop_rows or []),
         "length": length,
         "config": asdict(config),
     }
@@ -347,7 +403,8 @@ def main(argv: list[str]) -> None:
 
     checkpoint_dir = Path(spec["checkpoint_dir"]) if spec.get("checkpoint_dir") else None
     try:
-        train_adapter(Path(spec["base_dir"]), examples, Path(spec["out_dir"]), TrainConfig(**spec["config"]), report, checkpoint_dir)
+        train_adapter(Path(spec["base_dir"]), examples, Path(spec["out_dir"]), TrainConfig(**spec["config"]), report, checkpoint_dir,
+                      spec.get("stop_rows"))
     except TrainingRefused as refusal:
         print(ERROR_PREFIX + str(refusal), flush=True)
         sys.exit(2)

@@ -3,8 +3,9 @@ outputs under `versions/{version}/`, so a stage can be re-run, backfilled or res
 
 from memo_pipelines.pipeline.corpus import snapshot_corpus
 from memo_pipelines.pipeline.evaluation import ProtocolEvalConfig, evaluate_memory_model, write_heldout_probes
-from memo_pipelines.pipeline.memory import UpdateConfig, general_reference, merge_memory_model, replay_sample, train_memory_adapter
+from memo_pipelines.pipeline.memory import general_reference, merge_memory_model, replay_sample, train_memory_adapter
 from memo_pipelines.pipeline.promotion import promote_version
+from memo_pipelines.pipeline.strategies import STRATEGIES, UpdateConfig
 from memo_pipelines.pipeline.reflections import PrefixedCache, generate_reflections
 from memo_pipelines.pipeline.workspace import (
     Workspace,
@@ -18,7 +19,7 @@ from memo_pipelines.pipeline.workspace import (
 )
 
 __all__ = [
-    "PrefixedCache", "ProtocolEvalConfig", "UpdateConfig", "Workspace", "document_changes", "earlier_versions", "evaluate_memory_model", "general_reference",
+    "PrefixedCache", "ProtocolEvalConfig", "STRATEGIES", "UpdateConfig", "Workspace", "document_changes", "earlier_versions", "evaluate_memory_model", "general_reference",
     "generate_reflections", "live_earlier_reflections", "live_records", "load_reflections", "load_snapshot", "merge_memory_model",
     "promote_version", "replay_sample", "snapshot_corpus", "train_memory_adapter", "version_records", "write_heldout_probes",
 ]

@@ -1,18 +1,18 @@
-"""Stages 3 and 4: the version's LoRA adapter, trained on top of the model promoted before it with replay, and the
-candidate model merged with mergekit and registered with its lineage."""
+"""Stages 3 and 4: the adapters a version's update needs, planned by its update strategy (pipeline/strategies.py), and
+the candidate model built from them (folded, or merged with mergekit) and registered with its lineage."""
 
 import hashlib
 import json
-import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable
 
 from memo_pipelines.evaluation.metrics import GENERAL_REPLAY, base_answers
 from memo_pipelines.llm.backends import LocalChatModel
-from memo_pipelines.memory.merging import MergeConfig, merge_into_promoted
+from memo_pipelines.memory.merging import MergeConfig, merge_deltas
 from memo_pipelines.memory.training import TrainConfig, run_training_subprocess
-from memo_pipelines.pipeline.workspace import Workspace, live_earlier_reflections, load_reflections
+from memo_pipelines.pipeline.strategies import STRATEGIES, AdapterJob, UpdateConfig, adapter_digest, per_version_replay
+from memo_pipelines.pipeline.workspace import Workspace, live_earlier_reflections
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.layout import version_key
 from memo_pipelines.storage.lease import Lease
@@ -32,21 +32,13 @@ def general_reference(ws: Workspace, base_id: str) -> dict[str, list[dict]]:
     return reference
 
 
-def replay_sample(ws: Workspace, version: str, size: int, seed: int) -> tuple[list[dict], dict[str, int]]:
-    """A seeded sample of earlier versions' live reflections, and the counts of retired ones left out."""
+def replay_sample(ws: Workspace, version: str, size: int, seed: int, share: float = 0.0) -> tuple[list[dict], dict[str, int]]:
+    """A seeded replay of earlier versions' live reflections: from each version at least `size` rows (all it has if
+    fewer) and at least `share` of them, so no version's share shrinks as history grows; and the counts of retired
+    rows left out."""
     live, retired = live_earlier_reflections(ws, version)
-    pool = [r for v in sorted(live) for r in live[v]]
-    rng = random.Random(f"{seed}-{version}")
-    return rng.sample(pool, min(size, len(pool))), retired
-
-
-@dataclass(frozen=True)
-class UpdateConfig:
-    """What an update trains on besides the version's own reflections, and how long its training lease lasts."""
-
-    replay_size: int = 64  # earlier versions' reflections replayed per update
-    general_replay_size: int = 15  # generic questions with the base model's own answers replayed per update
-    lease_ttl_s: float = 900.0
+    replay = per_version_replay(live, sorted(live), UpdateConfig(replay_size=size, replay_share=share), seed, version)
+    return [r for v in sorted(replay) for r in replay[v]], retired
 
 
 def library_versions() -> dict[str, str]:
@@ -61,60 +53,80 @@ def train_memory_adapter(
     general_replay_size: int = UpdateConfig.general_replay_size,
     owner: str = "memo",
     lease_ttl_s: float = UpdateConfig.lease_ttl_s,
+    update: UpdateConfig | None = None,
 ) -> dict:
-    """Train this version's adapter on top of the model promoted after the previous version; upload it with its lineage.
+    """Train what this version's update needs, by the strategy named in `update` (default: continue with replay_size
+    and general_replay_size), and upload the adapters with the plan (versions/{v}/adapter_lineage.json).
 
-    In a forward run that parent is the promoted model; in a backfill of an old version it is the model the registry
-    history says was promoted after the version before it. One run at a time trains a version: the others find its
-    lease in the bucket and fail (their re-execution succeeds once the lease is released or expired).
+    The parent is the model promoted after the version before: in a forward run the promoted model, in a backfill of
+    an old version the model the registry history says was promoted then. One run at a time trains a version: the
+    others find its lease in the bucket and fail (their re-execution succeeds once the lease is released or expired).
     """
-    with Lease(ws.store, layout.training_lock_key(version), owner, lease_ttl_s) as lease:
+    update = update or UpdateConfig(replay_size=replay_size, general_replay_size=general_replay_size, lease_ttl_s=lease_ttl_s)
+    with Lease(ws.store, layout.training_lock_key(version), owner, update.lease_ttl_s) as lease:
         def renewing_progress(figures: dict) -> None:
-            lease.renew(every_s=lease_ttl_s / 3)
+            lease.renew(every_s=update.lease_ttl_s / 3)
             on_progress(figures)
 
-        return _train_memory_adapter(ws, version, base_id, config, replay_size, renewing_progress, log, launch, general_replay_size)
+        return _train_memory_adapter(ws, version, base_id, config, update, renewing_progress, log, launch)
 
 
-def _train_memory_adapter(ws, version, base_id, config, replay_size, on_progress, log, launch, general_replay_size) -> dict:
-    current_id = ws.registry.promoted_id()
-    parent_id = ws.registry.promoted_before(version)
-    parent_dir = ws.registry.fetch(parent_id)
-    rows = load_reflections(ws, version)
-    replay, retired = replay_sample(ws, version, replay_size, config.seed)
-    general = general_reference(ws, base_id)["replay"][:general_replay_size]
-    examples = rows + replay + general
-    scratch = ws.scratch(version, "adapter")
-    (scratch / "examples.jsonl").write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"]}) + "\n" for e in examples))
-    # a checkpoint is only resumed by the identical job: same parent model, examples and config
-    job = hashlib.sha256(json.dumps([parent_id, examples, asdict(config)], sort_keys=True).encode()).hexdigest()[:16]
-    checkpoint_dir = ws.work_dir / "checkpoints" / version / job
-    spec = {"base_dir": str(parent_dir), "out_dir": str(scratch / "adapter"), "examples_path": str(scratch / "examples.jsonl"),
-            "config": asdict(config), "checkpoint_dir": str(checkpoint_dir), **(launch or {})}
+def train_job(ws: Workspace, job: AdapterJob, config: TrainConfig, on_progress, log, launch: dict | None) -> dict:
+    """Train one adapter in a child process and upload it under job.key; returns its training figures."""
+    start_dir = ws.registry.fetch(job.start_model)
+    scratch = ws.scratch(job.version, "adapter")
+    (scratch / "examples.jsonl").write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"]}) + "\n" for e in job.examples))
+    # a checkpoint is only resumed by the identical job: same start model, examples and config
+    digest = hashlib.sha256(json.dumps([job.start_model, job.examples, asdict(config), job.stop_rows], sort_keys=True).encode()).hexdigest()[:16]
+    checkpoint_dir = ws.work_dir / "checkpoints" / job.version / digest
+    spec = {"base_dir": str(start_dir), "out_dir": str(scratch / "adapter"), "examples_path": str(scratch / "examples.jsonl"),
+            "config": asdict(config), "checkpoint_dir": str(checkpoint_dir), "stop_rows": job.stop_rows, **(launch or {})}
     figures = run_training_subprocess(spec, scratch, on_progress, log)
     shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
-    ws.store.upload_dir(scratch / "adapter", version_key(version, "adapter"))
-    lineage = {"version": version, "parent_model": parent_id, "library_versions": library_versions(), "parent_sha256": ws.registry.get(parent_id)["sha256"],
-               "new_reflections": len(rows), "replay_reflections": len(replay), "general_replay": len(general),
-               "retired_reflections": retired, "backfill": parent_id != current_id, "promoted_at_training": current_id,
-               "train_config": asdict(config)}
+    ws.store.upload_dir(scratch / "adapter", job.key)
+    return figures
+
+
+def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on_progress, log, launch) -> dict:
+    current_id = ws.registry.promoted_id()
+    general = general_reference(ws, base_id)["replay"][: update.general_replay_size]
+    plan = STRATEGIES[update.strategy].plan(ws, version, base_id, update, general, config.seed)
+    runs = [train_job(ws, job, config, on_progress, log, launch) for job in plan.jobs]
+    own = next((a["key"] for a in plan.adapters if a["version"] == version), plan.adapters[-1]["key"] if plan.adapters else None)
+    figures = runs[-1] if runs else (ws.store.get_json(f"{own}/training.json") if own else None)
+    if figures is None:
+        raise RuntimeError(f"version {version} has no live reflections to train on and no adapter")
+    parent_record = ws.registry.get(plan.parent) or {}
+    lineage = {"version": version, "parent_model": plan.parent, "start_model": plan.start_model, "library_versions": library_versions(),
+               "parent_sha256": parent_record.get("sha256"), "general_replay": len(general), **plan.record,
+               "update": {"strategy": plan.strategy, "parameters": update.parameters(), "adapters": plan.adapters,
+                          "learned_versions": plan.learned_versions, "compaction": plan.record.get("compaction"),
+                          "updates_since_retrain": plan.record.get("updates_since_retrain")},
+               "adapters_trained": len(runs), "total_steps": sum(r["steps"] for r in runs),
+               "total_training_seconds": round(sum(r["seconds"] for r in runs), 2),
+               "backfill": plan.parent != current_id, "promoted_at_training": current_id, "train_config": asdict(config)}
     ws.store.put_json(version_key(version, "adapter_lineage.json"), lineage)
     return {**figures, **lineage}
 
 
 def merge_memory_model(ws: Workspace, version: str, config: MergeConfig) -> dict:
+    """The version's candidate: its adapter folded into the model it was trained on, or (strategy merge) every live
+    version's delta combined with mergekit; registered with the strategy, its parameters and the adapters it holds."""
     lineage = ws.store.get_json(version_key(version, "adapter_lineage.json"))
-    parent_dir = ws.registry.fetch(lineage["parent_model"])
-    # keyed by the adapter's ETag: mergekit caches loaded models by path for the life of the process, so a re-merge of
-    # this version (a backfill or re-execution in the same process) must not read its new adapter from an old path
-    adapter_etag = ws.store.etag(version_key(version, "adapter/training.json"))
-    scratch = ws.scratch(version, f"merge-{adapter_etag[:12]}")
-    adapter_dir = ws.store.download_dir(version_key(version, "adapter"), scratch / "adapter")
-    merged = merge_into_promoted(parent_dir, adapter_dir, scratch / "model", config, scratch)
+    start_dir = ws.registry.fetch(lineage["start_model"])
+    adapters = lineage["update"]["adapters"]
+    # keyed by the adapters' ETags: mergekit caches loaded models by path for the life of the process, so a re-merge of
+    # this version (a backfill or re-execution in the same process) must not read new adapters from an old path
+    etags = adapter_digest(*(ws.store.etag(f"{a['key']}/training.json") for a in adapters))
+    scratch = ws.scratch(version, f"merge-{etags[:12]}")
+    adapter_dirs = [ws.store.download_dir(a["key"], scratch / f"adapter-{i}") for i, a in enumerate(adapters)]
+    combined = merge_deltas(start_dir, adapter_dirs, scratch / "model", config, scratch)
     model_id = f"{version}-{dir_sha256(scratch / 'model')[:10]}"
     record = ws.registry.register(
         model_id, scratch / "model",
-        {"kind": "candidate", "version": version, "parent": lineage["parent_model"], "merge": {"config": asdict(config), "mergekit": merged},
+        {"kind": "candidate", "version": version, "parent": lineage["parent_model"],
+         "merge": {"config": asdict(config) if combined["combine"] == "mergekit" else None, **combined},
+         "update": {**lineage["update"], "start_model": lineage["start_model"]},
          "training": {"config": lineage["train_config"], "library_versions": lineage["library_versions"]},
          "reflections_etag": ws.store.etag(version_key(version, "reflections.jsonl"))},
     )

@@ -116,3 +116,40 @@ def live_records(ws: Workspace, version: str, name: str = "reflections.jsonl", i
 
 def live_earlier_reflections(ws: Workspace, version: str) -> tuple[dict[str, list[dict]], dict[str, int]]:
     return live_records(ws, version, "reflections.jsonl")
+
+
+def live_reflections(ws: Workspace, version: str) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Every version's live reflections as of `version`, this version's own included."""
+    return live_records(ws, version, "reflections.jsonl", include_self=True)
+
+
+def learned_versions(ws: Workspace, model_id: str | None) -> list[str]:
+    """The versions whose reflections a registered model learned in full (not only as replay). A model registered
+    before this was recorded learned every version up to its own; the base model learned none."""
+    record = ws.registry.get(model_id) if model_id else None
+    if not record or record.get("version") is None:
+        return []
+    if "learned_versions" in record.get("update", {}):
+        return record["update"]["learned_versions"]
+    return [v for v in version_records(ws.store, ["reflections.jsonl"]) if v <= record["version"]]
+
+
+def pending_versions(ws: Workspace, version: str, model_id: str | None) -> list[str]:
+    """Earlier versions with reflections that stand (checks passed) but that model_id never learned: their version
+    was rejected by its gates, or is not promoted yet. The next update trains on them in full, so nothing is stranded."""
+    learned = set(learned_versions(ws, model_id))
+    records = version_records(ws.store, ["reflections.jsonl", layout.REFLECTION_CHECKS])
+    return [v for v in sorted(records) if v < version and "reflections.jsonl" in records[v] and v not in learned
+            and blocked_reflections(ws, v, records[v]) is None]
+
+
+def changed_documents(ws: Workspace, after: str | None, up_to: str) -> set[str]:
+    """Documents that landed at or before `after` and were deleted or rewritten in a version after it, up to `up_to`:
+    the ones whose old facts a model of version `after` still holds in its weights."""
+    if after is None:
+        return set()
+    changed = set()
+    for doc, history in document_changes(ws, up_to).items():
+        if any(v <= after and kind == "landed" for v, kind in history) and any(after < v <= up_to for v, _ in history):
+            changed.add(doc)
+    return changed

@@ -1,0 +1,170 @@
+"""Update strategies, chosen by name in config (UpdateConfig.strategy, looked up in STRATEGIES): what a version's
+memory update trains, on top of which model, and how its candidate is built from the adapters.
+
+  continue  one adapter on top of the model promoted before the version: its reflections, those of every pending
+            version (rejected or not yet promoted), a per-version share of each learned version's reflections as
+            replay, and generic pairs; folded into that model. A deleted or rewritten document, or every
+            compact_every updates, makes the update a full retrain (a compaction), since old facts stay in the weights.
+  merge     one delta per version, each trained from the fixed anchor (the base) on that version's live reflections
+            only; the candidate combines every live version's delta with mergekit. A version costs the same whatever the
+            history; a deleted or rewritten document retrains only its version's delta.
+  retrain   one adapter from the base on every live reflection: the reference, and what compaction runs.
+"""
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+
+from memo_pipelines.evaluation.metrics import sample_facts
+from memo_pipelines.pipeline.workspace import (
+    Workspace,
+    changed_documents,
+    learned_versions,
+    live_reflections,
+    load_reflections,
+    pending_versions,
+)
+from memo_pipelines.storage.layout import version_key
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How a version's memory update is made: the strategy by name and what it trains on besides the new reflections."""
+
+    strategy: str = "continue"  # a name in STRATEGIES
+    replay_size: int = 16  # continue: at least this many reflections replayed from each learned version (all, if it has fewer)
+    replay_share: float = 0.25  # continue: and at least this share of each learned version's live reflections
+    general_replay_size: int = 15  # generic questions with the base model's own answers, in every training set
+    general_mix: float = 0.1  # generic pairs are repeated until they make at least this share of the training set
+    compact_every: int = 0  # continue: > 0 makes every N-th update since the last full retrain one (a compaction)
+    stop_sample: int = 16  # training facts whose greedy recall decides when training stops (TrainConfig.stop_*)
+    lease_ttl_s: float = 900.0
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown update strategy {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
+        if not 0 <= self.replay_share <= 1 or not 0 <= self.general_mix < 1:
+            raise ValueError("replay_share must be in [0, 1] and general_mix in [0, 1)")
+
+    def parameters(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "lease_ttl_s"}
+
+
+@dataclass
+class AdapterJob:
+    """One adapter to train: stored under `key`, trained on top of registered model `start_model`."""
+
+    key: str
+    version: str  # whose reflections it learns (merge: its delta's version)
+    start_model: str
+    examples: list[dict]
+    stop_rows: list[dict]
+
+
+@dataclass
+class UpdatePlan:
+    strategy: str
+    parent: str  # the model the candidate would replace: promoted after the version before
+    start_model: str  # what the candidate is built on: the parent (continue) or the base (merge, retrain)
+    jobs: list[AdapterJob]  # adapters still to train (merge reuses deltas already trained on the same rows)
+    adapters: list[dict]  # every adapter the candidate combines: {"version", "key", "reflections"}
+    learned_versions: list[str]  # versions whose reflections the candidate learns in full
+    record: dict = field(default_factory=dict)  # what the registry keeps about this update
+
+
+def general_rows(general: list[dict], facts: int, mix: float) -> list[dict]:
+    """The generic pairs, repeated so they make at least `mix` of the training set whatever its size."""
+    if not general:
+        return []
+    wanted = max(len(general), math.ceil(mix * facts / (1 - mix)))
+    return [general[i % len(general)] for i in range(wanted)]
+
+
+def stop_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
+    return [{"question": r["question"], "key_answer": r["key_answer"]} for r in sample_facts([r for r in rows if r.get("key_answer")], size, seed)]
+
+
+def per_version_replay(live: dict[str, list[dict]], versions: list[str], update: UpdateConfig, seed: int, salt: str) -> dict[str, list[dict]]:
+    """From each version, max(replay_size, replay_share of its rows) of its live reflections, seeded: every earlier
+    version keeps its share of the replay however long the history grows."""
+    replay = {}
+    for v in versions:
+        rows = live.get(v, [])
+        take = min(len(rows), max(update.replay_size, math.ceil(update.replay_share * len(rows))))
+        replay[v] = random.Random(f"{seed}-{salt}-{v}").sample(rows, take)
+    return replay
+
+
+def adapter_digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Retrain:
+    name = "retrain"
+
+    def plan(self, ws: Workspace, version: str, base_id: str, update: UpdateConfig, general: list[dict], seed: int) -> UpdatePlan:
+        live, retired = live_reflections(ws, version)
+        rows = [r for v in sorted(live) for r in live[v]]
+        learned = sorted(live)  # a version whose documents were all deleted is learned as nothing, not pending
+        job = AdapterJob(version_key(version, "adapter"), version, base_id, rows + general_rows(general, len(rows), update.general_mix),
+                         stop_rows(rows, update.stop_sample, seed))
+        record = {"new_reflections": len(load_reflections(ws, version)), "trained_reflections": len(rows), "replay_reflections": 0,
+                  "replay_by_version": {}, "retired_reflections": retired, "updates_since_retrain": 0}
+        return UpdatePlan(self.name, ws.registry.promoted_before(version), base_id, [job],
+                          [{"version": version, "key": job.key, "reflections": len(rows)}], learned, record)
+
+
+class Continue:
+    name = "continue"
+
+    def plan(self, ws: Workspace, version: str, base_id: str, update: UpdateConfig, general: list[dict], seed: int) -> UpdatePlan:
+        parent = ws.registry.promoted_before(version)
+        parent_record = ws.registry.get(parent) or {}
+        since = parent_record.get("update", {}).get("updates_since_retrain", 0 if parent_record.get("version") is None else 1)
+        changed = changed_documents(ws, parent_record.get("version"), version)
+        compaction = (f"{len(changed)} documents the parent learned were deleted or rewritten" if changed
+                      else f"every {update.compact_every} updates" if update.compact_every and since + 1 >= update.compact_every else None)
+        if compaction:
+            plan = Retrain().plan(ws, version, base_id, update, general, seed)
+            plan.strategy, plan.parent = self.name, parent
+            plan.record.update(compaction=compaction, changed_documents=sorted(changed))
+            return plan
+        live, retired = live_reflections(ws, version)
+        unlearned = pending_versions(ws, version, parent)
+        pending = [v for v in unlearned if live.get(v)]
+        learned = [v for v in learned_versions(ws, parent) if v in live]
+        new = load_reflections(ws, version) + [r for v in pending for r in live[v]]
+        replay = per_version_replay(live, learned, update, seed, version)
+        replayed = [r for v in learned for r in replay[v]]
+        job = AdapterJob(version_key(version, "adapter"), version, parent,
+                         new + replayed + general_rows(general, len(new) + len(replayed), update.general_mix),
+                         stop_rows(new, update.stop_sample, seed))
+        record = {"new_reflections": len(new), "pending_versions_learned": pending, "trained_reflections": len(new),
+                  "replay_reflections": len(replayed), "replay_by_version": {v: len(rows) for v, rows in replay.items()},
+                  "retired_reflections": retired, "updates_since_retrain": since + 1, "compaction": None}
+        return UpdatePlan(self.name, parent, parent, [job], [{"version": version, "key": job.key, "reflections": len(new)}],
+                          sorted(set(learned) | set(unlearned) | {version}), record)
+
+
+class Merge:
+    name = "merge"
+
+    def plan(self, ws: Workspace, version: str, base_id: str, update: UpdateConfig, general: list[dict], seed: int) -> UpdatePlan:
+        live, retired = live_reflections(ws, version)
+        jobs, adapters = [], []
+        for v in sorted(v for v in live if live[v]):
+            examples = live[v] + general_rows(general, len(live[v]), update.general_mix)
+            # a delta is keyed by the rows it learns: a version whose documents were deleted or rewritten gets a new one
+            key = version_key(v, f"deltas/{adapter_digest(base_id, examples, seed)}")
+            adapters.append({"version": v, "key": key, "reflections": len(live[v]), "retrained": v != version and not ws.store.exists(f"{key}/training.json")})
+            if not ws.store.exists(f"{key}/training.json"):
+                jobs.append(AdapterJob(key, v, base_id, examples, stop_rows(live[v], update.stop_sample, seed)))
+        record = {"new_reflections": len(live.get(version, [])), "trained_reflections": sum(len(j.examples) for j in jobs), "replay_reflections": 0,
+                  "replay_by_version": {}, "retired_reflections": retired, "deltas_trained": [j.version for j in jobs],
+                  "deltas_retrained_for_changes": [a["version"] for a in adapters if a["retrained"]]}
+        return UpdatePlan(self.name, ws.registry.promoted_before(version), base_id, jobs, adapters, sorted(live), record)
+
+
+STRATEGIES = {strategy.name: strategy for strategy in (Continue(), Merge(), Retrain())}
