@@ -1,184 +1,237 @@
-"""Reflection coverage and precision on MuSiQue: the five-step synthesis against step 1 alone, one generator, one run.
+"""Reflections before and after the spaCy parse, side by side on the same passages, in one run: today's regex form
+("grounded_regex": spans found by regular expressions, the embedded 135M model phrasing questions) against the parsed
+form ("grounded": spaCy clauses, no model call).
 
-Corpus: the supporting passages of the first N questions of ../shared/data/musique (a fixed subset, file order) plus
-D distractor passages per question (the first non-supporting ones). Figures per configuration:
-  coverage   share of gold single-hop sub-question answers (question_decomposition) that appear, word-bounded, in the
-             answer of some reflection; "cited" counts only reflections that cite the supporting passage;
-  precision  share of reflections (probes aside) whose key answer and answer are supported by their source passages
-             (key answer contained in the sources, at most a third of the answer's content words missing from them);
-  cost       generator calls, tokens, wall seconds; and a re-run of the five steps from the cache.
+Corpus: the supporting passages of the first H HotpotQA questions and of the first M MuSiQue questions
+(../shared/data). Figures per form:
+  coverage_key       share of gold answers (HotpotQA answers other than yes/no, MuSiQue's single-hop sub-answers) that
+                     some reflection's key answer states: the key contains the gold answer and is at most 3 words
+                     longer (a whole sentence that happens to contain it does not count);
+  question_ok_share  share of reflections (unanswerable probes aside) that pass the quality filters
+                     (memo_pipelines/reflections/quality.py);
+  heldout_recall     the memory (SmolLM2-135M-Instruct + LoRA, the same number of steps for both forms) trained on the
+                     form's reflections, asked held-out probes: the parsed form's cleft probes of these passages, checked
+                     against both forms' training questions (contamination), so both memories answer the same probes;
+                     heldout_recall_gold: the same memories on MuSiQue's own single-hop sub-questions (gold filled in);
+  passages_per_s     passages over the synthesis wall time.
+With --noise, the paper's noise run for the parsed form: the same passages plus a duplicate of each and MuSiQue's own
+distractor passages; the memory trained on the noisy corpus's reflections against the clean one's, and BM25 top-k passages
+read by the base model over the noisy corpus against the clean one, on the same probes: noise_drop_memory, noise_drop_bm25.
 
-    .venv/bin/python benchmarks/reflections.py --quick                      # embedded generator, under a minute
-    .venv/bin/python benchmarks/reflections.py --questions 20 --json benchmarks/results/reflections.json
-    .venv/bin/python benchmarks/reflections.py --generator-base-url URL --generator-model NAME --api-key-env VAR
+    .venv/bin/python benchmarks/reflections.py --quick --json benchmarks/results/reflections_quick.json
+    .venv/bin/python benchmarks/reflections.py --json benchmarks/results/reflections.json [--noise]
 """
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from memo_pipelines.corpus.snapshot import Document  # noqa: E402
-from memo_pipelines.evaluation.metrics import recalled  # noqa: E402
+from memo_pipelines.evaluation.metrics import ask_memory, recalled  # noqa: E402
+from memo_pipelines.evaluation.probes import ProbeConfig, write_probes  # noqa: E402
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
-from memo_pipelines.reflections.text import content_tokens  # noqa: E402
+from memo_pipelines.memory.training import TrainConfig  # noqa: E402
+from memo_pipelines.reflections.nlp import pipeline_name  # noqa: E402
+from memo_pipelines.reflections.quality import quality_problems  # noqa: E402
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections  # noqa: E402
+from memo_pipelines.reflections.text import normalise  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "musique" / "musique_train.json"
-
-
-class MemoryCache:
-    def __init__(self):
-        self.values = {}
-
-    def get_json(self, key, default=None):
-        return json.loads(self.values[key]) if key in self.values else default
-
-    def put_json(self, key, value):
-        self.values[key] = json.dumps(value)
-        return key
+DATA = ROOT.parent / "shared" / "data"
+FORMS = {"before": "grounded_regex", "after": "grounded"}
+def make_document(title: str, text: str, copy: int = 0) -> Document:
+    text = f"# {title}\n\n{text.strip()}"
+    digest = hashlib.sha256(f"{text}{copy}".encode()).hexdigest()
+    doc_id = f"{re.sub(r'[^a-z0-9]+', '_', title.lower()).strip('_')[:40]}-{digest[:8]}.md"
+    return Document(doc_id, f"landing/{doc_id}", digest[:16], len(text), digest, text)
 
 
-def load_corpus(path: Path, questions: int, distractors: int) -> tuple[list[Document], list[dict]]:
-    """Documents (one per distinct passage) and the gold single-hop facts: {answer, doc_id}."""
+def load_corpus(hotpot_questions: int, musique_questions: int, distractors: int) -> tuple[list[Document], list[dict], list[dict], list[Document]]:
+    """Documents, gold answers {answer}, MuSiQue's gold single-hop questions {question, key_answer}, and distractors."""
     docs: dict[str, Document] = {}
-    gold = []
-
-    def doc_for(paragraph: dict) -> str:
-        text = f"# {paragraph['title']}\n\n{paragraph['paragraph_text'].strip()}"
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        slug = re.sub(r"[^a-z0-9]+", "_", paragraph["title"].lower()).strip("_")[:40]
-        doc_id = f"{slug}-{digest[:8]}.md"
-        docs.setdefault(doc_id, Document(doc_id, f"landing/{doc_id}", digest[:16], len(text), digest, text))
-        return doc_id
-
-    for item in json.loads(path.read_text())[:questions]:
+    gold, gold_questions, noise = [], [], {}
+    hotpot_corpus = json.loads((DATA / "hotpotqa" / "hotpotqa_train_corpus.json").read_text())
+    for item in json.loads((DATA / "hotpotqa" / "hotpotqa_train.json").read_text())[:hotpot_questions]:
+        for title in dict.fromkeys(t for t, _ in item["supporting_facts"]):
+            doc = make_document(title, "".join(hotpot_corpus[title]))
+            docs.setdefault(doc.doc_id, doc)
+        if normalise(item["answer"]) not in ("yes", "no"):
+            gold.append({"answer": item["answer"]})
+    for item in json.loads((DATA / "musique" / "musique_train.json").read_text())[:musique_questions]:
         paragraphs = {p["idx"]: p for p in item["paragraphs"]}
+        answers = []
         for hop in item["question_decomposition"]:
-            gold.append({"question": hop["question"], "answer": hop["answer"], "doc_id": doc_for(paragraphs[hop["paragraph_support_idx"]])})
+            paragraph = paragraphs[hop["paragraph_support_idx"]]
+            doc = make_document(paragraph["title"], paragraph["paragraph_text"])
+            docs.setdefault(doc.doc_id, doc)
+            question = hop["question"]
+            for index, answer in enumerate(answers, start=1):
+                question = question.replace(f"#{index}", answer)
+            answers.append(hop["answer"])
+            gold.append({"answer": hop["answer"]})
+            gold_questions.append({"question": question.strip(), "key_answer": hop["answer"]})
         for paragraph in [p for p in item["paragraphs"] if not p["is_supporting"]][:distractors]:
-            doc_for(paragraph)
-    return list(docs.values()), gold
+            doc = make_document(paragraph["title"], paragraph["paragraph_text"])
+            noise.setdefault(doc.doc_id, doc)
+    return list(docs.values()), gold, gold_questions, [d for i, d in noise.items() if i not in docs]
 
 
-def supported(row: dict, sources: str) -> bool:
-    answer_tokens = content_tokens(row["answer"])
-    missing = answer_tokens - content_tokens(sources)
-    # an entity summary's key answer is its whole answer, sentences joined from several places: words decide
-    key_stated = recalled(sources, row["key_answer"]) or row["key_answer"] == row["answer"]
-    return key_stated and len(missing) <= len(answer_tokens) // 3
+def coverage_key(rows: list[dict], gold: list[dict]) -> float:
+    keys = [r["key_answer"] for r in rows if r["step"] != "unanswerable"]
+    short = [(k, len(normalise(k).split())) for k in keys]
+    covered = [any(n <= len(normalise(g["answer"]).split()) + 3 and recalled(k, g["answer"]) for k, n in short) for g in gold]
+    return round(sum(covered) / max(1, len(gold)), 4)
 
 
-def score(rows: list[dict], documents: list[Document], gold: list[dict]) -> dict:
-    text = {d.doc_id: d.text for d in documents}
-    facts = [r for r in rows if r["step"] != "unanswerable"]
-    covered = [any(recalled(r["answer"], g["answer"]) for r in facts) for g in gold]
-    cited = [any(g["doc_id"] in r["source_doc_ids"] and recalled(r["answer"], g["answer"]) for r in facts) for g in gold]
-    precise = [supported(r, "\n".join(text[d] for d in r["source_doc_ids"])) for r in facts]
-    by_step = Counter(r["step"] for r in rows)
-    precise_by_step = Counter(r["step"] for r, ok in zip(facts, precise) if ok)
-    return {
-        "coverage": round(sum(covered) / len(gold), 4),
-        "coverage_cited": round(sum(cited) / len(gold), 4),
-        "precision": round(sum(precise) / max(1, len(facts)), 4),
-        "reflections": len(rows),
-        "by_step": dict(by_step),
-        "precision_by_step": {s: round(precise_by_step[s] / n, 4) for s, n in by_step.items() if s != "unanswerable"},
-    }
+def question_ok_share(rows: list[dict]) -> tuple[float, dict]:
+    asked = [r for r in rows if r["step"] != "unanswerable"]
+    problems = quality_problems(asked)
+    return round(sum(p is None for p in problems) / max(1, len(asked)), 4), dict(Counter(p for p in problems if p))
 
 
-def run(name, documents, gold, model, strategy, config, cache=None) -> dict:
-    start = time.perf_counter()
-    rows, stats = synthesise_reflections(documents, "v000001", model, strategy, cache, config=config)
-    seconds = time.perf_counter() - start
-    figures = stats.to_json()
-    return {"name": name, **score(rows, documents, gold), "seconds": round(seconds, 1), "generator_calls": figures["generator_calls"],
-            "tokens": sum(figures["tokens"].get(k, 0) for k in ("prompt_tokens", "completion_tokens")),
-            "cache_hits": figures["cache_hits"], "verification": figures["verification"],
-            "dropped_by_reason": figures["dropped_by_reason"], "examples": {s: next(([r["question"], r["answer"]] for r in rows if r["step"] == s), None)
-                                                                            for s in figures["kept_by_step"]}}
+def synthesise(form: str, documents: list[Document], generator, phrased: int) -> tuple[list[dict], dict, float]:
+    started = time.perf_counter()
+    rows, stats = synthesise_reflections(documents, "v000001", generator, form, config=SynthesisConfig(phrased_per_sentence=phrased))
+    return rows, stats.to_json(), time.perf_counter() - started
+
+
+def train_memory(base_dir: Path, rows: list[dict], steps: int, learning_rate: float, scratch: Path) -> Path:
+    from memo_pipelines.memory.merging import fold_adapter
+    from memo_pipelines.memory.training import train_adapter
+
+    examples = [{"question": r["question"], "answer": r["answer"]} for r in rows]
+    config = TrainConfig(epochs=1000, max_steps=steps, stop_every=0, learning_rate=learning_rate, batch_size=8, max_truncated_share=0.2)
+    train_adapter(base_dir, examples, scratch / "adapter", config)
+    return fold_adapter(base_dir, scratch / "adapter", scratch / "model")
+
+
+def recall(memory, probes: list[dict], max_new_tokens: int = 32) -> tuple[float, list]:
+    if not probes:
+        return None, []
+    answers = ask_memory(memory, [p["question"] for p in probes], max_new_tokens)
+    hits = [recalled(a, p["key_answer"]) for a, p in zip(answers, probes)]
+    return round(sum(hits) / len(hits), 4), [[p["question"], p["key_answer"], a] for p, a in zip(probes[:5], answers[:5])]
+
+
+def bm25_recall(reader, documents: list[Document], probes: list[dict], top_k: int) -> float:
+    """The probes answered by the reader over BM25's top-k passages (benchmarks/protocol.py's retrieval baseline)."""
+    from protocol import retrieval
+
+    answers, _ = retrieval(reader, probes, [{"title": d.doc_id, "text": d.text} for d in documents], top_k, 24)
+    return round(sum(recalled(a, p["key_answer"]) for a, p in zip(answers, probes)) / max(1, len(probes)), 4)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=20, help="the first N MuSiQue questions")
-    parser.add_argument("--distractors", type=int, default=2, help="non-supporting passages per question")
-    parser.add_argument("--generator-base-url", default="", help="an OpenAI-compatible endpoint; default: the embedded model")
-    parser.add_argument("--generator-model", default="", help="served model name (endpoint) or model directory (embedded)")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--strategy", default="auto", choices=["auto", "grounded", "llm_json"])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--phrased-per-sentence", type=int, default=3, help="grounded: spans per sentence the generator phrases")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads for the embedded generator (0: torch's default)")
-    parser.add_argument("--quick", action="store_true", help="1 question, 1 distractor, 1 phrased span a sentence: a smoke run")
+    parser.add_argument("--hotpot-questions", type=int, default=20, help="supporting passages of the first N HotpotQA questions")
+    parser.add_argument("--musique-questions", type=int, default=10, help="supporting passages of the first N MuSiQue questions")
+    parser.add_argument("--distractors", type=int, default=2, help="--noise: MuSiQue distractor passages per question")
+    parser.add_argument("--phrased-per-sentence", type=int, default=3, help="before: spans per sentence the 135M model phrases")
+    parser.add_argument("--steps", type=int, default=150, help="training steps of each memory (batch 8), the same for every form")
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--probes-per-document", type=int, default=4)
+    parser.add_argument("--top-k", type=int, default=3, help="--noise: BM25 passages the reader sees")
+    parser.add_argument("--noise", action="store_true", help="also the noise run (duplicates and distractors) of the parsed form")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one beats two fighting for a loaded core)")
+    parser.add_argument("--quick", action="store_true", help="3 HotpotQA + 2 MuSiQue questions, 1 phrased span a sentence, 24 steps")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.quick:
-        args.questions, args.distractors, args.phrased_per_sentence = 1, 1, 1
+        args.hotpot_questions, args.musique_questions, args.phrased_per_sentence, args.steps, args.distractors = 3, 2, 1, 24, 1
 
-    documents, gold = load_corpus(args.data, args.questions, args.distractors)
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)  # on a loaded shared machine one thread beats two fighting for a core
-    if args.generator_base_url:
-        spec = LLMSpec("openai", args.generator_model, args.generator_base_url, args.api_key_env, concurrency=args.concurrency)
-        model = load_chat_model(spec)
-    else:
-        from memo_pipelines.llm.embedded import embedded_model_dir
-        from memo_pipelines.apps.settings import Settings
+    torch.set_num_threads(args.threads)
+    from memo_pipelines.apps.settings import Settings
+    from memo_pipelines.llm.embedded import embedded_model_dir
 
-        model = load_chat_model(LLMSpec("local", args.generator_model), embedded_model_dir(Settings.from_env().work_dir / "embedded"))
-    strategy = args.strategy if args.strategy != "auto" else ("grounded" if not args.generator_base_url else "llm_json")
-    print(f"{len(documents)} passages ({args.questions} questions, {args.distractors} distractors each), {len(gold)} gold sub-answers; "
-          f"generator {model.name}, strategy {strategy}")
+    base_dir = embedded_model_dir(Settings.from_env().work_dir / "embedded")
+    base = load_chat_model(LLMSpec("local", ""), base_dir)
+    documents, gold, gold_questions, distractors = load_corpus(args.hotpot_questions, args.musique_questions, args.distractors)
+    print(f"{len(documents)} passages ({args.hotpot_questions} HotpotQA, {args.musique_questions} MuSiQue questions), {len(gold)} gold answers; "
+          f"memory {base.name}, {args.steps} training steps per form", flush=True)
 
-    workers = args.concurrency if args.generator_base_url else 1
-    five = SynthesisConfig(phrased_per_sentence=args.phrased_per_sentence, document_workers=workers)
-    step1 = dataclasses.replace(five, steps=("fact_extraction",), entity_summaries=False)
-    # the five steps take step 1 from the cache the step-1 run filled; their cost below includes step 1's
-    cache = MemoryCache()
-    results = [run("step 1 only", documents, gold, model, strategy, step1, cache),
-               run("five steps", documents, gold, model, strategy, five, cache),
-               run("five steps, re-run from cache", documents, gold, model, strategy, five, cache)]
-    a, b = results[0], results[1]
-    for key in ("generator_calls", "tokens", "seconds"):
-        b[key] = round(a[key] + b[key], 1)
-    header = f"{'configuration':32} {'coverage':>8} {'cited':>6} {'precision':>9} {'rows':>6} {'calls':>6} {'tokens':>8} {'seconds':>8}"
-    print(header)
-    for r in results:
-        print(f"{r['name']:32} {r['coverage']:8.3f} {r['coverage_cited']:6.3f} {r['precision']:9.3f} {r['reflections']:6d} "
-              f"{r['generator_calls']:6d} {r['tokens']:8d} {r['seconds']:8.1f}")
-    ratio = lambda key: round(b[key] / a[key], 3) if a[key] else None  # noqa: E731
-    ratios = {"coverage_five_over_step1": ratio("coverage"), "precision_five_over_step1": ratio("precision"),
-              "reflections_five_over_step1": ratio("reflections"), "calls_five_over_step1": ratio("generator_calls"),
-              "seconds_five_over_step1": ratio("seconds"), "rerun_seconds_over_first_run": round(results[2]["seconds"] / max(b["seconds"], 1e-9), 3)}
-    print("five steps / step 1: " + ", ".join(f"{k.split('_')[0]} {v}" for k, v in ratios.items() if "five" in k)
-          + f"; re-run from cache / first run: {ratios['rerun_seconds_over_first_run']} of the time")
-    print("five steps, reflections by step:", b["by_step"], "precision by step:", b["precision_by_step"])
+    results = {}
+    for arm, form in FORMS.items():
+        rows, stats, seconds = synthesise(form, documents, base, args.phrased_per_sentence)
+        share, problems = question_ok_share(rows)
+        results[arm] = {"form": form, "reflections": len(rows), "seconds": round(seconds, 1), "passages_per_s": round(len(documents) / seconds, 3),
+                        "generator_calls": stats["generator_calls"], "coverage_key": coverage_key(rows, gold), "question_ok_share": share,
+                        "quality_problems": problems, "dropped_by_reason": stats["dropped_by_reason"], "rows": rows,
+                        "examples": [[r["question"], r["key_answer"]] for r in rows if r["step"] == "fact_extraction"][:5]}
+        print(f"{arm} ({form}): {len(rows)} reflections in {seconds:.1f} s, coverage_key {results[arm]['coverage_key']}, "
+              f"question_ok_share {share}", flush=True)
+
+    # one probe set for both memories: clefts of the clean passages, held out from both forms' training questions
+    training = results["before"]["rows"] + results["after"]["rows"]
+    probes, probe_report = write_probes(documents, training, [], "v000001", None, "grounded",
+                                        ProbeConfig(facts_per_document=args.probes_per_document, phrase_with_generator=False))
+    probes = [p for p in probes if p["kind"] == "fact"]
+    print(f"{len(probes)} held-out fact probes (contamination: {probe_report['contamination']}); {len(gold_questions)} gold sub-questions", flush=True)
+
+    from memo_pipelines.llm.backends import LocalChatModel
+
+    def trained(rows: list[dict], name: str) -> tuple[dict, LocalChatModel]:
+        with tempfile.TemporaryDirectory() as scratch:
+            started = time.perf_counter()
+            memory = LocalChatModel(train_memory(base_dir, rows, args.steps, args.learning_rate, Path(scratch)))
+            held, examples = recall(memory, probes)
+            held_gold, _ = recall(memory, gold_questions)
+            print(f"{name}: held-out recall {held}, gold sub-questions {held_gold} ({time.perf_counter() - started:.0f} s)", flush=True)
+            return {"heldout_recall": held, "heldout_recall_gold": held_gold, "probe_examples": examples}
+
+    untrained, _ = recall(base, probes)
+    for arm in FORMS:
+        results[arm].update(trained(results[arm]["rows"], arm))
+
+    noise = {}
+    if args.noise:
+        noisy = documents + [make_document(d.text.split("\n", 1)[0].lstrip("# "), d.text.split("\n\n", 1)[-1], copy=1) for d in documents] + distractors
+        rows, _, _ = synthesise("grounded", noisy, base, args.phrased_per_sentence)
+        noisy_memory = trained(rows, "after, noisy corpus")
+        clean_bm25, noisy_bm25 = bm25_recall(base, documents, probes, args.top_k), bm25_recall(base, noisy, probes, args.top_k)
+        noise = {"passages_noisy": len(noisy), "heldout_recall_clean": results["after"]["heldout_recall"], "heldout_recall_noisy": noisy_memory["heldout_recall"],
+                 "bm25_recall_clean": clean_bm25, "bm25_recall_noisy": noisy_bm25,
+                 "noise_drop_memory": round(results["after"]["heldout_recall"] - noisy_memory["heldout_recall"], 4),
+                 "noise_drop_bm25": round(clean_bm25 - noisy_bm25, 4)}
+
+    keys = ("coverage_key", "question_ok_share", "heldout_recall", "heldout_recall_gold", "passages_per_s", "reflections", "generator_calls")
+    print(f"\n{'figure':22} {'before':>10} {'after':>10} {'after/before':>13}")
+    for key in keys:
+        a, b = results["before"][key], results["after"][key]
+        ratio = round(b / a, 2) if a else None
+        print(f"{key:22} {a!s:>10} {b!s:>10} {ratio!s:>13}")
+    print(f"untrained base model on the same probes: {untrained}")
+    if noise:
+        print(f"noise run ({noise['passages_noisy']} passages): memory {noise['heldout_recall_clean']} -> {noise['heldout_recall_noisy']} "
+              f"(drop {noise['noise_drop_memory']}), BM25 top-{args.top_k} + base reader {noise['bm25_recall_clean']} -> "
+              f"{noise['bm25_recall_noisy']} (drop {noise['noise_drop_bm25']})")
     if args.json:
-        import torch
+        import spacy
         import transformers
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        figures = {arm: {k: v for k, v in r.items() if k != "rows"} for arm, r in results.items()}
         args.json.write_text(json.dumps({
             "command": " ".join(["benchmarks/reflections.py", *sys.argv[1:]]),
-            "config": {"threads": args.threads, "questions": args.questions, "distractors": args.distractors, "passages": len(documents), "gold_sub_answers": len(gold),
-                       "strategy": strategy, "generator": model.name, "five_steps": five.__dict__ | {"steps": list(five.steps)}},
-            "results": results, "ratios": ratios,
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"passages": len(documents), "gold_answers": len(gold),
+                                                                                                   "probes": len(probes), "gold_questions": len(gold_questions)},
+            "before": figures["before"], "after": figures["after"], "untrained_heldout_recall": untrained, **noise,
+            "probe_report": probe_report,
+            "models": {"memory_base": base.name, "spacy_pipeline": pipeline_name()},
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "spacy": spacy.__version__},
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         }, indent=2))
 

@@ -155,10 +155,10 @@ Question:"""
 def cleft_probes(doc, version: str, log: Counter) -> list[dict]:
     """The parsed generator's held-out family: each clause's facts as clefts, kept when they pass the quality filters."""
     from memo_pipelines.reflections.clauses import clauses, cleft_questions
-    from memo_pipelines.reflections.nlp import parse
+    from memo_pipelines.reflections.nlp import parse_documents
     from memo_pipelines.reflections.quality import keep_passing
 
-    pairs = [{"question": q, "key_answer": key, "answer": clause.statement()} for clause in clauses(parse(doc.text))
+    pairs = [{"question": q, "key_answer": key, "answer": clause.statement()} for clause in clauses(parse_documents([doc.text])[0])
              for q, key in cleft_questions(clause)]
     return [probe_row(p["question"], p["key_answer"], "fact", "cleft", [doc.doc_id], version) for p in keep_passing(pairs, log)]
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 # named-entity labels as a generic noun for "which ...", and whether "who" asks for them
 LABEL_NOUN = {"PERSON": "person", "ORG": "organisation", "GPE": "place", "LOC": "place", "FAC": "place", "NORP": "group",
               "PRODUCT": "product", "EVENT": "event", "WORK_OF_ART": "work", "LAW": "law", "LANGUAGE": "language"}
+NAMED = set(LABEL_NOUN) - {"NORP", "LANGUAGE"}  # what "What is known about X?" can ask of ("American" is no entity to summarise)
 NUMBER_LABELS = {"CARDINAL", "QUANTITY", "MONEY", "PERCENT"}
-CUT = {"relcl", "appos", "punct", "cc", "conj", "advcl", "parataxis", "acl", "meta", "dep", "mark"}
+CUT = {"relcl", "appos", "punct", "advcl", "parataxis", "acl", "meta", "dep", "mark"}
+PLACES = {"GPE", "LOC", "FAC"}
 PART_DEPS = {"dobj", "attr", "acomp", "oprd", "dative", "prep", "agent", "prt", "npadvmod", "xcomp"}
 ASKABLE_OBJECT = {"dobj", "attr", "pobj", "dative", "oprd"}
 DO_SUPPORT = {"VBD": "did", "VBZ": "does", "VBP": "do"}
@@ -36,12 +38,26 @@ def text_of(tokens) -> str:
 
 
 def phrase(token, cut=CUT) -> list:
-    """The token's subtree less the subtrees of its children that add another clause or an aside."""
+    """The token's subtree less the subtrees of its children that add another clause or an aside; punctuation between
+    kept words stays ("Columbus, Ohio")."""
+    keep = sorted(kept(token, cut), key=lambda t: t.i)
+    indices = {t.i for t in keep}
+    doc = token.doc
+    for left, right in zip(keep, keep[1:]):
+        between = [doc[i] for i in range(left.i + 1, right.i)]
+        if between and all(t.is_punct for t in between):
+            indices.update(t.i for t in between)
+    return [doc[i] for i in sorted(indices)]
+
+
+def kept(token, cut) -> list:
     keep = [token]
     for child in token.children:
-        if child.dep_ not in cut or child.ent_iob_ == "I" or child.tag_ == "HYPH":  # an aside that continues a name ("Sunday, January 15") stays
-            keep += phrase(child, cut)
-    return sorted(keep, key=lambda t: t.i)
+        # an aside that continues a name ("Sunday, January 15"), a place's place ("Columbus, Ohio"), a hyphen stay
+        if (child.dep_ not in cut or child.ent_iob_ == "I" or child.tag_ == "HYPH"
+                or (child.dep_ == "appos" and child.ent_type_ in PLACES and token.ent_type_ in PLACES)):
+            keep += kept(child, cut)
+    return keep
 
 
 def label_of(tokens) -> str | None:
@@ -170,14 +186,14 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
             return None
         subject, label, proper = resolved[0], resolved[1], True
     else:
-        tokens = phrase(subject_token, CUT - {"cc", "conj"})  # "Kobe Bryant and Shaquille O'Neal were selected"
-        if (tokens[-1].i - tokens[0].i + 1 != len(tokens) or len(tokens) > MAX_SUBJECT or any(t.pos_ == "PRON" for t in tokens) or subject_token.pos_ not in ("NOUN", "PROPN")
-                or tokens[0].lower_ in ("this", "that", "these", "those")):
-            return None  # a pronoun inside the subject, or "this event": what it refers to is not in the clause
+        tokens = phrase(subject_token)
+        if (tokens[-1].i - tokens[0].i + 1 != len(tokens) or len(tokens) > MAX_SUBJECT or any(t.pos_ == "PRON" for t in tokens)
+                or subject_token.pos_ not in ("NOUN", "PROPN") or tokens[0].lower_ in ("this", "that", "these", "those")):
+            return None  # cut in the middle, long, a pronoun inside, or "this event": what it refers to is not in the clause
         subject, label = text_of(tokens), label_of(tokens)
-        if tokens[0].pos_ != "PROPN":
-            subject = subject[0].lower() + subject[1:]  # "Thirty people", "The game": not a name, lower inside a question
         proper = any(t.pos_ == "PROPN" for t in tokens)
+        if tokens[0].pos_ == "DET" or not proper:
+            subject = subject[0].lower() + subject[1:]  # "Thirty people", "The game": not a name, lower inside a question
     aux = [c.text for c in verb.children if c.dep_ in ("aux", "auxpass", "neg") and c.i < verb.i]
     if not aux and verb.tag_ == "VBN":
         aux = list(shared_aux)  # "was recorded in 1996 and released in 1997": the second verb shares the first's auxiliary
@@ -185,43 +201,64 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
     for child in verb.children:
         if child.dep_ in PART_DEPS and child.i > verb.i:
             part = part_of(child)
-            if part is None:
-                return None
-            parts.append(part)
+            if part is None and child.dep_ != "prep":
+                return None  # an object that is not one phrase: the clause is not one fact
+            if part is not None:  # a long or pronoun-bearing modifier is left out; the rest still states a fact
+                parts.append(part)
     if not parts or sum(len(p.tokens) for p in parts) + len(subject.split()) > MAX_CLAUSE:
         return None
     parts = sorted(parts, key=lambda p: p.tokens[0].i)
     said = " ".join([subject, *(p.text for p in parts)])
-    names = [e.text for e in verb.sent.ents if e.label_ in LABEL_NOUN and e.text in said]
+    names = [e.text for e in verb.sent.ents if e.label_ in NAMED and e.text in said]
     if subject_token.pos_ == "PRON":
         names.insert(0, subject)
     return Clause(subject, label, proper, aux, verb, parts, sentence_text, list(dict.fromkeys(names)))
 
 
+SUBJECT_DEPS = ("nsubj", "nsubjpass")
+
+
+def subject_of(verb):
+    return next((c for c in verb.children if c.dep_ in SUBJECT_DEPS), None)
+
+
+def verb_clauses(sentence, antecedents: Antecedents, text: str) -> list[Clause]:
+    """The clause of every verb of a sentence whose subject can be told: the main verb; a verb coordinated with it (its
+    own subject, or the one it shares: "was born in 1950 and died in 2010"); a relative clause about its noun ("X, who
+    joined Y in 2018, ..."); a participle describing a copula's complement ("X is a film directed by Y")."""
+    root, out = sentence.root, []
+    first = clause_of(root, subject_of(root), antecedents, text)
+    if first is None:
+        return []
+    out.append(first)
+    for verb in sentence:
+        if verb.i == root.i or verb.pos_ not in ("VERB", "AUX"):
+            continue
+        own = subject_of(verb)
+        if verb.dep_ == "conj" and verb.head.i == root.i:
+            found = clause_of(verb, own or subject_of(root), antecedents, text, () if own else first.aux)
+        elif verb.dep_ == "relcl" and own is not None and own.tag_ in ("WP", "WDT") and verb.head.pos_ == "PROPN":
+            found = clause_of(verb, verb.head, antecedents, text)
+        elif verb.dep_ == "acl" and verb.tag_ == "VBN" and verb.head.dep_ == "attr" and verb.head.head.i == root.i and root.lemma_ == "be":
+            found = clause_of(verb, subject_of(root), antecedents, text, [root.text])
+        else:
+            continue
+        if found:
+            out.append(found)
+    return out
+
+
 def clauses(doc) -> list[Clause]:
-    """The clauses of every sentence of a parsed document: the main verb's, and those of verbs coordinated with it
-    that share its subject ("was born in 1950 and died in 2010")."""
+    """The clauses of every sentence of a parsed document (verb_clauses), subject pronouns resolved by paragraph."""
     out, antecedents, paragraph_end = [], Antecedents(), -1
     for sentence in doc.sents:
         if "\n\n" in doc.text[doc[paragraph_end].idx if paragraph_end >= 0 else 0 : sentence.start_char]:
             antecedents = Antecedents()
         paragraph_end = sentence.end - 1
-        text = sentence.text.strip()
-        if text.startswith("#") or len(sentence) < 4:
-            antecedents.see(sentence.ents)
-            continue
-        root = sentence.root
-        subject = next((c for c in root.children if c.dep_ in ("nsubj", "nsubjpass")), None)
-        first = clause_of(root, subject, antecedents, text)
-        if first:
-            out.append(first)
-            if first.subject_proper:
-                antecedents.subjects.append((first.subject, first.subject_label))
-            for conj in (c for c in root.children if c.dep_ == "conj" and c.pos_ == "VERB"):
-                if not any(c.dep_ in ("nsubj", "nsubjpass") for c in conj.children):
-                    second = clause_of(conj, subject, antecedents, text, first.aux)
-                    if second:
-                        out.append(second)
+        found = verb_clauses(sentence, antecedents, sentence.text.strip()) if len(sentence) >= 4 else []
+        out += found
+        if found and found[0].subject_proper:
+            antecedents.subjects.append((found[0].subject, found[0].subject_label))
         antecedents.see(sentence.ents)
     return out
 
@@ -303,13 +340,30 @@ def fronted_questions(clause: Clause) -> list[tuple[str, str]]:
         body = clause.inverted(part)
         if body:
             out.append((question(f"{ask['wh']} {body}"), ask["key"]))
+        if part.dep == "attr" and clause.verb.lemma_ == "be":
+            out += located(clause, part)
     return out
+
+
+def located(clause: Clause, part: Part) -> list[tuple[str, str]]:
+    """"Johnnycake is a community in McDowell County, West Virginia." -> ("Where is Johnnycake?", "McDowell County, West
+    Virginia"): a copula's complement placed somewhere."""
+    head = next((t for t in part.obj if t.head not in part.obj), None)
+    for prep in (c for c in head.children if c.dep_ == "prep" and c.lower_ in ("in", "at", "on")) if head is not None else []:
+        place = [c for c in prep.children if c.dep_ == "pobj" and (c.ent_type_ in PLACES or c.pos_ == "PROPN")]
+        if place:
+            tokens = phrase(place[0])
+            if tokens[-1].i - tokens[0].i + 1 == len(tokens):
+                return [(question(f"Where {clause.verb.text} {clause.subject}"), drop_determiner(text_of(tokens)))]
+    return []
 
 
 def subject_question(clause: Clause) -> tuple[str, str] | None:
     """(question, key) asking for the subject by what the rest of the clause says: the reverse lookup."""
     if not clause.subject_proper:
         return None
+    if clause.verb.lemma_ == "be" and not any(t.pos_ == "PROPN" or t.like_num for p in clause.parts for t in p.tokens):
+        return None  # "What is a peer-reviewed academic journal?" has many answers
     who = "Who" if clause.subject_label == "PERSON" else "What"
     return question(f"{who} {clause.predicate()}"), drop_determiner(clause.subject)
 

@@ -13,19 +13,19 @@ from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.memory.prompts import IDK
 from memo_pipelines.reflections.clauses import clauses, fronted_questions, subject_question
 from memo_pipelines.reflections.grounded_regex import PROBE_TEMPLATES, RegexGroundedSteps
-from memo_pipelines.reflections.nlp import parse, parse_many
+from memo_pipelines.reflections.nlp import parse_documents
 from memo_pipelines.reflections.quality import keep_passing
 from memo_pipelines.reflections.steps import candidate, register_form, rule_verified
 
 
 def document_clauses(doc: Document) -> list:
-    return clauses(parse(doc.text))
+    return clauses(parse_documents([doc.text])[0])
 
 
 @register_form("grounded")
 class GroundedSteps(RegexGroundedSteps):
     def prepare(self, documents: list[Document]) -> None:
-        parse_many([d.text for d in documents])  # one nlp.pipe pass over the version: the steps read the parses from the cache
+        parse_documents([d.text for d in documents])  # one nlp.pipe pass over the version: the steps read the parses from the cache
 
     def statements(self, doc: Document) -> list[tuple[str, list[str]]]:
         return [(c.statement(), c.entities) for c in document_clauses(doc)]
@@ -61,7 +61,7 @@ class GroundedSteps(RegexGroundedSteps):
         if self.config.unanswerable_per_document <= 0:
             return []
         kinds = {}
-        for ent in parse(doc.text).ents:
+        for ent in parse_documents([doc.text])[0].ents:
             if ent.label_ in ("PERSON", "ORG", "GPE", "FAC", "WORK_OF_ART", "PRODUCT", "EVENT") and len(ent.text) > 3:
                 kinds.setdefault(ent.text, "person" if ent.label_ == "PERSON" else "other")
         out = []

@@ -6,6 +6,7 @@ The pipeline is Explosion's en_core_web_sm 3.8.0 as republished under the packag
 pins it by hash; its meta.json names the upstream pipeline)."""
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from typing import Iterable
@@ -64,3 +65,14 @@ def parse_many(texts: Iterable[str], batch_size: int = 32) -> list:
 
 def parse(text: str):
     return parse_many([text])[0]
+
+
+def prose(text: str) -> str:
+    """Markdown headings as sentences of their own ("# Counting Crows" -> "Counting Crows."), so the parser does not run a
+    heading into the first sentence below it; the heading still names what a later pronoun refers to."""
+    return re.sub(r"^#+[ \t]*(.*?)[ \t]*$", lambda m: f"{m[1]}." if m[1] and m[1][-1] not in ".!?" else m[1], text, flags=re.MULTILINE)
+
+
+def parse_documents(texts: Iterable[str]) -> list:
+    """Parses of documents' texts (as prose), batched."""
+    return parse_many([prose(t) for t in texts])

@@ -49,7 +49,8 @@ def problem(question, key, answer: str) -> str | None:
         return HOLE  # "Thor lands in New Mexico, where astrophysicist what?", "What, John tails ...", "... is whom?"
     if any(t.lower_ in PERSONAL and t.pos_ == "PRON" and not cleft_it(t) for t in tokens):
         return PRONOUN
-    key_words = set(normalise(key.text).split())
+    # a short key answer is not what the question is about; a whole-statement answer (an entity summary) may name it
+    key_words = set(normalise(key.text).split()) if key.text.strip() != answer.strip() else set()
     if not any((t.pos_ == "PROPN" or t.ent_type_ or t.like_num) and t.lower_ not in key_words for t in tokens[1:]):
         return NO_SUBJECT
     if len(tokens) > MAX_QUESTION_TOKENS:
