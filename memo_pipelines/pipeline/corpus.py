@@ -1,12 +1,53 @@
 """Stage 1: a version's manifest becomes its snapshot (normalised documents and the quarantine list)."""
 
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+from memo_pipelines.corpus.formats import Unreadable, document_format, unsafe_key_reason
 from memo_pipelines.corpus.snapshot import Snapshot, build_snapshot, doc_id_for, vanished
 from memo_pipelines.pipeline.workspace import Workspace
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.layout import version_key
 
 
-def snapshot_corpus(ws: Workspace, version: str, max_bytes: int) -> Snapshot:
+class Prefetch:
+    """fetch(key) for keys asked in manifest order, with the next `window` keys already being read by `workers`
+    threads: an object store answers many reads at once, and at most `window` documents wait in memory."""
+
+    def __init__(self, keys: list[str], fetch: Callable[[str], tuple[bytes, str]], workers: int, window: int):
+        self.fetch, self.window = fetch, max(window, workers)
+        self.pending: deque[str] = deque(keys)
+        self.futures: dict[str, Future] = {}
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot-read") if workers > 1 else None
+
+    def _fill(self) -> None:
+        while self.pending and len(self.futures) < self.window:
+            key = self.pending.popleft()
+            self.futures.setdefault(key, self.pool.submit(self.fetch, key))
+
+    def __call__(self, key: str) -> tuple[bytes, str]:
+        if self.pool is None:
+            return self.fetch(key)
+        with self.lock:
+            if key not in self.futures:  # asked out of order: skip the keys before it, read by nobody now
+                while self.pending and self.pending[0] != key:
+                    self.pending.popleft()
+            self._fill()
+            future = self.futures.pop(key)
+            self._fill()
+        return future.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            for future in self.futures.values():
+                future.cancel()
+            self.pool.shutdown(wait=True)
+
+
+def snapshot_corpus(ws: Workspace, version: str, max_bytes: int, read_workers: int = 8) -> Snapshot:
     manifest = ws.store.get_json(version_key(version, "manifest.json"))
     if manifest is None:
         raise FileNotFoundError(f"version {version} has no manifest at {version_key(version, 'manifest.json')}")
@@ -28,7 +69,20 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int) -> Snapshot:
         data, _ = ws.store.get_object(archived)  # NoSuchKey here: deleted or rewritten before this version ever read it
         return data, listed[key]
 
-    snapshot = build_snapshot(version, manifest["objects"], fetch_as_listed, ws.landing_prefix, max_bytes)
+    def read_ahead(entry: dict) -> bool:
+        """Only what build_snapshot will read: an unsafe key, an oversized or unknown-format document is refused unread."""
+        try:
+            document_format(entry["key"])
+        except Unreadable:
+            return False
+        return unsafe_key_reason(doc_id_for(entry["key"], ws.landing_prefix)) is None and int(entry.get("size") or 0) <= max_bytes
+
+    readable = [e["key"] for e in manifest["objects"] if read_ahead(e)]
+    prefetch = Prefetch(readable, fetch_as_listed, read_workers, window=4 * read_workers)
+    try:
+        snapshot = build_snapshot(version, manifest["objects"], prefetch, ws.landing_prefix, max_bytes)
+    finally:
+        prefetch.close()
     snapshot.deleted = [doc_id_for(key, ws.landing_prefix) for key in manifest.get("deleted", [])]
     ws.store.put_json(version_key(version, "snapshot.json"), snapshot.to_json())
     return snapshot
