@@ -13,7 +13,7 @@ from memo_pipelines.corpus.language import language_problem
 
 MAX_DOCUMENT_BYTES = 2_000_000
 
-__all__ = ["Unreadable", "Document", "Snapshot", "extract_text", "build_snapshot", "normalise_text", "doc_id_for", "vanished"]
+__all__ = ["Unreadable", "Document", "Snapshot", "extract_text", "build_snapshot", "refused_unread", "normalise_text", "doc_id_for", "vanished"]
 
 
 @dataclass
@@ -121,6 +121,20 @@ def keep_newest(candidates: list[tuple[dict, Document]], threshold: float) -> tu
     return [doc for _, doc in candidates if doc.doc_id in kept], sorted(superseded.values(), key=lambda s: order.index(s["doc_id"]))
 
 
+def refused_unread(entry: dict, landing_prefix: str, max_bytes: int) -> str | None:
+    """Why a manifest entry is quarantined without being downloaded (an unsafe key, over the size limit, a format no
+    reader takes), or None for one that is read."""
+    refused = unsafe_key_reason(doc_id_for(entry["key"], landing_prefix))
+    if refused is None and int(entry.get("size") or 0) > max_bytes:
+        refused = f"document of {entry['size']} bytes is over the {max_bytes}-byte limit"
+    if refused is None:
+        try:
+            document_format(entry["key"])
+        except Unreadable as reason:
+            refused = str(reason)
+    return refused
+
+
 def build_snapshot(
     version: str,
     manifest: list[dict],
@@ -140,14 +154,7 @@ def build_snapshot(
     for entry in manifest:
         key = entry["key"]
         doc_id = doc_id_for(key, landing_prefix)
-        refused = unsafe_key_reason(doc_id)
-        if refused is None and int(entry.get("size") or 0) > max_bytes:  # refused before downloading it
-            refused = f"document of {entry['size']} bytes is over the {max_bytes}-byte limit"
-        if refused is None:
-            try:
-                document_format(key)
-            except Unreadable as reason:
-                refused = str(reason)
+        refused = refused_unread(entry, landing_prefix, max_bytes)
         if refused:
             snapshot.quarantine.append({"doc_id": doc_id, "key": key, "reason": refused})
             continue

@@ -5,8 +5,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-from memo_pipelines.corpus.formats import Unreadable, document_format, unsafe_key_reason
-from memo_pipelines.corpus.snapshot import Snapshot, build_snapshot, doc_id_for, vanished
+from memo_pipelines.corpus.snapshot import Snapshot, build_snapshot, doc_id_for, refused_unread, vanished
 from memo_pipelines.pipeline.workspace import Workspace
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.layout import version_key
@@ -69,15 +68,8 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int, read_workers: i
         data, _ = ws.store.get_object(archived)  # NoSuchKey here: deleted or rewritten before this version ever read it
         return data, listed[key]
 
-    def read_ahead(entry: dict) -> bool:
-        """Only what build_snapshot will read: an unsafe key, an oversized or unknown-format document is refused unread."""
-        try:
-            document_format(entry["key"])
-        except Unreadable:
-            return False
-        return unsafe_key_reason(doc_id_for(entry["key"], ws.landing_prefix)) is None and int(entry.get("size") or 0) <= max_bytes
-
-    readable = [e["key"] for e in manifest["objects"] if read_ahead(e)]
+    # read ahead only what build_snapshot will read: a document it refuses unread is never downloaded
+    readable = [e["key"] for e in manifest["objects"] if refused_unread(e, ws.landing_prefix, max_bytes) is None]
     prefetch = Prefetch(readable, fetch_as_listed, read_workers, window=4 * read_workers)
     try:
         snapshot = build_snapshot(version, manifest["objects"], prefetch, ws.landing_prefix, max_bytes)
