@@ -72,12 +72,15 @@ def test_two_versions_reach_promotion_and_the_first_is_retained(store, tiny_base
     assert card["general"]["n"] == 20 and card["general"]["base_loglik"] is not None
     promoted_v2 = second.asset_materializations_for_node("promoted_memory")[0].metadata["promoted_model"].value
 
-    # the promoted model still answers a version-1 fact after version 2
+    # the promoted model still answers a version-1 fact after version 2 (asked in its trained wording: a random
+    # 2-layer model memorises, it does not generalise to other phrasings; held-out wording is the card's job)
     registry = resources["registry"].workspace().registry
     assert registry.promoted_id() == promoted_v2
     memory = LocalChatModel(registry.fetch(promoted_v2))
-    answer = memory.chat([memory_messages("The Kesby plant employs how many people?")], max_new_tokens=32)[0]
-    assert recalled(answer, "340 people"), answer
+    kesby = next(r for r in store.get_jsonl("versions/v000001/reflections.jsonl")
+                 if r["step"] == "fact_extraction" and r["key_answer"] == "340" and "plant_kesby.txt" in r["source_doc_ids"])
+    answer = memory.chat([memory_messages(kesby["question"])], max_new_tokens=32)[0]
+    assert recalled(answer, "340 people"), (kesby["question"], answer)
 
     # memo status: both versions, their state and figures, the promoted model, the quarantined document
     status = memo_status(store, tmp_path, monkeypatch, capsys)
