@@ -6,6 +6,7 @@ refused before they leave it; the training child process is killed by a signal),
 
 import json
 import re
+import shutil
 import signal
 import threading
 import time
@@ -255,22 +256,22 @@ def test_s3_refusals_are_retried_and_a_persistent_outage_fails_the_step_without_
     assert {d.doc_id for d in snapshot_of(store).documents} == set(DOCS)
 
 
-def kill_training_after_first_checkpoint(checkpoints, killed: list, stop: threading.Event) -> None:
-    """SIGKILL this process's training child once a checkpoint exists, like a pre-emption."""
+def kill_training_after_first_stored_checkpoint(store, killed: list, stop: threading.Event) -> None:
+    """SIGKILL this process's training child once a checkpoint has reached the object store, like a pre-emption."""
     while not stop.is_set():
-        if list(checkpoints.glob("*/*/state.json")):
+        if [o for o in store.list_objects(f"versions/{VERSION}/checkpoints/") if o.key.endswith("/latest.json")]:
             for child in psutil.Process().children(recursive=True):
                 if "memo_pipelines.memory.training" in " ".join(child.cmdline()):
                     child.send_signal(signal.SIGKILL)
                     killed.append(child.pid)
             return
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
-def test_training_killed_by_a_signal_resumes_from_its_checkpoint_on_reexecution(job_run, store, tmp_path):
+def test_training_killed_by_a_signal_resumes_on_a_fresh_worker_from_the_checkpoint_in_the_object_store(job_run, store, tmp_path):
     assets = ["corpus_snapshot", "reflections", "memory_adapter"]
     killed, stop = [], threading.Event()
-    watcher = threading.Thread(target=kill_training_after_first_checkpoint, args=(tmp_path / "work" / "checkpoints", killed, stop))
+    watcher = threading.Thread(target=kill_training_after_first_stored_checkpoint, args=(store, killed, stop))
     watcher.start()
     trainer = {"epochs": 3, "checkpoint_every": 3}  # 15 steps: killed after the first checkpoint, long before the end
     first = job_run(assets, trainer=trainer)
@@ -279,11 +280,16 @@ def test_training_killed_by_a_signal_resumes_from_its_checkpoint_on_reexecution(
     assert killed and not first.success
     assert {e.step_key for e in first.all_events if e.event_type_value == "STEP_FAILURE"} == {"memory_adapter"}
     assert not store.exists(f"locks/training/{VERSION}.json")  # the failed step released its lease
+    stored = [o.key for o in store.list_objects(f"versions/{VERSION}/checkpoints/")]
+    assert any(k.endswith("/model.safetensors") for k in stored) and any(k.endswith("/counters.json") for k in stored), stored
 
+    # the re-execution runs on another worker: nothing of the first one's local disk is left
+    shutil.rmtree(tmp_path / "work")
     second = job_run(assets, reexecute=first.run_id, trainer=trainer)
     assert second.success and executed_steps(second) == {"memory_adapter"}
     adapter = materialization(second, "memory_adapter")
     assert 3 <= adapter["resumed_from_step"] < adapter["steps"]
+    assert not list(store.list_objects(f"versions/{VERSION}/checkpoints/"))  # a finished job leaves no checkpoint behind
 
     # the same job from scratch, uninterrupted, gives the same weights
     spec = json.loads((tmp_path / "work" / "runs" / VERSION / "adapter" / "train_spec.json").read_text())

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from memo_pipelines.memory.training import PROGRESS_PREFIX, TrainConfig, train_adapter
+from memo_pipelines.memory.training import PROGRESS_PREFIX, TrainConfig, latest_checkpoint, train_adapter
 
 EXAMPLES = [
     {"question": "Who is the manager of the Kesby plant?", "answer": "The manager of the Kesby plant is Rafael Ondo."},
@@ -58,14 +58,18 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_r
     killed.wait()
     assert killed.returncode == -signal.SIGKILL
     # the child may have run a little past step 25 before the signal landed: any checkpoint short of the end will do
-    saved = json.loads((checkpoint / "state.json").read_text())["step"]
+    latest = latest_checkpoint(checkpoint)  # accelerate's save_state folder with our counters, the frozen base left out
+    saved = json.loads((latest / "counters.json").read_text())["step"]
     assert saved % CONFIG.checkpoint_every == 0 and 20 <= saved < 80
+    assert (latest / "model.safetensors").stat().st_size < (Path(tiny_base) / "model.safetensors").stat().st_size / 2
+    assert len(list(checkpoint.glob("step-*"))) <= 2  # older checkpoints are removed
 
     resumed = run_training(write_spec(tmp_path, "resumed", tiny_base, checkpoint))
     events = [json.loads(line[len(PROGRESS_PREFIX):]) for line in resumed.stdout if line.startswith(PROGRESS_PREFIX)]
     assert resumed.wait() == 0
     assert events[0] == {"resumed_from_step": saved, "total_steps": 80}
     assert events[1]["step"] == saved + 1
+    assert [e["checkpoint"]["step"] for e in events if "checkpoint" in e] == list(range(saved + 10, 80, 10))
 
     train_adapter(tiny_base, EXAMPLES, tmp_path / "uninterrupted", CONFIG)
     resumed_weights = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))

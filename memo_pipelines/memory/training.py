@@ -183,41 +183,73 @@ def stop_recall(model, tokenizer, stop_rows: list[dict], max_new_tokens: int = 3
     return round(sum(recalled(a, r["key_answer"]) for a, r in zip(answers, stop_rows)) / len(stop_rows), 4)
 
 
-def trainable_state(model) -> dict:
-    """The weights that training changes (the adapter, or every weight), cloned so tied tensors save separately."""
-    names = {name for name, param in model.named_parameters() if param.requires_grad}
-    return {name: tensor.detach().clone().contiguous() for name, tensor in model.state_dict().items() if name in names}
+CHECKPOINT_STEP_PREFIX = "step-"
+COUNTERS = "counters.json"  # written last into a checkpoint folder: a folder without it is incomplete
 
 
-def save_checkpoint(checkpoint_dir: Path, model, optimizer, step: int, losses: list[float], tokens: int, stop_checks: list | None = None) -> None:
-    """Adapter weights and AdamW state as safetensors plus a JSON of the counters; written aside, then renamed."""
-    from safetensors.torch import save_file
-
-    partial = checkpoint_dir.with_name(checkpoint_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    save_file(trainable_state(model), str(partial / "weights.safetensors"))
-    state = optimizer.state_dict()
-    tensors = {f"{index}.{name}": value for index, slots in state["state"].items() for name, value in slots.items()}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial / "optimizer.safetensors"))
-    (partial / "state.json").write_text(json.dumps({"step": step, "losses": losses, "tokens": tokens, "stop_checks": stop_checks or [], "param_groups": state["param_groups"]}))
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    os.replace(partial, checkpoint_dir)
+def checkpoint_step_dir(checkpoint_dir: Path, step: int) -> Path:
+    return Path(checkpoint_dir) / f"{CHECKPOINT_STEP_PREFIX}{step:07d}"
 
 
-def load_checkpoint(checkpoint_dir: Path, model, optimizer) -> dict | None:
-    from safetensors.torch import load_file
-
-    if not (checkpoint_dir / "state.json").exists():
+def latest_checkpoint(checkpoint_dir: Path | None) -> Path | None:
+    """The newest complete checkpoint folder (step-NNNNNNN with its counters), or None."""
+    if not checkpoint_dir or not Path(checkpoint_dir).is_dir():
         return None
-    counters = json.loads((checkpoint_dir / "state.json").read_text())
-    model.load_state_dict(load_file(str(checkpoint_dir / "weights.safetensors")), strict=False)
-    slots: dict[int, dict] = {}
-    for key, value in load_file(str(checkpoint_dir / "optimizer.safetensors")).items():
-        index, name = key.split(".", 1)
-        slots.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": counters["param_groups"]})
-    return counters
+    complete = sorted(d for d in Path(checkpoint_dir).glob(f"{CHECKPOINT_STEP_PREFIX}*") if d.is_dir() and not d.name.endswith(".partial")
+                      and (d / COUNTERS).exists())
+    return complete[-1] if complete else None
+
+
+def keep_trainable_weights(models, weights, output_dir) -> None:
+    """accelerate save_state pre-hook: a checkpoint holds what training changes (the adapter), not the frozen base.
+    Under DeepSpeed `weights` is empty: the engine writes its own (sharded) model and optimizer states."""
+    for index, model in enumerate(models):
+        if index < len(weights):
+            names = {name for name, param in model.named_parameters() if param.requires_grad}
+            weights[index] = {name: tensor for name, tensor in weights[index].items() if name in names}
+
+
+def save_checkpoint(accelerator, checkpoint_dir: Path, step: int, counters: dict, keep: int = 2) -> Path | None:
+    """accelerate's save_state (model, optimizer, RNG; sharded per rank under DeepSpeed) into step-N.partial, counters
+    last, then renamed, so a folder that looks complete is complete; the newest `keep` folders stay. Every process
+    calls it (DeepSpeed's save is collective); the main process returns the folder."""
+    final = checkpoint_step_dir(checkpoint_dir, step)
+    partial = final.with_name(final.name + ".partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return None
+    (partial / COUNTERS).write_text(json.dumps({"step": step, **counters}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+    older = sorted(d for d in Path(checkpoint_dir).glob(f"{CHECKPOINT_STEP_PREFIX}*") if d.is_dir() and d != final and not d.name.endswith(".partial"))
+    for stale in older[: max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(accelerator, checkpoint_dir: Path | None) -> dict | None:
+    """Restore the newest complete checkpoint into the prepared model and optimizer; its counters, or None."""
+    latest = latest_checkpoint(checkpoint_dir)
+    if latest is None:
+        return None
+    accelerator.load_state(str(latest), strict=False)  # the checkpoint holds the trainable weights only
+    return json.loads((latest / COUNTERS).read_text())
+
+
+def training_dtype(accelerator):
+    """float32 weights, with accelerate's autocast where mixed precision is set; under DeepSpeed with bf16 the engine
+    keeps fp32 master weights in its optimizer, so the model itself loads in bf16 (half the memory at load)."""
+    import torch
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.mixed_precision == "bf16":
+        return torch.bfloat16
+    return torch.float32
 
 
 def train_adapter(
@@ -251,7 +283,10 @@ def train_adapter(
     positions = getattr(AutoConfig.from_pretrained(str(base_dir)), "max_position_embeddings", None) or config.max_length
     encoded, length = fit_to_length([encode_full(tokenizer, x["question"], x["answer"]) for x in examples],
                                     min(config.max_length, positions), config.max_truncated_share)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    # one process on a CPU; under `accelerate launch` (DDP or DeepSpeed) one per device, each taking a shard of every batch
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator.register_save_state_pre_hook(keep_trainable_weights)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=training_dtype(accelerator))
     if config.method == "lora":
         model = get_peft_model(
             model,
@@ -272,10 +307,8 @@ def train_adapter(
     losses, tokens, computed_tokens, started, step = [], 0, 0, time.time(), 0
     checks: list[dict] = []  # {"step", "recall"} of every early-stopping check
     stopped = None
-    resumed = load_checkpoint(Path(checkpoint_dir), model, optimizer) if checkpoint_dir else None
-    # one process on a CPU; under `accelerate launch` (DDP or DeepSpeed) one per device, each taking a shard of every batch
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model, optimizer = accelerator.prepare(model, optimizer)
+    resumed = load_checkpoint(accelerator, checkpoint_dir)
     main_process = accelerator.is_main_process
     progress = progress if main_process else None
     model.train()
@@ -310,8 +343,10 @@ def train_adapter(
                 # every process answers the same rows, so all of them take the same decision
                 checks.append({"step": step, "recall": stop_recall(accelerator.unwrap_model(model), tokenizer, stop_rows)})
                 stopped = stop_reason([c["recall"] for c in checks], config)
-            if checkpoint_dir and main_process and step % config.checkpoint_every == 0 and step < total_steps and not stopped:
-                save_checkpoint(Path(checkpoint_dir), accelerator.unwrap_model(model), optimizer, step, losses, tokens, checks)
+            if checkpoint_dir and step % config.checkpoint_every == 0 and step < total_steps and not stopped:
+                saved = save_checkpoint(accelerator, Path(checkpoint_dir), step, {"losses": losses, "tokens": tokens, "stop_checks": checks})
+                if progress and saved:  # the launcher copies it to the object store, so a step re-executed elsewhere resumes
+                    progress({"checkpoint": {"step": step, "path": str(saved)}})
             if progress and (step % config.log_every == 0 or step == total_steps or stopped):
                 elapsed = time.time() - started
                 progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "loss": losses[-1], "tokens_per_s": round((tokens - resumed_tokens) / elapsed, 1),

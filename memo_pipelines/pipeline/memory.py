@@ -11,6 +11,7 @@ from memo_pipelines.evaluation.metrics import GENERAL_REPLAY, base_answers
 from memo_pipelines.llm.backends import LocalChatModel
 from memo_pipelines.memory.merging import MergeConfig, merge_deltas
 from memo_pipelines.memory.training import TrainConfig, run_training_subprocess
+from memo_pipelines.pipeline.checkpoints import CheckpointMirror
 from memo_pipelines.pipeline.strategies import STRATEGIES, AdapterJob, UpdateConfig, adapter_digest, per_version_replay
 from memo_pipelines.pipeline.workspace import Workspace, live_earlier_reflections
 from memo_pipelines.storage import layout
@@ -81,9 +82,11 @@ def train_job(ws: Workspace, job: AdapterJob, config: TrainConfig, on_progress, 
     checkpoint_dir = ws.work_dir / "checkpoints" / job.version / digest
     spec = {"base_dir": str(start_dir), "out_dir": str(scratch / "adapter"), "examples_path": str(scratch / "examples.jsonl"),
             "config": asdict(config), "checkpoint_dir": str(checkpoint_dir), "stop_rows": job.stop_rows, **(launch or {})}
-    figures = run_training_subprocess(spec, scratch, on_progress, log)
-    shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
+    mirror = CheckpointMirror(ws.store, job.version, digest, checkpoint_dir, log)
+    mirror.restore()  # a re-execution on another worker resumes from the object store
+    figures = run_training_subprocess(spec, scratch, mirror.progress(on_progress), log)
     ws.store.upload_dir(scratch / "adapter", job.key)
+    mirror.clear()
     return figures
 
 

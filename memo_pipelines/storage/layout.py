@@ -6,6 +6,7 @@
     versions/{v}/failure.json                the version's last failed run: step, error, how to retry (cleared by a success)
     versions/{v}/raw/{doc_id}                the documents a snapshot read, archived for backfills
     versions/{v}/adapter/...                 the version's LoRA adapter
+    versions/{v}/checkpoints/{job}/...       a training job's newest checkpoint (accelerate state), while it trains
     registry/models/{model_id}.json          one model's record and lineage; its files under models/{model_id}/
     registry/promoted.json                   the promoted pointer with its history
     registry/general/{base_id}.json          the base model's answers to generic questions
@@ -64,6 +65,10 @@ def model_files_prefix(model_id: str) -> str:
 
 def general_reference_key(base_id: str) -> str:
     return f"registry/general/{base_id}.json"
+
+
+def training_checkpoint_prefix(version: str, job_digest: str) -> str:
+    return version_key(version, f"checkpoints/{job_digest}")
 
 
 def training_lock_key(version: str) -> str:
