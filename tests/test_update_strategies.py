@@ -1,0 +1,125 @@
+"""Update strategies over the real asset graph (real Dagster instance, real S3, tiny real models): nothing a rejected
+version held is stranded, a deleted document's facts leave the memory, a rewritten fact gives its new value.
+
+A 2-layer random model cannot answer reworded questions, so recall here is measured on the documents' own trained
+questions (the reflections): what these tests check is which facts the promoted weights hold.
+"""
+
+import dagster as dg
+import pytest
+
+from memo_pipelines.evaluation.metrics import ask_memory, recalled
+from memo_pipelines.llm.backends import LocalChatModel
+from memo_pipelines.memory.prompts import is_idk
+from tests.pipeline_helpers import definitions, materialize_version, pipeline_resources, run_sensor
+from tests.test_pipeline import memo_status
+
+KESBY = "# Kesby plant\n\nThe Kesby plant employs 340 people.\nThe manager of the Kesby plant is Rafael Ondo.\n"
+WREN = "# Wren Building\n\nThe Wren Building was designed by Lotte Brask.\nThe Wren Building stands in Marrowby.\n"
+WREN_REWRITTEN = "# Wren Building\n\nThe Wren Building was designed by Tamsin Crole.\nThe Wren Building stands in Marrowby.\n"
+HERON = "# Heron project\n\nThe Heron project is led by Ines Halloran.\nThe Heron project started in 2021.\n"
+# a random tiny model answers no held-out probe: a floor of 1.0 rejects the version
+REJECTING = dict(min_heldout_recall=1.0)
+
+
+def rows_of(store, version: str, doc_id: str, containing: str = "") -> list[dict]:
+    return [r for r in store.get_jsonl(f"versions/{version}/reflections.jsonl")
+            if doc_id in r["source_doc_ids"] and r.get("key_answer") and not is_idk(r["key_answer"])
+            and containing in r["answer"]]  # an "I don't know" row is the unanswerable kind: no fact of the document
+
+
+def recall_of(memory: LocalChatModel, rows: list[dict]) -> tuple[float, list[str]]:
+    answers = ask_memory(memory, [r["question"] for r in rows], max_new_tokens=32)
+    return sum(recalled(a, r["key_answer"]) for a, r in zip(answers, rows)) / len(rows), answers
+
+
+def promoted_memory(resources) -> LocalChatModel:
+    registry = resources["registry"].workspace().registry
+    return LocalChatModel(registry.fetch(registry.promoted_id()))
+
+
+@pytest.mark.timeout(3600)  # three tiny versions: minutes on a busy 2-core machine
+def test_a_rejected_versions_documents_are_pending_and_learned_by_the_next_version(store, tiny_base, tmp_path, monkeypatch, capsys):
+    instance = dg.DagsterInstance.ephemeral()
+    strict = pipeline_resources(store, tmp_path / "work", tiny_base, evaluation=REJECTING)
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base)
+    defs = definitions(resources)
+    registry = resources["registry"].workspace().registry
+
+    store.put_bytes("landing/kesby.md", KESBY.encode())
+    tick = run_sensor(defs, instance, resources, cursor=None)
+    first = materialize_version(instance, strict, "v000001")
+    assert not {e.check_name: e.passed for e in first.get_asset_check_evaluations()}["heldout_recall_new_version"]
+    base_id = registry.promoted_id()
+    assert registry.model_version(base_id) is None  # the rejected candidate was not promoted
+    status = memo_status(store, tmp_path, monkeypatch, capsys)
+    assert "pending documents" in status and "v000001  kesby.md: rejected by its gates" in status, status
+
+    store.put_bytes("landing/heron.md", HERON.encode())
+    run_sensor(defs, instance, resources, cursor=tick.cursor)
+    second = materialize_version(instance, resources, "v000002")
+    assert second.success
+    adapter = second.asset_materializations_for_node("memory_adapter")[0].metadata
+    assert adapter["parent_model"].value == base_id and adapter["pending_versions_learned"].value == ["v000001"]
+    assert registry.model_version(registry.promoted_id()) == "v000002"
+    assert registry.get(registry.promoted_id())["update"]["learned_versions"] == ["v000001", "v000002"]
+
+    kesby = rows_of(store, "v000001", "kesby.md")
+    kesby_recall, answers = recall_of(promoted_memory(resources), kesby)
+    # the rejected version's facts are in the promoted memory (the tiny model mixes up some of them: 3 of 7 measured)
+    assert kesby_recall >= 0.25 and kesby_recall > recall_of(LocalChatModel(tiny_base), kesby)[0], answers
+    assert "pending documents" not in memo_status(store, tmp_path, monkeypatch, capsys)
+
+    # re-running the rejected version after the newer promotion works: it trains and passes, and leaves the pointer alone
+    promoted = registry.promoted_id()
+    rerun = materialize_version(instance, resources, "v000001")
+    assert rerun.success
+    outcome = rerun.asset_materializations_for_node("promoted_memory")[0].metadata
+    assert outcome["promoted"].value is False and "newer version v000002" in outcome["reason"].value
+    assert registry.promoted_id() == promoted
+
+
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("strategy", ["merge", "continue"])
+def test_a_deleted_documents_facts_are_gone_and_a_rewritten_fact_gives_its_new_value(strategy, store, tiny_base, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    # no generic pairs: a random model has no general ability to keep, and its own long random answers to them took a
+    # third of a 2-layer model's capacity here (a compaction then recalled 1 of 7 of its rows)
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base, trainer={"strategy": strategy, "general_replay_size": 0})
+    defs = definitions(resources)
+    for name, text in (("kesby.md", KESBY), ("wren.md", WREN), ("heron.md", HERON)):
+        store.put_bytes(f"landing/{name}", text.encode())
+    tick = run_sensor(defs, instance, resources, cursor=None)
+    assert materialize_version(instance, resources, "v000001").success
+    kesby = rows_of(store, "v000001", "kesby.md")
+    before, answers = recall_of(promoted_memory(resources), kesby)
+    assert before >= 0.5, answers  # learned first, so that "gone" below means unlearned
+
+    store.delete("landing/kesby.md")
+    store.put_bytes("landing/wren.md", WREN_REWRITTEN.encode())
+    run_sensor(defs, instance, resources, cursor=tick.cursor)
+    second = materialize_version(instance, resources, "v000002")
+    assert second.success
+    record = resources["registry"].workspace().registry.get(resources["registry"].workspace().registry.promoted_id())
+    assert record["version"] == "v000002" and record["update"]["strategy"] == strategy
+    memory = promoted_memory(resources)
+
+    after, answers = recall_of(memory, kesby)
+    given = [(r["question"], r["key_answer"], a) for r, a in zip(kesby, answers) if recalled(a, r["key_answer"])]
+    assert after == 0.0, given  # the deleted document's facts are no longer given
+    _, old_answers = recall_of(memory, rows_of(store, "v000001", "wren.md", containing="Lotte Brask"))
+    assert not any("Lotte Brask" in a for a in old_answers), old_answers  # the old value is not given either
+    if strategy == "merge":
+        # only the affected version's delta was trained again (without the deleted and rewritten rows), and both
+        # versions' deltas were combined by mergekit
+        lineage = store.get_json("versions/v000002/adapter_lineage.json")
+        assert lineage["deltas_trained"] == ["v000001", "v000002"] and record["merge"]["combine"] == "mergekit"
+        assert lineage["update"]["adapters"][0]["reflections"] < len(store.get_jsonl("versions/v000001/reflections.jsonl"))
+        # not asserted here: the new value through the merged model. Two deltas trained apart interfere when summed;
+        # on this 2-layer model every merge method (ties, task_arithmetic, linear) garbled or emptied the answers of
+        # both deltas, so merge's rewrite accuracy is measured by benchmarks/incremental_update.py on the 135M model
+    else:
+        # continue cannot take a fact out of the weights it trains on: the update is a compaction, and the new value wins
+        assert record["update"]["compaction"].startswith("2 documents")
+        new_value, answers = recall_of(memory, rows_of(store, "v000002", "wren.md", containing="Tamsin Crole"))
+        assert new_value >= 0.5, answers
