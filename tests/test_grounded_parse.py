@@ -57,6 +57,29 @@ def test_each_fact_is_asked_several_ways_and_answered_by_one_sentence_that_state
     assert stats.log["clauses"] == 3
 
 
+def test_encyclopaedic_sentence_shapes_give_short_key_answers():
+    """Shapes common in reference text: a complement described by coordinated participles that share one agent, a
+    copula relating the subject to a named entity, a title in quotes; a span cut inside brackets is dropped."""
+    text = ('Harrow Lane is a 1984 British drama film written and directed by Imogen Vantry. '
+            'Copperfield Rally is a racing game developed by Northgate Studio and published by Bellweather Interactive. '
+            'Tomas Ardel was the father of painter Lise Ardel. '
+            'The "Quarry Song" is a song written by Oren Pask. '
+            'Mira Holt is a former member of the duo f(x) and a solo singer.')
+    rows, stats = reflect([document("shapes.txt", text)])
+    asked = {r["question"]: r["key_answer"] for r in rows if r["step"] != "unanswerable"}
+
+    def keys_of(*words):  # key answers of the questions with all these words ("who" or "what" follows the NER label)
+        return {k for q, k in asked.items() if all(w in q for w in words)}
+
+    assert "Imogen Vantry" in keys_of("directed", "Harrow Lane")  # the second participle's own agent
+    assert "Imogen Vantry" in keys_of("written", "Harrow Lane")  # and the first's, shared
+    assert "Bellweather Interactive" in keys_of("published", "Copperfield Rally")
+    assert asked["Who was Tomas Ardel the father of?"] == "painter Lise Ardel"
+    assert "Oren Pask" in keys_of("is the Quarry Song written")  # the title without a stray quote
+    assert not any("f(x" in q or "f(x" in k for q, k in asked.items())  # nothing cut inside the brackets
+    assert all(q.count('"') % 2 == 0 for q in asked)
+
+
 def test_the_issues_bad_reflections_fail_the_quality_filters_with_their_reason():
     bad = [
         ("What, John tails a local drug dealer to a drug lord, then robs him?", "Instead", FRAGMENT_KEY),

@@ -26,9 +26,13 @@ MAX_SUBJECT, MAX_PART, MAX_CLAUSE = 8, 10, 24
 MONTH = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|November|December)\b")
 
 
+QUOTES = {'"', "``", "''", "\u201c", "\u201d"}
+
+
 def text_of(tokens) -> str:
-    """Tokens in sentence order as text, spaces as the document had them."""
-    tokens = sorted(tokens, key=lambda t: t.i)
+    """Tokens in sentence order as text, spaces as the document had them; double quotes left out (a title's quotes
+    are typography, and a phrase cut from a sentence often keeps only one of the pair)."""
+    tokens = sorted((t for t in tokens if t.text not in QUOTES), key=lambda t: t.i)
     out = ""
     for previous, token in zip([None, *tokens], tokens):
         if previous is not None:
@@ -198,8 +202,12 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
     if not aux and verb.tag_ == "VBN":
         aux = list(shared_aux)  # "was recorded in 1996 and released in 1997": the second verb shares the first's auxiliary
     parts = []
-    for child in verb.children:
-        if child.dep_ in PART_DEPS and child.i > verb.i:
+    children = list(verb.children)
+    if not any(c.dep_ in PART_DEPS for c in children):
+        # "written and directed by Stephen King": the first participle shares the agent of the one coordinated with it
+        children += [c for conj in children if conj.dep_ == "conj" and conj.tag_ == verb.tag_ for c in conj.children if c.dep_ == "agent"]
+    for child in children:
+        if child.dep_ in PART_DEPS and child.i > verb.i and not (child.dep_ == "npadvmod" and child.doc[child.i - 1].is_punct):
             part = part_of(child)
             if part is None and child.dep_ != "prep":
                 return None  # an object that is not one phrase: the clause is not one fact
@@ -216,6 +224,12 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
 
 
 SUBJECT_DEPS = ("nsubj", "nsubjpass")
+ASKABLE_OBJECT_DEPS = tuple(sorted(ASKABLE_OBJECT))
+
+
+def describes_complement(verb, root) -> bool:
+    """A participle describing a copula's complement: "directed" in "X is a film directed by Y"."""
+    return verb.dep_ == "acl" and verb.tag_ == "VBN" and verb.head.dep_ == "attr" and verb.head.head.i == root.i and root.lemma_ == "be"
 
 
 def subject_of(verb):
@@ -237,9 +251,12 @@ def verb_clauses(sentence, antecedents: Antecedents, text: str) -> list[Clause]:
         own = subject_of(verb)
         if verb.dep_ == "conj" and verb.head.i == root.i:
             found = clause_of(verb, own or subject_of(root), antecedents, text, () if own else first.aux)
-        elif verb.dep_ == "relcl" and own is not None and own.tag_ in ("WP", "WDT") and verb.head.pos_ == "PROPN":
+        elif (verb.dep_ == "relcl" and own is not None and own.lower_ in ("who", "which") and verb.head.pos_ == "PROPN"
+              and verb.head.dep_ in SUBJECT_DEPS + ASKABLE_OBJECT_DEPS):
+            # "X, who joined Y in 2018, ...": "that" is restrictive and a misparse when it follows a name ("Vienna, Austria that ...")
             found = clause_of(verb, verb.head, antecedents, text)
-        elif verb.dep_ == "acl" and verb.tag_ == "VBN" and verb.head.dep_ == "attr" and verb.head.head.i == root.i and root.lemma_ == "be":
+        elif describes_complement(verb, root) or (verb.dep_ == "conj" and verb.tag_ == "VBN" and describes_complement(verb.head, root)):
+            # "X is a film written and directed by Y", "X is a game developed by Y and published by Z"
             found = clause_of(verb, subject_of(root), antecedents, text, [root.text])
         else:
             continue
@@ -293,13 +310,13 @@ def asked(clause: Clause, part: Part) -> dict | None:
         if not has_date(key):
             return None
         return {"key": key, "wh": "When", "kind": "date", "cleft": "In which year" if re.fullmatch(r"\d{4}", key) else "On what date"}
+    if part.dep == "agent" and label not in NUMBER_LABELS:
+        return {"key": key, "wh": None, "kind": "agent", "person": label == "PERSON"}  # "by Studio 33": a name with a number
     counted = count_of(part)
     if counted and not prep:
         return {"key": counted[0], "wh": f"How many {counted[1]}", "kind": "count", "noun": counted[1]}
     if label in NUMBER_LABELS or part.obj[-1].like_num:
         return None
-    if part.dep == "agent":
-        return {"key": key, "wh": None, "kind": "agent", "person": label == "PERSON"}
     head = next((t for t in part.obj if t.head not in part.obj), part.obj[-1])
     if head.tag_ == "POS" or part.obj[-1].tag_ == "POS" or (prep and head.tag_ == "NN" and label is None
                                                              and not any(c.dep_ == "det" for c in head.children)):
@@ -341,8 +358,30 @@ def fronted_questions(clause: Clause) -> list[tuple[str, str]]:
         if body:
             out.append((question(f"{ask['wh']} {body}"), ask["key"]))
         if part.dep == "attr" and clause.verb.lemma_ == "be":
-            out += located(clause, part)
+            out += located(clause, part) + relation_of(clause, part)
     return out
+
+
+def relation_of(clause: Clause, part: Part) -> list[tuple[str, str]]:
+    """"Jagdish Mali was the father of Antara Mali." -> ("Who was Jagdish Mali the father of?", "Antara Mali"): a copula's
+    complement that relates the subject to a named entity, asked for the entity with the preposition stranded."""
+    head = next((t for t in part.obj if t.head not in part.obj), None)
+    if head is None or head.pos_ != "NOUN" or clause.aux or len(clause.parts) != 1:
+        return []
+    for prep in (c for c in head.children if c.dep_ == "prep" and c.lower_ == "of"):
+        objects = [c for c in prep.children if c.dep_ == "pobj"]
+        if not objects:
+            continue
+        target = phrase(objects[0])
+        label = label_of(target)
+        if target[-1].i - target[0].i + 1 != len(target) or not (label in NAMED or any(t.pos_ == "PROPN" for t in target)):
+            continue
+        relation = [t for t in part.obj if t.i < prep.i]
+        if not relation or relation[0].pos_ != "DET" or len(relation) > 4:
+            continue  # "the father", "a member": a determined relation noun, not "father of" cut from a longer phrase
+        who = "Who" if label == "PERSON" or target[-1].ent_type_ == "PERSON" else "What"  # "actress Antara Mali" is a person
+        return [(question(f"{who} {clause.verb.text} {clause.subject} {text_of(relation)} of"), drop_determiner(text_of(target)))]
+    return []
 
 
 def located(clause: Clause, part: Part) -> list[tuple[str, str]]:

@@ -22,6 +22,12 @@ PRONOUN = "question has an unresolved pronoun"
 NO_SUBJECT = "question names no subject"
 TOO_LONG = "question too long"
 UNSTATED = "answer does not state its key answer"
+UNBALANCED = "question or key answer cut inside brackets or quotes"
+
+
+def unbalanced(text: str) -> bool:
+    """'South Korean girl group f(x', 'the Hukilau Song" written': a span cut inside a bracket or a quotation."""
+    return text.count("(") != text.count(")") or text.count("[") != text.count("]") or text.count('"') % 2 == 1
 
 
 def cleft_it(token) -> bool:
@@ -38,6 +44,8 @@ def problem(question, key, answer: str) -> str | None:
         return FRAGMENT_KEY
     if len(words) == 1 and words[0].is_alpha and len(words[0]) <= 3 and words[0].is_title and not words[0].ent_type_:
         return CUT_TITLE
+    if unbalanced(key.text) or unbalanced(question.text):
+        return UNBALANCED
     if normalise(key.text) and f" {normalise(key.text)} " in f" {normalise(question.text)} ":
         return CONTAINS_ANSWER
     tokens = [t for t in question if not t.is_space]
