@@ -19,14 +19,16 @@ from memo_pipelines.memory.prompts import is_idk
 
 @dataclass(frozen=True)
 class Gates:
-    """Promotion floors. Provisional: not yet set from a fresh-clone demo measurement (README, "The report card and
-    the gates"); low enough that the embedded 135M memory can pass, high enough to block a memory that learnt nothing,
-    never declines or was tuned into noise (tests/test_gates.py)."""
+    """Promotion floors, set from the fresh-clone demo's report cards (README, "The report card and the gates"): low
+    enough that the embedded 135M memory passes with what it learns, high enough to block a memory that learnt nothing,
+    never declines, forgot the base model's general answers or was tuned into noise (tests/test_gates.py)."""
 
     min_heldout_recall: float = 0.1  # this version's held-out probes answered with their key answer
     max_forgetting: float = 0.15  # an earlier version's held-out recall may drop at most this far below its best
     min_abstention: float = 0.2  # unanswerable probes answered "I don't know"
-    max_general_drop: float = 1.5  # gold-answer log-likelihood per token (nats) the candidate may lose against the base
+    # gold-answer log-likelihood per token (nats) the candidate may lose against the base: the demo's version 1 lost 2.49
+    # with general accuracy kept (0.07 vs the base's 0.06), and 3.97 with it gone (0.01) when general replay was too small
+    max_general_drop: float = 3.0
     sample_size: int = 60  # training rows whose recall is reported (a secondary line, not a gate)
     general_size: int = 100  # general questions (NQ-open sample)
 

@@ -14,6 +14,15 @@ from memo_pipelines.evaluation.metrics import ask_memory, recalled
 from memo_pipelines.memory.prompts import memory_messages
 
 GENERAL_SET = Path(__file__).parent / "data" / "nq_open_sample.jsonl"
+REPLAY_SET = Path(__file__).parent / "data" / "nq_open_replay.jsonl"  # disjoint from GENERAL_SET
+
+
+def general_replay_questions(path: Path = REPLAY_SET) -> list[str]:
+    """Generic questions replayed in training with the base model's own answers: the short fixed list, then the bundled
+    NQ-open questions the guard never asks (data/README.md)."""
+    from memo_pipelines.evaluation.metrics import GENERAL_REPLAY
+
+    return GENERAL_REPLAY + [json.loads(line)["question"] for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def general_questions(limit: int, path: Path = GENERAL_SET) -> list[dict]:

@@ -7,7 +7,8 @@ import shutil
 from dataclasses import asdict
 from typing import Callable
 
-from memo_pipelines.evaluation.metrics import GENERAL_REPLAY, base_answers
+from memo_pipelines.evaluation.general import general_replay_questions
+from memo_pipelines.evaluation.metrics import base_answers
 from memo_pipelines.llm.backends import LocalChatModel
 from memo_pipelines.memory.merging import MergeConfig, merge_deltas
 from memo_pipelines.memory.training import TrainConfig, run_training_subprocess
@@ -22,15 +23,19 @@ from memo_pipelines.storage.registry import dir_sha256
 Log = Callable[[str], None]
 
 
-def general_reference(ws: Workspace, base_id: str) -> dict[str, list[dict]]:
-    """The base model's own answers to generic questions, replayed in every update: {"replay": [{question, answer}]}."""
+def general_reference(ws: Workspace, base_id: str, size: int | None = None) -> dict[str, list[dict]]:
+    """The base model's own answers to the first `size` generic questions (all by default), replayed in every update:
+    {"replay": [{question, answer}]}; made once per base and question set, kept in the bucket."""
     key = layout.general_reference_key(base_id)
+    questions = general_replay_questions()[:size]
+    if not questions:
+        return {"replay": []}
     reference = ws.store.get_json(key)
-    if reference is None:
+    if reference is None or [r["question"] for r in reference["replay"]][: len(questions)] != questions:  # another question set
         base = LocalChatModel(ws.registry.fetch(base_id))
-        reference = {"replay": base_answers(base, GENERAL_REPLAY)}
+        reference = {"replay": base_answers(base, questions)}
         ws.store.put_json(key, reference)
-    return reference
+    return {"replay": reference["replay"][: len(questions)]}
 
 
 def replay_sample(ws: Workspace, version: str, size: int, seed: int, share: float = 0.0) -> tuple[list[dict], dict[str, int]]:
@@ -92,7 +97,7 @@ def train_job(ws: Workspace, job: AdapterJob, config: TrainConfig, on_progress, 
 
 def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on_progress, log, launch) -> dict:
     current_id = ws.registry.promoted_id()
-    general = general_reference(ws, base_id)["replay"][: update.general_replay_size]
+    general = general_reference(ws, base_id, update.general_replay_size)["replay"]
     plan = STRATEGIES[update.strategy].plan(ws, version, base_id, update, general, config.seed)
     runs = [train_job(ws, job, config, on_progress, log, launch) for job in plan.jobs]
     own = next((a["key"] for a in plan.adapters if a["version"] == version), plan.adapters[-1]["key"] if plan.adapters else None)
