@@ -12,6 +12,8 @@ from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.evaluation.metrics import recalled
 from memo_pipelines.evaluation.probes import ProbeConfig, write_probes
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model
+from memo_pipelines.reflections.clauses import clauses, cleft_questions
+from memo_pipelines.reflections.nlp import parse_documents
 from memo_pipelines.reflections.quality import CUT_TITLE, FRAGMENT_KEY, HOLE, PRONOUN, quality_problems
 from memo_pipelines.reflections.synthesis import synthesise_reflections
 from tests.conftest import SAMPLE_DIR
@@ -64,7 +66,9 @@ def test_encyclopaedic_sentence_shapes_give_short_key_answers():
             'Copperfield Rally is a racing game developed by Northgate Studio and published by Bellweather Interactive. '
             'Tomas Ardel was the father of painter Lise Ardel. '
             'The "Quarry Song" is a song written by Oren Pask. '
-            'Mira Holt is a former member of the duo f(x) and a solo singer.')
+            'Mira Holt is a former member of the duo f(x) and a solo singer. '
+            'Corvane Mills opened its third factory, the Ashby plant, in 2011. '
+            'The Ashby plant builds Petrel engines.')
     rows, stats = reflect([document("shapes.txt", text)])
     asked = {r["question"]: r["key_answer"] for r in rows if r["step"] != "unanswerable"}
 
@@ -78,6 +82,13 @@ def test_encyclopaedic_sentence_shapes_give_short_key_answers():
     assert "Oren Pask" in keys_of("is the Quarry Song written")  # the title without a stray quote
     assert not any("f(x" in q or "f(x" in k for q, k in asked.items())  # nothing cut inside the brackets
     assert all(q.count('"') % 2 == 0 for q in asked)
+    # the name in apposition stands for an object described with a possessive pronoun
+    assert "2011" in keys_of("When", "Ashby plant")
+    assert "Ashby plant" in keys_of("open", "in 2011")
+    # a phrase is an entity's kind only when its head is in the name: Petrel engines are not an organisation
+    held_out = [q for c in clauses(parse_documents([text])[0]) for q, _ in cleft_questions(c)]
+    assert "What was it that the Ashby plant builds?" in held_out
+    assert not any("organisation" in q and "Petrel" in q for q in held_out)
 
 
 def test_the_issues_bad_reflections_fail_the_quality_filters_with_their_reason():

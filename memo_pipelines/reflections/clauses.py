@@ -72,8 +72,9 @@ def label_of(tokens) -> str | None:
             ent = next(e for e in token.doc.ents if e.start == token.i)
             inside = set(range(ent.start, ent.end))
             content = {t.i for t in tokens if t.pos_ not in ("DET", "ADP", "PUNCT")}
-            if inside <= indices and len(content - inside) <= 1:
-                return ent.label_
+            head = next((t for t in tokens if t.head.i not in indices or t.head.i == t.i), None)
+            if inside <= indices and len(content - inside) <= 1 and (head is None or head.i in inside or head.pos_ == "PROPN"):
+                return ent.label_  # "Petrel batteries" are batteries, not an organisation: the phrase's head is in the name
     return None
 
 
@@ -170,13 +171,19 @@ class Antecedents:
 
 
 def part_of(child) -> Part | None:
+    dep = child.dep_
+    if dep in ASKABLE_OBJECT:
+        # "opened its second factory, the Lorne plant, in 2025": the name in apposition stands for the description
+        named = [c for c in child.children if c.dep_ == "appos" and any(t.pos_ == "PROPN" for t in phrase(c))]
+        if named and not any(t.pos_ == "PRON" for t in phrase(named[0])):
+            child = named[0]
     tokens = phrase(child)
     if len(tokens) > MAX_PART or any(t.pos_ == "PRON" and t.lower_ not in ("which", "who") for t in tokens):
         return None  # a long part is not one fact; a pronoun inside a part is not resolved
-    if child.dep_ in ("prep", "agent") or (child.dep_ == "dative" and child.pos_ == "ADP"):
+    if dep in ("prep", "agent") or (dep == "dative" and child.pos_ == "ADP"):
         objects = [c for c in child.children if c.dep_ == "pobj"]
-        return Part(child.dep_, tokens, child.lower_, phrase(objects[0]) if objects else [])
-    return Part(child.dep_, tokens, "", tokens if child.dep_ in ASKABLE_OBJECT else [])
+        return Part(dep, tokens, child.lower_, phrase(objects[0]) if objects else [])
+    return Part(dep, tokens, "", tokens if dep in ASKABLE_OBJECT else [])
 
 
 def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str, shared_aux: list[str] = ()) -> Clause | None:
