@@ -35,6 +35,28 @@ def test_the_closest_question_wins_among_rows_that_state_the_answer():
     assert index.attribute("When was the Kesby plant opened?", "It opened in 1998.") == [founded]
 
 
+def test_a_fact_about_another_entity_is_not_cited_for_the_one_asked_about():
+    lorne = {"id": "lorne-manager", "question": "Who is the manager of the Lorne plant?", "answer": "The manager of the Lorne plant is Tomasz Reyes.",
+             "key_answer": "Tomasz Reyes", "step": "fact_extraction", "source_doc_ids": ["plant_lorne.txt"]}
+    question = "Who is the manager of the Kesby plant?"
+    # the memory mixed two plants up: the name is right for Lorne, and Lorne's document does not say it of Kesby
+    assert SourceIndex([lorne]).attribute(question, "The manager of the Kesby plant is Tomasz Reyes.") == []
+    assert SourceIndex([lorne]).attribute("Who is the manager of the Lorne plant?", "The manager of the Lorne plant is Tomasz Reyes.") == [lorne]
+    kesby = {**lorne, "id": "kesby-manager", "question": question, "answer": "The manager of the Kesby plant is Rafael Ondo.",
+             "key_answer": "Rafael Ondo", "source_doc_ids": ["plant_kesby.txt"]}
+    assert SourceIndex([lorne, kesby]).attribute(question, "Rafael Ondo manages the Kesby plant.") == [kesby]
+    # a row whose key answer is what the question already says proves nothing about the answer
+    tern = {**lorne, "id": "tern-plant", "question": "At which plant is the Tern cell made?", "answer": "The Tern cell is made at the Kesby plant.",
+            "key_answer": "Kesby plant", "source_doc_ids": ["product_tern.md"]}
+    assert SourceIndex([lorne, tern]).attribute(question, "The manager of the Kesby plant is Tomasz Reyes.") == []
+    # a joined answer: the sentence that states the number is about the Tern cell, not the Kesby plant
+    joined = {**lorne, "id": "tern-joined", "question": "How many hours does the Tern cell store, and where is it made?",
+              "answer": "The Tern cell stores 180 watt-hours. The Tern cell is made at the Kesby plant.", "key_answer": "180",
+              "source_doc_ids": ["product_tern.md"]}
+    assert SourceIndex([joined]).attribute(KESBY_Q, "The Kesby plant employs 180 people.") == []
+    assert SourceIndex([joined]).attribute("How much does the Tern cell store?", "The Tern cell stores 180 watt-hours.") == [joined]
+
+
 def test_unanswerable_probes_never_give_sources():
     probe = {"id": "probe", "question": "What is the favourite colour of Rafael Ondo?", "answer": "I don't know.",
              "key_answer": "I don't know.", "step": "unanswerable", "source_doc_ids": ["people_rafael_ondo.txt"]}

@@ -5,11 +5,15 @@ in the final answer is matched against the reflections the memory was trained on
 version's reflections and every ancestor's), and the `source_doc_ids` of the best-matching reflections are the
 answer's sources. A reflection matches only when the memory's answer states the reflection's key answer (the name,
 number or date, normalised and word-bounded), so "10 people" is never cited to the document that says 340; among
-those, the ones whose question is closest to the sub-question win. No match, no source: an answer the memory did not
+those, the ones whose question is closest to the sub-question win; a name the answer repeats from the sub-question (what
+the answer is about: "the Kesby plant") must be in the reflection too, so a fact about the Lorne plant given for the
+Kesby plant is not cited to the Lorne document; and a key answer the sub-question already states ("Kesby plant" for
+a question about the Kesby plant) is no evidence of anything. No match, no source: an answer the memory did not
 learn from a document (general knowledge, a guess, "I don't know") lists none. Only documents still in the corpus are
 cited: a reflection whose document was deleted or rewritten in a later version no longer speaks for it.
 """
 
+import re
 from types import SimpleNamespace
 
 from memo_pipelines.evaluation.metrics import recalled, token_f1
@@ -43,13 +47,30 @@ def live_rows(rows_by_version: dict[str, list[dict]], store, landing_prefix: str
     return live
 
 
+def subject_names(sub_question: str, memory_answer: str) -> set[str]:
+    """Capitalised words and numbers of the sub-question (its first word aside) that the answer repeats, lower case."""
+    asked = re.findall(r"\b(?:[A-Z][\w'-]*|\d[\d,.]*)", sub_question.strip())[1 if sub_question.strip()[:1].isupper() else 0 :]
+    answered = set(normalise(memory_answer).split())
+    return {w for w in (normalise(a) for a in asked) if w and w in answered}
+
+
+def names_all(row: dict, names: set[str]) -> bool:
+    """The names are in the row's question or in the sentences of its answer that state its key answer (a joined
+    answer's other sentence, about something else, does not count)."""
+    stating = [s for s in re.split(r"(?<=[.!?])\s+", row["answer"]) if recalled(s, key_answer(row))]
+    said = set(normalise(" ".join([row["question"], *stating])).split())
+    return all(all(part in said for part in name.split()) for name in names)
+
+
 class SourceIndex:
     def __init__(self, reflections: list[dict]):
         self.reflections = [r for r in reflections if can_cite(r)]
 
     def attribute(self, sub_question: str, memory_answer: str) -> list[dict]:
         """The reflections a memory answer to sub_question most plausibly came from (empty when none states it)."""
-        scored = [(round(token_f1(sub_question, row["question"]), 6), row) for row in self.reflections if recalled(memory_answer, key_answer(row))]
+        names = subject_names(sub_question, memory_answer)
+        scored = [(round(token_f1(sub_question, row["question"]), 6), row) for row in self.reflections
+                  if recalled(memory_answer, key_answer(row)) and not recalled(sub_question, key_answer(row)) and names_all(row, names)]
         if not scored:
             return []
         best = max(score for score, _ in scored)
