@@ -32,7 +32,7 @@ class TrainerResource(dg.ConfigurableResource):
     strategy: str = UpdateConfig.strategy  # continue | merge | retrain (memo_pipelines/pipeline/strategies.py)
     replay_size: int = UpdateConfig.replay_size  # continue: at least this many reflections replayed from each earlier version
     replay_share: float = UpdateConfig.replay_share  # continue: and at least this share of each earlier version's reflections
-    general_mix: float = UpdateConfig.general_mix  # generic pairs repeated to at least this share of the training set
+    general_mix: float = UpdateConfig.general_mix  # generic pairs sampled (no repeats) to this share of the training set
     compact_every: int = UpdateConfig.compact_every  # continue: every N-th update since the last retrain is a full retrain
     stop_sample: int = UpdateConfig.stop_sample  # training facts whose recall decides early stopping
     general_replay_size: int = UpdateConfig.general_replay_size  # generic questions with the base model's own answers replayed per update
