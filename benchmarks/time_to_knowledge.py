@@ -47,14 +47,14 @@ def status() -> dict:
     return json.loads(subprocess.run(MEMO + ["status", "--json"], check=True, capture_output=True, text=True, cwd=ROOT).stdout)
 
 
-def watch(known_versions: int, started: float, timeout: float) -> dict[str, float]:
-    """Seconds after `started` at which each stage output of the next version appeared; returns at its evaluation
-    (and promotion, if its gates passed) or at the timeout."""
+def watch(known_versions: int, started: float, timeout: float) -> tuple[dict[str, float], str]:
+    """Seconds after `started` at which each stage output of the next version appeared, and its outcome ("promoted",
+    "rejected", or "timed out"); returns once the outcome is known or at the timeout."""
     from memo_pipelines.apps.settings import Settings
-    from memo_pipelines.apps.status import version_stages
-    from memo_pipelines.storage.layout import version_key
+    from memo_pipelines.apps.status import version_outcome, version_stages
 
-    store, registry = Settings.from_env().store(), Settings.from_env().registry()
+    settings = Settings.from_env()
+    store, registry = settings.store(), settings.registry()
     seen: dict[str, float] = {}
     while time.time() - started < timeout:
         states = version_stages(store)
@@ -62,13 +62,12 @@ def watch(known_versions: int, started: float, timeout: float) -> dict[str, floa
             version = sorted(states)[known_versions]
             for stage in states[version]:
                 seen.setdefault(stage, round(time.time() - started, 1))
-            if "evaluation.json" in seen:
-                gates = store.get_json(version_key(version, "evaluation.json"))["gates"]
-                if not all(g["passed"] for g in gates) or any(m.startswith(version + "-") for m in registry.pointer()["stack"]):
-                    seen["outcome"] = round(time.time() - started, 1)
-                    return seen
+            outcome = version_outcome(store, registry, version) if "evaluation.json" in seen else None
+            if outcome is not None:
+                seen["outcome"] = round(time.time() - started, 1)
+                return seen, outcome[0]
         time.sleep(2)
-    return seen
+    return seen, "timed out"
 
 
 def main() -> None:
@@ -88,17 +87,16 @@ def main() -> None:
             (Path(folder) / f"hotpotqa_{stamp}_{i}.txt").write_text(text)
         started = time.time()
         subprocess.run(MEMO + ["upload", folder], check=True, cwd=ROOT)
-        stage_seconds = watch(len(before), started, args.timeout)
+        stage_seconds, outcome = watch(len(before), started, args.timeout)
         seconds = round(time.time() - started, 1)
     after = status()["versions"]
     version = after[-1] if len(after) > len(before) else None
-    promoted = bool(version) and status()["promoted"]["model_id"] == version.get("model_id")
     result = {
         "documents": len(texts),
         "characters": [len(t) for t in texts],
         "seconds_upload_to_outcome": seconds,
         "seconds_by_stage_output": stage_seconds,
-        "outcome": "promoted" if promoted else "not promoted",
+        "outcome": outcome,
         "version": version and version["version"],
         "figures": version and version.get("figures"),
         "failed_gates": version and version.get("failed_gates"),

@@ -146,3 +146,20 @@ def test_a_training_lease_blocks_a_second_holder_until_released_or_expired(store
         stale.renew()
     taker.renew()
     assert store.get_json("locks/training/v000003.json")["owner"] == "run-c"
+
+
+def test_a_versions_outcome_is_read_from_its_evaluation_and_the_promoted_stack(registry, store, tiny_base):
+    # what `memo wait` (and make demo) stop on: a failed gate, or the version's model in the promoted stack
+    from memo_pipelines.apps.status import version_outcome
+    from memo_pipelines.storage.layout import version_key
+
+    registry.ensure_base("base", tiny_base)
+    assert version_outcome(store, registry, "v000001") is None  # no evaluation yet
+    store.put_json(version_key("v000001", "evaluation.json"), {"gates": [{"name": "weights_finite", "passed": True},
+                                                                         {"name": "abstention", "passed": False}]})
+    assert version_outcome(store, registry, "v000001") == ("rejected", ["abstention"])
+    store.put_json(version_key("v000002", "evaluation.json"), {"gates": [{"name": "abstention", "passed": True}]})
+    assert version_outcome(store, registry, "v000002") is None  # passed, promotion not done yet
+    registry.register("v000002-abc", tiny_base, {"kind": "candidate", "version": "v000002", "parent": "base"})
+    registry.promote("v000002-abc", "v000002 passed its gates", expected_current="base")
+    assert version_outcome(store, registry, "v000002") == ("promoted", [])

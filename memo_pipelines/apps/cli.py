@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from memo_pipelines.apps.settings import Settings, local_credentials
-from memo_pipelines.storage.layout import LANDING_PREFIX, version_key
+from memo_pipelines.storage.layout import LANDING_PREFIX
 
 def _llm_spec(prefix: str, backend: str, model: str, base_url: str):
     from memo_pipelines.llm.backends import LLMSpec
@@ -293,7 +293,7 @@ def cmd_wait(args) -> int:
     """Wait until `--versions` versions have an evaluation and the promoted model is one of theirs, with a progress bar."""
     from tqdm import tqdm
 
-    from memo_pipelines.apps.status import STAGES, version_stages
+    from memo_pipelines.apps.status import STAGES, version_outcome, version_stages
 
     settings = Settings.from_env()
     store, registry = settings.store(), settings.registry()
@@ -307,17 +307,15 @@ def cmd_wait(args) -> int:
                 bar.update(min(done, total) - bar.n)
             versions = sorted(states)[: args.versions]
             finished = [v for v in versions if "evaluation.json" in states[v]]
-            if len(finished) == args.versions:
+            outcome = version_outcome(store, registry, versions[-1]) if len(finished) == args.versions else None
+            if outcome is not None:
+                bar.close()
                 promoted = registry.promoted_id() or ""
-                gates = store.get_json(version_key(versions[-1], "evaluation.json"))["gates"]
-                if any(m.startswith(versions[-1] + "-") for m in registry.pointer()["stack"]):
-                    bar.close()
+                if outcome[0] == "promoted":
                     print(f"promoted memory model: {promoted}")
                     return 0
-                if not all(g["passed"] for g in gates):
-                    bar.close()
-                    print(f"version {versions[-1]} failed its gates: {[g['name'] for g in gates if not g['passed']]}; promoted stays {promoted}")
-                    return 1
+                print(f"version {versions[-1]} failed its gates: {outcome[1]}; promoted stays {promoted}")
+                return 1
             time.sleep(3)
     print(f"timed out after {args.timeout} s; see the Dagster UI for the run")
     return 1

@@ -33,6 +33,18 @@ class VersionStatus:
     pending: str | None = None  # why the promoted model has not learned this version's reflections (None: learned, or none to learn)
 
 
+def version_outcome(store: ObjectStore, registry: ModelRegistry, version: str) -> tuple[str, list[str]] | None:
+    """("promoted", []) once a model of the version is in the promoted stack, ("rejected", the failed gates' names) once
+    its evaluation failed a gate; None while neither is known (no evaluation yet, or passed and not yet promoted)."""
+    evaluation = store.get_json(version_key(version, "evaluation.json"))
+    if evaluation is None:
+        return None
+    if any(m.startswith(version + "-") for m in registry.pointer()["stack"]):
+        return "promoted", []
+    failed = [g["name"] for g in evaluation["gates"] if not g["passed"]]
+    return ("rejected", failed) if failed else None
+
+
 def version_stages(store: ObjectStore, names: list[str] = STAGES) -> dict[str, list[str]]:
     from memo_pipelines.pipeline import version_records
 
