@@ -91,6 +91,28 @@ def test_encyclopaedic_sentence_shapes_give_short_key_answers():
     assert not any("organisation" in q and "Petrel" in q for q in held_out)
 
 
+def test_asides_descriptions_and_the_short_question_a_person_would_ask():
+    """A bracketed aside does not hide its sentence and its dates become facts; "the magazine" is the magazine named
+    before; a fact is also asked without its other modifiers, as a person would ask it."""
+    text = ("# Orla Fenwick\n\nOrla Fenwick (born 4 May 1961) is a Welsh harpist. She grew up in Tenby.\n\n"
+            "The Brackwater Review (BR) is a quarterly magazine founded in Cardiff in 1987. "
+            "The magazine was sold to Halden Press in 2004. It closed in 2019.")
+    rows, _ = reflect([document("fenwick.txt", text)])
+    asked = {r["question"]: r for r in rows if r["step"] != "unanswerable"}
+    assert asked["When was Orla Fenwick born?"]["key_answer"] == "4 May 1961"
+    assert asked["What is Orla Fenwick?"]["key_answer"] == "Welsh harpist"  # the aside no longer splits subject from verb
+    assert asked["Where did Orla Fenwick grow up?"]["key_answer"] == "Tenby"
+    assert asked["When was the Brackwater Review sold to Halden Press?"]["key_answer"] == "2004"
+    assert asked["When was the Brackwater Review sold?"]["key_answer"] == "2004"  # the short form
+    # "founded" describes the complement of "is": the question keeps the sentence's tense
+    assert {r["key_answer"] for q, r in asked.items() if q.startswith("Where is the Brackwater Review founded")} == {"Cardiff"}
+    assert asked["When is the Brackwater Review founded?"]["key_answer"] == "1987"
+    assert asked["When did the Brackwater Review close?"]["key_answer"] == "2019"
+    for question, row in asked.items():
+        assert "(" not in question and "born 4 May" not in question and "the magazine" not in question.lower(), question
+        assert recalled(row["answer"], row["key_answer"]), row
+
+
 def test_the_issues_bad_reflections_fail_the_quality_filters_with_their_reason():
     bad = [
         ("What, John tails a local drug dealer to a drug lord, then robs him?", "Instead", FRAGMENT_KEY),

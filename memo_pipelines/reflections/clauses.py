@@ -10,6 +10,7 @@ paragraph it can refer to (he/she: a person; it: a non-person entity; they: a gr
 dropped. English closed-class words and spaCy's labels only: nothing here is fitted to one corpus."""
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 # named-entity labels as a generic noun for "which ...", and whether "who" asks for them
@@ -22,6 +23,7 @@ PLACES = {"GPE", "LOC", "FAC"}
 PART_DEPS = {"dobj", "attr", "acomp", "oprd", "dative", "prep", "agent", "prt", "npadvmod", "xcomp"}
 ASKABLE_OBJECT = {"dobj", "attr", "pobj", "dative", "oprd"}
 DO_SUPPORT = {"VBD": "did", "VBZ": "does", "VBP": "do"}
+MODIFIERS = {"prep", "npadvmod", "agent"}  # parts a fact can be asked without ("founded [in Texas] [in 1923]")
 MAX_SUBJECT, MAX_PART, MAX_CLAUSE = 8, 10, 24
 MONTH = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|November|December)\b")
 
@@ -120,9 +122,10 @@ class Clause:
         text = f"{self.subject} {self.predicate()}".strip()
         return text[0].upper() + text[1:] + "."
 
-    def inverted(self, skip: Part | None) -> str | None:
-        """Subject and predicate in question order, without `skip`: "was the game played ...", "did Rafael Ondo join ..."."""
-        rest = " ".join(p.text for p in self.parts if p is not skip)
+    def inverted(self, skip: Part | None, modifiers: bool = True) -> str | None:
+        """Subject and predicate in question order, without `skip` (and without the modifiers, with modifiers=False):
+        "was the game played ...", "did Rafael Ondo join ..."."""
+        rest = " ".join(p.text for p in self.parts if p is not skip and (modifiers or p.dep not in MODIFIERS))
         subject = self.subject
         if self.aux:
             return " ".join([self.aux[0], subject, *self.aux[1:], self.verb.text, rest]).strip()
@@ -141,6 +144,7 @@ class Antecedents:
 
     def __init__(self):
         self.subjects: list[tuple[str, str | None]] = []  # earlier clause subjects: preferred, NER mislabels names
+        self.described: dict[str, tuple[str, str | None]] = {}  # "magazine" -> the name "X is a magazine" said it of
         self.people: list[str] = []
         self.things: list[str] = []
         self.groups: list[str] = []
@@ -150,16 +154,30 @@ class Antecedents:
             name = ent.text
             if ent.label_ == "PERSON":
                 self.people.append(name)
-            elif ent.label_ in LABEL_NOUN:
+            elif ent.label_ in LABEL_NOUN and ent.label_ not in ("NORP", "LANGUAGE"):  # "German" is said of things, not one
                 self.things.append(name)
                 if ent.label_ in ("ORG", "NORP"):
                     self.groups.append(name)
 
+    def describe(self, noun, name: tuple[str, str | None]) -> None:
+        if noun is not None and noun.pos_ in ("NOUN", "PROPN"):
+            self.described[noun.lemma_.lower()] = name
+
+    def definite(self, tokens) -> tuple[str, str | None] | None:
+        """"The magazine" after "X was a woman's magazine", "the airport" after "Y Airport is ...": the name a definite
+        description points back to, by its head noun (the nearest name it was said of)."""
+        if len(tokens) < 2 or tokens[0].lower_ != "the" or any(t.pos_ == "PROPN" for t in tokens):
+            return None
+        if not all(t.pos_ in ("ADJ", "NOUN") for t in tokens[1:-1]) or tokens[-1].pos_ != "NOUN":
+            return None
+        return self.described.get(tokens[-1].lemma_.lower())
+
     def resolve(self, pronoun: str) -> tuple[str, str | None] | None:
         word = pronoun.lower()
         if self.subjects:
+            # the last subject, unless its label rules it out: the small model often leaves a rare name unlabelled
             subject, label = self.subjects[-1]
-            if (word in ("he", "she")) == (label == "PERSON") and word != "they":
+            if (word in ("he", "she") and label in ("PERSON", None)) or (word == "it" and label != "PERSON"):
                 return subject, label
         if word in ("he", "she") and self.people:
             return self.people[-1], "PERSON"
@@ -178,8 +196,13 @@ def part_of(child) -> Part | None:
         if named and not any(t.pos_ == "PRON" for t in phrase(named[0])):
             child = named[0]
     tokens = phrase(child)
-    if len(tokens) > MAX_PART or any(t.pos_ == "PRON" and t.lower_ not in ("which", "who") for t in tokens):
-        return None  # a long part is not one fact; a pronoun inside a part is not resolved
+    if len(tokens) > MAX_PART and dep in ("attr", "dobj", "oprd") and child.pos_ == "NOUN":
+        # "a town in Brunswick County, North Carolina, United States": the noun with its own words ("a town"); where it
+        # is and what it is of are asked from the noun's children (located, relation_of)
+        core = ("det", "amod", "compound", "nummod", "nmod", "poss")
+        tokens = sorted([t for left in child.lefts if left.dep_ in core for t in left.subtree] + [child], key=lambda t: t.i)
+    if len(tokens) > MAX_PART or any(t.pos_ == "PRON" and t.lower_ not in ("which", "who") and t.tag_ != "PRP$" for t in tokens):
+        return None  # a long part is not one fact; a pronoun inside a part is not resolved ("her debut" reads with its subject)
     if dep in ("prep", "agent") or (dep == "dative" and child.pos_ == "ADP"):
         objects = [c for c in child.children if c.dep_ == "pobj"]
         return Part(dep, tokens, child.lower_, phrase(objects[0]) if objects else [])
@@ -191,11 +214,18 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
         return None
     if any(c.dep_ in ("ccomp", "csubj") for c in verb.children):
         return None  # a reported or clausal content is not one fact
+    named = [c for c in subject_token.children if c.dep_ == "appos" and any(t.pos_ == "PROPN" for t in phrase(c))]
+    described = not any(t.pos_ == "PROPN" for t in phrase(subject_token)) or any(t.tag_ == "PRP$" for t in phrase(subject_token))
+    if named and described and not any(t.pos_ == "PRON" and t.tag_ != "PRP$" for t in phrase(named[0])):
+        subject_token = named[0]  # "Her first novel, The Orange Eats Creeps, was published ...": the name stands for it
+    definite = antecedents.definite(phrase(subject_token)) if subject_token.pos_ == "NOUN" else None
     if subject_token.pos_ == "PRON":
         resolved = antecedents.resolve(subject_token.text)
         if resolved is None:
             return None
         subject, label, proper = resolved[0], resolved[1], True
+    elif definite is not None:
+        subject, label, proper = definite[0], definite[1], True
     else:
         tokens = phrase(subject_token)
         if (tokens[-1].i - tokens[0].i + 1 != len(tokens) or len(tokens) > MAX_SUBJECT or any(t.pos_ == "PRON" for t in tokens)
@@ -216,7 +246,7 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
     for child in children:
         if child.dep_ in PART_DEPS and child.i > verb.i and not (child.dep_ == "npadvmod" and child.doc[child.i - 1].is_punct):
             part = part_of(child)
-            if part is None and child.dep_ != "prep":
+            if part is None and child.dep_ not in ("prep", "agent"):
                 return None  # an object that is not one phrase: the clause is not one fact
             if part is not None:  # a long or pronoun-bearing modifier is left out; the rest still states a fact
                 parts.append(part)
@@ -225,8 +255,8 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
     parts = sorted(parts, key=lambda p: p.tokens[0].i)
     said = " ".join([subject, *(p.text for p in parts)])
     names = [e.text for e in verb.sent.ents if e.label_ in NAMED and e.text in said]
-    if subject_token.pos_ == "PRON":
-        names.insert(0, subject)
+    if proper and subject not in names:
+        names.insert(0, subject)  # a resolved pronoun or description names the entity the clause is about
     return Clause(subject, label, proper, aux, verb, parts, sentence_text, list(dict.fromkeys(names)))
 
 
@@ -281,10 +311,38 @@ def clauses(doc) -> list[Clause]:
         paragraph_end = sentence.end - 1
         found = verb_clauses(sentence, antecedents, sentence.text.strip()) if len(sentence) >= 4 else []
         out += found
-        if found and found[0].subject_proper:
-            antecedents.subjects.append((found[0].subject, found[0].subject_label))
+        topic = topic_of(sentence, found)
+        if topic is not None:
+            antecedents.subjects.append(topic)
+            root = sentence.root
+            if root.lemma_ == "be":  # "X is a magazine": "the magazine" is X from here on
+                for attr in (c for c in root.children if c.dep_ == "attr"):
+                    antecedents.describe(attr, topic)
+            subject = subject_of(root)
+            if subject is not None and subject.pos_ == "PROPN":
+                antecedents.describe(subject, topic)  # "Watertown International Airport": "the airport"
         antecedents.see(sentence.ents)
     return out
+
+
+def topic_of(sentence, found: list[Clause]) -> tuple[str, str | None] | None:
+    """What a later pronoun most likely refers to after this sentence (the centering rule: the subject): the first
+    clause's named subject, else the sentence's own proper-noun subject even where it gave no clause, else a heading (a
+    short verbless line of names)."""
+    if found and found[0].subject_proper:
+        return found[0].subject, found[0].subject_label
+    if found:
+        return None
+    root, subject = sentence.root, subject_of(sentence.root)
+    if subject is not None and subject.pos_ == "PROPN":
+        tokens = phrase(subject)
+        if tokens[-1].i - tokens[0].i + 1 == len(tokens) and len(tokens) <= MAX_SUBJECT:
+            return drop_determiner(text_of(tokens)), label_of(tokens)
+    words = [t for t in sentence if not t.is_punct]
+    if (words and len(words) <= MAX_SUBJECT and not any(t.pos_ in ("VERB", "AUX") for t in words)
+            and any(t.pos_ == "PROPN" for t in words) and root.pos_ == "PROPN"):
+        return text_of(words), label_of(words)
+    return None
 
 
 # -- questions ----------------------------------------------------------------------------------------------------------
@@ -306,8 +364,8 @@ def count_of(part: Part) -> tuple[str, str] | None:
 def asked(clause: Clause, part: Part) -> dict | None:
     """What a part answers and how it is asked for: {key, wh (fronted), kind, noun} or None for a part that is not one
     entity, date, count or short noun phrase."""
-    if not part.obj or part.dep in ("acomp", "prt", "xcomp"):
-        return None
+    if not part.obj or part.dep in ("acomp", "prt", "xcomp") or any(t.tag_ == "PRP$" for t in part.obj):
+        return None  # "its home games" answers nothing on its own
     if part.obj[-1].i - part.obj[0].i + 1 != len(part.obj):
         return None  # an aside was cut from inside the object: it is no span of the text
     label = label_of(part.obj)
@@ -332,7 +390,9 @@ def asked(clause: Clause, part: Part) -> dict | None:
     if label is None and not any(t.pos_ == "PROPN" for t in part.obj) and (head.pos_ != "NOUN" or len(part.obj) > 6):
         return None  # neither a name nor a short noun phrase
     if prep:
-        if prep in ("in", "at") and label in ("GPE", "LOC", "FAC"):
+        # "in Tenby", "in Cardiff": after a locative preposition a name the small model leaves unlabelled, or takes for a
+        # person, is a place far more often than not
+        if prep in ("in", "at") and (label in PLACES or (label in (None, "PERSON") and head.pos_ == "PROPN")):
             return {"key": key, "wh": "Where", "kind": "place", "noun": "place", "prep": prep}
         if not noun:
             return None
@@ -346,27 +406,41 @@ def question(text: str) -> str:
     return text[0].upper() + text[1:] + "?"
 
 
-def fronted_questions(clause: Clause) -> list[tuple[str, str]]:
-    """(question, key answer) for each askable part: the wh-phrase first, do-support or the auxiliary inverted."""
+def fronted_questions(clause: Clause) -> list[tuple[str, str, str]]:
+    """(question, key answer, answer sentence) for each askable part: the wh-phrase first, do-support or the auxiliary
+    inverted; the answer is the clause's statement, or the sentence that states a copula complement's place or relation."""
     out = []
-    for part in clause.parts:
-        ask = asked(clause, part)
+    asks = [(part, asked(clause, part)) for part in clause.parts]
+    kinds = Counter(ask["kind"] for _, ask in asks if ask)
+    for part, ask in asks:
         if ask is None:
             continue
-        if ask["kind"] == "agent":
+        if part.dep == "attr" and len(ask["key"].split()) == 1 and ask["kind"] == "object" and part.obj[-1].pos_ == "NOUN":
+            ask = None  # "What is Leland?" -> "town" says little; where it is and what it is of are asked below
+        elif ask["kind"] == "agent":
             others = " ".join(p.text for p in clause.parts if p is not part)
             who = "Who" if ask["person"] else "What"
             if clause.verb.text.endswith("ed"):  # a regular verb: its participle is its past tense
-                out.append((question(f"{who} {clause.verb.text} {clause.subject} {others}"), ask["key"]))
+                out.append((question(f"{who} {clause.verb.text} {clause.subject} {others}"), ask["key"], clause.statement()))
             elif clause.aux:
-                out.append((question(f"By {'whom' if ask['person'] else 'what'} {clause.inverted(part)}"), ask["key"]))
+                out.append((question(f"By {'whom' if ask['person'] else 'what'} {clause.inverted(part)}"), ask["key"], clause.statement()))
             continue
-        body = clause.inverted(part)
+        body = clause.inverted(part) if ask else None
         if body:
-            out.append((question(f"{ask['wh']} {body}"), ask["key"]))
+            out.append((question(f"{ask['wh']} {body}"), ask["key"], clause.statement()))
+        # (only where no other part is asked the same way: "When did X span?" has two answers in "from 1150 into 1300")
+        short = (clause.inverted(part, modifiers=False) if ask and clause.verb.lemma_ != "be" and ask["kind"] in ("date", "place", "object")
+                 and kinds[ask["kind"]] == 1 else None)
+        if body and short and short != body:
+            # the same fact asked as a person would ("When was the Woman's Viewpoint founded?"), other modifiers left out
+            out.append((question(f"{ask['wh']} {short}"), ask["key"], clause.statement()))
         if part.dep == "attr" and clause.verb.lemma_ == "be":
             out += located(clause, part) + relation_of(clause, part)
     return out
+
+
+def stating(clause: Clause, rest: str) -> str:
+    return f"{clause.subject[0].upper()}{clause.subject[1:]} {clause.verb.text} {rest}."
 
 
 def relation_of(clause: Clause, part: Part) -> list[tuple[str, str]]:
@@ -387,7 +461,8 @@ def relation_of(clause: Clause, part: Part) -> list[tuple[str, str]]:
         if not relation or relation[0].pos_ != "DET" or len(relation) > 4:
             continue  # "the father", "a member": a determined relation noun, not "father of" cut from a longer phrase
         who = "Who" if label == "PERSON" or target[-1].ent_type_ == "PERSON" else "What"  # "actress Antara Mali" is a person
-        return [(question(f"{who} {clause.verb.text} {clause.subject} {text_of(relation)} of"), drop_determiner(text_of(target)))]
+        return [(question(f"{who} {clause.verb.text} {clause.subject} {text_of(relation)} of"), drop_determiner(text_of(target)),
+                 stating(clause, f"{text_of(relation)} of {text_of(target)}"))]
     return []
 
 
@@ -400,7 +475,8 @@ def located(clause: Clause, part: Part) -> list[tuple[str, str]]:
         if place:
             tokens = phrase(place[0])
             if tokens[-1].i - tokens[0].i + 1 == len(tokens):
-                return [(question(f"Where {clause.verb.text} {clause.subject}"), drop_determiner(text_of(tokens)))]
+                return [(question(f"Where {clause.verb.text} {clause.subject}"), drop_determiner(text_of(tokens)),
+                         stating(clause, f"{text_of(part.obj)} {prep.lower_} {text_of(tokens)}"))]
     return []
 
 

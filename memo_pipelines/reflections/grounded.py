@@ -36,8 +36,8 @@ class GroundedSteps(RegexGroundedSteps):
         out = []
         for clause in document_clauses(doc):
             log["clauses"] += 1
-            for question, key in fronted_questions(clause):
-                out.append(candidate(question, clause.statement(), key, "fact_extraction", "parsed_fronted", [doc.doc_id]) | {"about": clause.subject})
+            for question, key, answer in fronted_questions(clause):
+                out.append(candidate(question, answer, key, "fact_extraction", "parsed_fronted", [doc.doc_id]) | {"about": clause.subject})
         return keep_passing(out, log)
 
     def subject(self, pair: dict) -> str | None:

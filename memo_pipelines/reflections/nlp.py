@@ -67,10 +67,39 @@ def parse(text: str):
     return parse_many([text])[0]
 
 
+# a date as English writes it: "30 July 1970", "July 30, 1970", "July 1970", "1970"
+DATE = r"(?:\d{1,2} [A-Z][a-z]+ \d{3,4}|[A-Z][a-z]+ \d{1,2}, \d{3,4}|[A-Z][a-z]+ \d{3,4}|\d{3,4})"
+# a name opening a sentence, with the lower-case particles names carry ("Haymo of Faversham", "Ludwig van Beethoven")
+NAME = r"(?:(?<=^)|(?<=[.!?] ))((?:[A-Z][^\s()]*)(?:[ \t]+(?:[A-Z][^\s()]*|\"[^\"\n]{1,30}\"|of|de|van|von|der|den|da|di|del|du|la|le|al|bin|ibn))*)"
+BORN = re.compile(rf"\bborn:?\s+(?:on\s+|in\s+)?({DATE})")
+LIFESPAN = re.compile(rf"^\s*(?:[^;()]*;\s*)?({DATE})\s*[\u2013\u2014-]+\s*({DATE})\s*$")
+ASIDE = re.compile(r"\s+\([^()]{0,300}\)")  # "duo f(x)": a bracket inside a word is no aside
+
+
+def dated(match: re.Match) -> str:
+    """"Name (born 30 July 1970) is ..." -> "Name was born on 30 July 1970. Name is ...": the dates an aside gives about
+    the name before it, as sentences the parse can ask about; the aside itself goes (below)."""
+    name, aside = match[1], match[2]
+    lifespan, born = LIFESPAN.match(aside), BORN.search(aside)
+    def on(date: str) -> str:
+        return f"on {date}" if re.match(r"\d{1,2} |[A-Z][a-z]+ \d{1,2},", date) else f"in {date}"
+
+    if lifespan:
+        return f"{name} was born {on(lifespan[1])}. {name} died {on(lifespan[2])}. {name}"
+    if born:
+        return f"{name} was born {on(born[1])}. {name}"
+    return match[0]
+
+
 def prose(text: str) -> str:
-    """Markdown headings as sentences of their own ("# Counting Crows" -> "Counting Crows."), so the parser does not run a
-    heading into the first sentence below it; the heading still names what a later pronoun refers to."""
-    return re.sub(r"^#+[ \t]*(.*?)[ \t]*$", lambda m: f"{m[1]}." if m[1] and m[1][-1] not in ".!?" else m[1], text, flags=re.MULTILINE)
+    """The text as the clause rules read it. Markdown headings become sentences of their own ("# Counting Crows" ->
+    "Counting Crows."), so the parser does not run a heading into the first sentence below it (the heading still names
+    what a later pronoun refers to). Bracketed asides (pronunciations, codes, "(born 30 July 1970)") are taken out: they
+    split a subject from its verb, and the parser cannot tell the clause around them; the birth and death dates they
+    give become sentences of their own."""
+    text = re.sub(r"^#+[ \t]*(.*?)[ \t]*$", lambda m: f"{m[1]}." if m[1] and m[1][-1] not in ".!?" else m[1], text, flags=re.MULTILINE)
+    text = re.sub(rf"{NAME}\s*\(([^()]{{0,300}})\)", dated, text, flags=re.MULTILINE)
+    return re.sub(r"\s+([,.;:])", r"\1", ASIDE.sub("", text))
 
 
 def parse_documents(texts: Iterable[str]) -> list:
