@@ -93,7 +93,16 @@ class Part:
 
     @property
     def text(self) -> str:
-        return text_of(self.tokens)
+        text = text_of(self.tokens)
+        if self.fronted and self.tokens[0].pos_ != "PROPN":
+            text = text[0].lower() + text[1:]  # "In 2022 the cell won ..." -> "the cell won ... in 2022"
+        return text
+
+    @property
+    def fronted(self) -> bool:
+        """The part comes before its verb."""
+        root = next((t for t in self.tokens if t.head not in self.tokens or t.head.i == t.i), self.tokens[0])
+        return root.i < root.head.i
 
     @property
     def obj_text(self) -> str:
@@ -244,7 +253,7 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
         # "written and directed by Stephen King": the first participle shares the agent of the one coordinated with it
         children += [c for conj in children if conj.dep_ == "conj" and conj.tag_ == verb.tag_ for c in conj.children if c.dep_ == "agent"]
     for child in children:
-        if child.dep_ in PART_DEPS and child.i > verb.i and not (child.dep_ == "npadvmod" and child.doc[child.i - 1].is_punct):
+        if child.dep_ in PART_DEPS and (child.i > verb.i or dated_opening(child)) and not (child.dep_ == "npadvmod" and child.doc[child.i - 1].is_punct):
             part = part_of(child)
             if part is None and child.dep_ not in ("prep", "agent"):
                 return None  # an object that is not one phrase: the clause is not one fact
@@ -252,7 +261,7 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
                 parts.append(part)
     if not parts or sum(len(p.tokens) for p in parts) + len(subject.split()) > MAX_CLAUSE:
         return None
-    parts = sorted(parts, key=lambda p: p.tokens[0].i)
+    parts = sorted(parts, key=lambda p: (p.fronted, p.tokens[0].i))  # an opening "In 2012," is said after the verb
     said = " ".join([subject, *(p.text for p in parts)])
     names = [e.text for e in verb.sent.ents if e.label_ in NAMED and e.text in said]
     if proper and subject not in names:
@@ -261,6 +270,11 @@ def clause_of(verb, subject_token, antecedents: Antecedents, sentence_text: str,
 
 
 SUBJECT_DEPS = ("nsubj", "nsubjpass")
+
+
+def dated_opening(child) -> bool:
+    """"In 2012, he directed X": a date opening the sentence is a modifier of its verb like one after it."""
+    return child.dep_ == "prep" and any(c.dep_ == "pobj" and c.ent_type_ == "DATE" and has_date(c.text) for c in child.children)
 ASKABLE_OBJECT_DEPS = tuple(sorted(ASKABLE_OBJECT))
 
 
@@ -358,7 +372,8 @@ def count_of(part: Part) -> tuple[str, str] | None:
     number = next((c for c in head.children if c.dep_ == "nummod" and c.like_num), None) if head is not None else None
     if number is None or number.ent_type_ in ("DATE", "TIME", "ORDINAL"):
         return None
-    return number.text, head.text
+    # the counted noun with its words after the number ("watt-hours", "Filmfare Awards"), not its last token only
+    return number.text, text_of([t for t in part.obj if number.i < t.i <= head.i])
 
 
 def asked(clause: Clause, part: Part) -> dict | None:
