@@ -13,6 +13,8 @@ Corpus: the supporting passages of the first H HotpotQA questions and of the fir
                      form's reflections, asked held-out probes: the parsed form's cleft probes of these passages, checked
                      against both forms' training questions (contamination), so both memories answer the same probes;
                      heldout_recall_gold: the same memories on MuSiQue's own single-hop sub-questions (gold filled in);
+                     train_recall: the same memories on 60 of their own training rows (what they learned at all), and
+                     epochs: passes over the form's rows that the shared step budget buys;
   passages_per_s     passages over the synthesis wall time.
 With --noise, the paper's noise run for the parsed form: the same passages plus a duplicate of each and MuSiQue's own
 distractor passages; the memory trained on the noisy corpus's reflections against the clean one's, and BM25 top-k passages

@@ -108,11 +108,13 @@ def test_asides_descriptions_and_the_short_question_a_person_would_ask():
     assert {r["key_answer"] for q, r in asked.items() if q.startswith("Where is the Brackwater Review founded")} == {"Cardiff"}
     assert asked["When is the Brackwater Review founded?"]["key_answer"] == "1987"
     assert asked["When did the Brackwater Review close?"]["key_answer"] == "2019"
-    # a date opening the sentence is asked like one after the verb; a count keeps its whole noun
-    tern, _ = reflect([document("tern.txt", "In 2022 the Tern cell won the Corvel Prize. The Tern cell stores 180 watt-hours per kilogram.")])
+    # a date opening the sentence is asked like one after the verb; a count keeps its whole noun; "a population of N"
+    tern, _ = reflect([document("tern.txt", "In 2022 the Tern cell won the Corvel Prize. The Tern cell stores 180 watt-hours per kilogram. "
+                                            "At the 2021 census, Kesby had a population of 6,960.")])
     tern_keys = {r["question"]: r["key_answer"] for r in tern if r["step"] != "unanswerable"}
     assert "2022" in {k for q, k in tern_keys.items() if q.startswith("When did") and "win the Corvel Prize" in q}
     assert "180" in {k for q, k in tern_keys.items() if q.startswith("How many watt-hours does")}
+    assert tern_keys["What population did Kesby have?"] == "6,960"  # a quantity named by its noun
     for question, row in asked.items():
         assert "(" not in question and "born 4 May" not in question and "the magazine" not in question.lower(), question
         assert recalled(row["answer"], row["key_answer"]), row

@@ -376,6 +376,20 @@ def count_of(part: Part) -> tuple[str, str] | None:
     return number.text, text_of([t for t in part.obj if number.i < t.i <= head.i])
 
 
+def measure_of(part: Part) -> tuple[str, str] | None:
+    """("6,960", "population") for "a population of 6,960": a quantity named by its noun and given by a number."""
+    head = next((t for t in part.obj if t.head not in part.obj), None)
+    if head is None or head.pos_ != "NOUN":
+        return None
+    for prep in (c for c in head.children if c.dep_ == "prep" and c.lower_ == "of"):
+        amount = next((c for c in prep.children if c.dep_ == "pobj"), None)
+        if amount is not None and (amount.like_num or amount.ent_type_ in NUMBER_LABELS):
+            tokens = phrase(amount)
+            if tokens[-1].i - tokens[0].i + 1 == len(tokens) and len(tokens) <= 4:
+                return text_of(tokens), head.lemma_.lower()
+    return None
+
+
 def asked(clause: Clause, part: Part) -> dict | None:
     """What a part answers and how it is asked for: {key, wh (fronted), kind, noun} or None for a part that is not one
     entity, date, count or short noun phrase."""
@@ -395,6 +409,9 @@ def asked(clause: Clause, part: Part) -> dict | None:
     counted = count_of(part)
     if counted and not prep:
         return {"key": counted[0], "wh": f"How many {counted[1]}", "kind": "count", "noun": counted[1]}
+    measured = measure_of(part)
+    if measured and not prep:
+        return {"key": measured[0], "wh": f"What {measured[1]}", "kind": "measure", "noun": measured[1]}
     if label in NUMBER_LABELS or part.obj[-1].like_num:
         return None
     head = next((t for t in part.obj if t.head not in part.obj), part.obj[-1])
