@@ -123,3 +123,22 @@ def test_a_deleted_documents_facts_are_gone_and_a_rewritten_fact_gives_its_new_v
         assert record["update"]["compaction"].startswith("2 documents")
         new_value, answers = recall_of(memory, rows_of(store, "v000002", "wren.md", containing="Tamsin Crole"))
         assert new_value >= 0.5, answers
+
+
+def test_replay_keeps_the_earlier_facts_a_new_version_is_likeliest_to_overwrite():
+    """A new plant's manager is learnt on top of a version that knows another plant's manager: the replay carries that
+    earlier fact (the one the update would overwrite) besides a seeded random sample, whatever the seed."""
+    from memo_pipelines.pipeline.strategies import UpdateConfig, per_version_replay
+
+    earlier = [{"question": f"When did supplier number {i} sign its contract with the Wren laboratory?", "answer": f"{2000 + i}."}
+               for i in range(60)]
+    earlier.insert(37, {"question": "Who is the manager of the Kesby plant?", "answer": "Rafael Ondo."})
+    new = [{"question": "Who is the manager of the Lorne plant?", "answer": "Tomasz Reyes."}]
+    update = UpdateConfig(replay_size=4, replay_share=0.0)
+    for seed in range(5):
+        replay = per_version_replay({"v000001": earlier}, ["v000001"], update, seed, "v000002", new)["v000001"]
+        assert len(replay) == 4 and len({r["question"] for r in replay}) == 4
+        assert "Who is the manager of the Kesby plant?" in [r["question"] for r in replay]
+    # without new rows to compare with (a compaction, the replay benchmark), the sample is random as before
+    random_only = per_version_replay({"v000001": earlier}, ["v000001"], update, 0, "v000002")["v000001"]
+    assert len(random_only) == 4

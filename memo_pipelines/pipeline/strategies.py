@@ -92,15 +92,42 @@ def stop_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
     return [{"question": r["question"], "key_answer": r["key_answer"]} for r in sample_facts([r for r in rows if r.get("key_answer")], size, seed)]
 
 
-def per_version_replay(live: dict[str, list[dict]], versions: list[str], update: UpdateConfig, seed: int, salt: str) -> dict[str, list[dict]]:
+def per_version_replay(live: dict[str, list[dict]], versions: list[str], update: UpdateConfig, seed: int, salt: str,
+                       new: list[dict] = ()) -> dict[str, list[dict]]:
     """From each version, max(replay_size, replay_share of its rows) of its live reflections, seeded: every earlier
-    version keeps its share of the replay however long the history grows."""
+    version keeps its share of the replay however long the history grows. Half of each version's replay is the rows
+    whose questions are nearest the new rows' (the facts the update is likeliest to overwrite: "the manager of the
+    Lorne plant" against "the manager of the Kesby plant"), the rest a random sample."""
+    near = nearest_questions(live, versions, new)
     replay = {}
     for v in versions:
         rows = live.get(v, [])
         take = min(len(rows), max(update.replay_size, math.ceil(update.replay_share * len(rows))))
-        replay[v] = random.Random(f"{seed}-{salt}-{v}").sample(rows, take)
+        targeted = [rows[i] for i in near.get(v, [])[: take // 2]]
+        chosen = {id(r) for r in targeted}
+        rest = [r for r in rows if id(r) not in chosen]
+        replay[v] = targeted + random.Random(f"{seed}-{salt}-{v}").sample(rest, take - len(targeted))
     return replay
+
+
+def nearest_questions(live: dict[str, list[dict]], versions: list[str], new: list[dict], limit: int = 256) -> dict[str, list[int]]:
+    """Per version, the indices of its rows whose question shares character 5-grams with some new row's question, most
+    similar first (the new rows' first `limit` only: the cost stays linear in the history)."""
+    from memo_pipelines.corpus.dedup import jaccard, shingles
+
+    probes = [shingles(r["question"].lower(), 5, "chars") for r in list(new)[:limit]]
+    if not probes:
+        return {}
+    out = {}
+    for v in versions:
+        scored = []
+        for i, row in enumerate(live.get(v, [])):
+            grams = shingles(row["question"].lower(), 5, "chars")
+            score = max(jaccard(grams, p) for p in probes)
+            if score > 0:
+                scored.append((-score, i))
+        out[v] = [i for _, i in sorted(scored)]
+    return out
 
 
 def adapter_digest(*parts) -> str:
@@ -143,7 +170,7 @@ class Continue:
         pending = [v for v in unlearned if live.get(v)]
         learned = [v for v in learned_versions(ws, parent) if v in live]
         new = load_reflections(ws, version) + [r for v in pending for r in live[v]]
-        replay = per_version_replay(live, learned, update, seed, version)
+        replay = per_version_replay(live, learned, update, seed, version, new)
         replayed = [r for v in learned for r in replay[v]]
         job = AdapterJob(version_key(version, "adapter"), version, parent,
                          new + replayed + general_rows(general, len(new) + len(replayed), update.general_mix, seed),
