@@ -103,6 +103,9 @@ def per_version_replay(live: dict[str, list[dict]], versions: list[str], update:
     for v in versions:
         rows = live.get(v, [])
         take = min(len(rows), max(update.replay_size, math.ceil(update.replay_share * len(rows))))
+        if take == len(rows):  # everything is replayed: nothing to choose
+            replay[v] = random.Random(f"{seed}-{salt}-{v}").sample(rows, take)
+            continue
         targeted = [rows[i] for i in near.get(v, [])[: take // 2]]
         chosen = {id(r) for r in targeted}
         rest = [r for r in rows if id(r) not in chosen]
