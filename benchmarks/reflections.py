@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--probes-per-document", type=int, default=3)
     parser.add_argument("--top-k", type=int, default=3, help="--noise: BM25 passages the reader sees")
     parser.add_argument("--noise", action="store_true", help="also the noise run (duplicates and distractors) of the parsed form")
+    parser.add_argument("--forms", choices=("both", "after"), default="both",
+                        help="after: the parsed form alone (the noise run without the regex arm, whose training is the long part)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one beats two fighting for a loaded core)")
     parser.add_argument("--quick", action="store_true", help="3 HotpotQA + 2 MuSiQue questions, 1 phrased span a sentence, 24 steps")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -169,7 +171,8 @@ def main() -> None:
           f"memory {base.name}, {args.steps} training steps per form", flush=True)
 
     results = {}
-    for arm, form in FORMS.items():
+    arms = FORMS if args.forms == "both" else {"after": FORMS["after"]}
+    for arm, form in arms.items():
         rows, stats, seconds = synthesise(form, documents, base, args.phrased_per_sentence)
         share, problems = question_ok_share(rows)
         results[arm] = {"form": form, "reflections": len(rows), "seconds": round(seconds, 1), "passages_per_s": round(len(documents) / seconds, 3),
@@ -180,7 +183,7 @@ def main() -> None:
               f"question_ok_share {share}", flush=True)
 
     # one probe set for both memories: clefts of the clean passages, held out from both forms' training questions
-    training = results["before"]["rows"] + results["after"]["rows"]
+    training = [r for arm in results.values() for r in arm["rows"]]
     probes, probe_report = write_probes(documents, training, [], "v000001", None, "grounded",
                                         ProbeConfig(facts_per_document=args.probes_per_document, phrase_with_generator=False))
     probes = [p for p in probes if p["kind"] == "fact"]
@@ -203,7 +206,7 @@ def main() -> None:
                     "epochs": round(args.steps * 8 / max(1, len(rows)), 2), "probe_examples": examples}
 
     untrained, _ = recall(base, probes)
-    for arm in FORMS:
+    for arm in arms:
         results[arm].update(trained(results[arm]["rows"], arm))
 
     noise = {}
@@ -221,7 +224,7 @@ def main() -> None:
             "reflections", "generator_calls")
     print(f"\n{'figure':22} {'before':>10} {'after':>10} {'after/before':>13}")
     for key in keys:
-        a, b = results["before"][key], results["after"][key]
+        a, b = results.get("before", {}).get(key), results["after"][key]
         ratio = round(b / a, 2) if a else None
         print(f"{key:22} {a!s:>10} {b!s:>10} {ratio!s:>13}")
     print(f"untrained base model on the same probes: {untrained}")
@@ -239,7 +242,7 @@ def main() -> None:
             "command": " ".join(["benchmarks/reflections.py", *sys.argv[1:]]),
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"passages": len(documents), "gold_answers": len(gold),
                                                                                                    "probes": len(probes), "gold_questions": len(gold_questions)},
-            "before": figures["before"], "after": figures["after"], "untrained_heldout_recall": untrained, **noise,
+            "before": figures.get("before"), "after": figures["after"], "untrained_heldout_recall": untrained, **noise,
             "probe_report": probe_report,
             "models": {"memory_base": base.name, "spacy_pipeline": pipeline_name()},
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "spacy": spacy.__version__},
