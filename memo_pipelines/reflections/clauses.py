@@ -66,6 +66,11 @@ def kept(token, cut) -> list:
     return keep
 
 
+def head_of(tokens, default=None):
+    """The token of a phrase whose head is outside it (or is itself: the sentence's root)."""
+    return next((t for t in tokens if t.head not in tokens or t.head.i == t.i), default)
+
+
 def label_of(tokens) -> str | None:
     """The entity label of a phrase that is (mostly) one named entity."""
     indices = {t.i for t in tokens}
@@ -74,7 +79,7 @@ def label_of(tokens) -> str | None:
             ent = next(e for e in token.doc.ents if e.start == token.i)
             inside = set(range(ent.start, ent.end))
             content = {t.i for t in tokens if t.pos_ not in ("DET", "ADP", "PUNCT")}
-            head = next((t for t in tokens if t.head.i not in indices or t.head.i == t.i), None)
+            head = head_of(tokens)
             if inside <= indices and len(content - inside) <= 1 and (head is None or head.i in inside or head.pos_ == "PROPN"):
                 return ent.label_  # "Petrel batteries" are batteries, not an organisation: the phrase's head is in the name
     return None
@@ -101,7 +106,7 @@ class Part:
     @property
     def fronted(self) -> bool:
         """The part comes before its verb."""
-        root = next((t for t in self.tokens if t.head not in self.tokens or t.head.i == t.i), self.tokens[0])
+        root = head_of(self.tokens, self.tokens[0])
         return root.i < root.head.i
 
     @property
@@ -378,7 +383,7 @@ def count_of(part: Part) -> tuple[str, str] | None:
 
 def measure_of(part: Part) -> tuple[str, str] | None:
     """("6,960", "population") for "a population of 6,960": a quantity named by its noun and given by a number."""
-    head = next((t for t in part.obj if t.head not in part.obj), None)
+    head = head_of(part.obj)
     if head is None or head.pos_ != "NOUN":
         return None
     for prep in (c for c in head.children if c.dep_ == "prep" and c.lower_ == "of"):
@@ -414,7 +419,7 @@ def asked(clause: Clause, part: Part) -> dict | None:
         return {"key": measured[0], "wh": f"What {measured[1]}", "kind": "measure", "noun": measured[1]}
     if label in NUMBER_LABELS or part.obj[-1].like_num:
         return None
-    head = next((t for t in part.obj if t.head not in part.obj), part.obj[-1])
+    head = head_of(part.obj, part.obj[-1])
     if head.tag_ == "POS" or part.obj[-1].tag_ == "POS" or (prep and head.tag_ == "NN" and label is None
                                                              and not any(c.dep_ == "det" for c in head.children)):
         return None  # a possessive cut from its noun; a bare noun in a fixed phrase ("in front of")
@@ -478,7 +483,7 @@ def stating(clause: Clause, rest: str) -> str:
 def relation_of(clause: Clause, part: Part) -> list[tuple[str, str]]:
     """"Jagdish Mali was the father of Antara Mali." -> ("Who was Jagdish Mali the father of?", "Antara Mali"): a copula's
     complement that relates the subject to a named entity, asked for the entity with the preposition stranded."""
-    head = next((t for t in part.obj if t.head not in part.obj), None)
+    head = head_of(part.obj)
     if head is None or head.pos_ != "NOUN" or clause.aux or len(clause.parts) != 1:
         return []
     for prep in (c for c in head.children if c.dep_ == "prep" and c.lower_ == "of"):
@@ -501,7 +506,7 @@ def relation_of(clause: Clause, part: Part) -> list[tuple[str, str]]:
 def located(clause: Clause, part: Part) -> list[tuple[str, str]]:
     """"Johnnycake is a community in McDowell County, West Virginia." -> ("Where is Johnnycake?", "McDowell County, West
     Virginia"): a copula's complement placed somewhere."""
-    head = next((t for t in part.obj if t.head not in part.obj), None)
+    head = head_of(part.obj)
     for prep in (c for c in head.children if c.dep_ == "prep" and c.lower_ in ("in", "at", "on")) if head is not None else []:
         place = [c for c in prep.children if c.dep_ == "pobj" and (c.ent_type_ in PLACES or c.pos_ == "PROPN")]
         if place:
