@@ -14,7 +14,9 @@ Corpus: the supporting passages of the first H HotpotQA questions and of the fir
                      against both forms' training questions (contamination), so both memories answer the same probes;
                      heldout_recall_gold: the same memories on MuSiQue's own single-hop sub-questions (gold filled in);
                      train_recall: the same memories on 60 of their own training rows (what they learned at all), and
-                     epochs: passes over the form's rows that the shared step budget buys;
+                     epochs: passes over the form's rows that the shared step budget buys; heldout_idk_share: the
+                     held-out probes the memory declined ("I don't know"), a part of what it missed; abstention: the
+                     share of the unanswerable probes (names no passage has) it declined, as the report card counts it;
   passages_per_s     passages over the synthesis wall time.
 With --noise, the paper's noise run for the parsed form: the same passages plus a duplicate of each and MuSiQue's own
 distractor passages; the memory trained on the noisy corpus's reflections against the clean one's, and BM25 top-k passages
@@ -46,6 +48,7 @@ from memo_pipelines.corpus.snapshot import Document  # noqa: E402
 from memo_pipelines.evaluation.metrics import ask_memory, recalled  # noqa: E402
 from memo_pipelines.evaluation.probes import ProbeConfig, write_probes  # noqa: E402
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
+from memo_pipelines.memory.prompts import is_idk  # noqa: E402
 from memo_pipelines.memory.training import TrainConfig  # noqa: E402
 from memo_pipelines.reflections.nlp import pipeline_name  # noqa: E402
 from memo_pipelines.reflections.quality import quality_problems  # noqa: E402
@@ -104,9 +107,10 @@ def question_ok_share(rows: list[dict]) -> tuple[float, dict]:
     return round(sum(p is None for p in problems) / max(1, len(asked)), 4), dict(Counter(p for p in problems if p))
 
 
-def synthesise(form: str, documents: list[Document], generator, phrased: int) -> tuple[list[dict], dict, float]:
+def synthesise(form: str, documents: list[Document], generator, phrased: int, negatives: int = 2) -> tuple[list[dict], dict, float]:
     started = time.perf_counter()
-    rows, stats = synthesise_reflections(documents, "v000001", generator, form, config=SynthesisConfig(phrased_per_sentence=phrased))
+    config = SynthesisConfig(phrased_per_sentence=phrased, fabricated_negatives_per_document=negatives)
+    rows, stats = synthesise_reflections(documents, "v000001", generator, form, config=config)
     return rows, stats.to_json(), time.perf_counter() - started
 
 
@@ -120,12 +124,14 @@ def train_memory(base_dir: Path, rows: list[dict], steps: int, learning_rate: fl
     return fold_adapter(base_dir, scratch / "adapter", scratch / "model")
 
 
-def recall(memory, probes: list[dict], max_new_tokens: int = 32) -> tuple[float, list]:
+def recall(memory, probes: list[dict], max_new_tokens: int = 32) -> tuple[float, list, float]:
+    """(recall, five examples, share of the probes answered "I don't know")."""
     if not probes:
-        return None, []
+        return None, [], None
     answers = ask_memory(memory, [p["question"] for p in probes], max_new_tokens)
     hits = [recalled(a, p["key_answer"]) for a, p in zip(answers, probes)]
-    return round(sum(hits) / len(hits), 4), [[p["question"], p["key_answer"], a] for p, a in zip(probes[:5], answers[:5])]
+    return (round(sum(hits) / len(hits), 4), [[p["question"], p["key_answer"], a] for p, a in zip(probes[:5], answers[:5])],
+            round(sum(map(is_idk, answers)) / len(answers), 4))
 
 
 def bm25_recall(reader, documents: list[Document], probes: list[dict], top_k: int) -> float:
@@ -146,8 +152,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=240, help="training steps of each memory (batch 8), the same for every form")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--probes-per-document", type=int, default=3)
+    parser.add_argument("--negatives-per-document", type=int, default=SynthesisConfig.fabricated_negatives_per_document,
+                        help="training questions about names no passage has, answered \"I don't know\", per passage")
     parser.add_argument("--top-k", type=int, default=3, help="--noise: BM25 passages the reader sees")
     parser.add_argument("--noise", action="store_true", help="also the noise run (duplicates and distractors) of the parsed form")
+    parser.add_argument("--noise-equal-passes", action="store_true",
+                        help="--noise: train the noisy memory as many passes over its rows as the clean one (steps scaled by rows), "
+                             "so its drop is the noise's, not fewer passes'")
     parser.add_argument("--forms", choices=("both", "after"), default="both",
                         help="after: the parsed form alone (the noise run without the regex arm, whose training is the long part)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one beats two fighting for a loaded core)")
@@ -173,7 +184,7 @@ def main() -> None:
     results = {}
     arms = FORMS if args.forms == "both" else {"after": FORMS["after"]}
     for arm, form in arms.items():
-        rows, stats, seconds = synthesise(form, documents, base, args.phrased_per_sentence)
+        rows, stats, seconds = synthesise(form, documents, base, args.phrased_per_sentence, args.negatives_per_document)
         share, problems = question_ok_share(rows)
         results[arm] = {"form": form, "reflections": len(rows), "seconds": round(seconds, 1), "passages_per_s": round(len(documents) / seconds, 3),
                         "generator_calls": stats["generator_calls"], "coverage_key": coverage_key(rows, gold), "question_ok_share": share,
@@ -186,41 +197,45 @@ def main() -> None:
     training = [r for arm in results.values() for r in arm["rows"]]
     probes, probe_report = write_probes(documents, training, [], "v000001", None, "grounded",
                                         ProbeConfig(facts_per_document=args.probes_per_document, phrase_with_generator=False))
+    unanswerable = [p for p in probes if p["kind"] == "unanswerable"]
     probes = [p for p in probes if p["kind"] == "fact"]
-    print(f"{len(probes)} held-out fact probes (contamination: {probe_report['contamination']}); {len(gold_questions)} gold sub-questions", flush=True)
+    print(f"{len(probes)} held-out fact probes, {len(unanswerable)} unanswerable (contamination: {probe_report['contamination']}); {len(gold_questions)} gold sub-questions", flush=True)
 
     from memo_pipelines.llm.backends import LocalChatModel
 
-    def trained(rows: list[dict], name: str) -> tuple[dict, LocalChatModel]:
+    def trained(rows: list[dict], name: str, steps: int = args.steps) -> tuple[dict, LocalChatModel]:
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
-            memory = LocalChatModel(train_memory(base_dir, rows, args.steps, args.learning_rate, Path(scratch)))
-            held, examples = recall(memory, probes)
-            held_gold, _ = recall(memory, gold_questions)
+            memory = LocalChatModel(train_memory(base_dir, rows, steps, args.learning_rate, Path(scratch)))
+            held, examples, declined = recall(memory, probes)
+            held_gold, _, _ = recall(memory, gold_questions)
+            _, _, abstention = recall(memory, unanswerable)  # questions about names no passage has: "I don't know" is right
             # how much of what it was taught the memory learned: held-out recall is bounded by it
             taught = [r for r in rows if r["step"] != "unanswerable"]
-            learned, _ = recall(memory, random.Random(0).sample(taught, min(60, len(taught))))
-            print(f"{name}: held-out recall {held}, gold sub-questions {held_gold}, training rows {learned} "
+            learned, _, _ = recall(memory, random.Random(0).sample(taught, min(60, len(taught))))
+            print(f"{name}: held-out recall {held} (\"I don't know\" {declined}), abstention {abstention}, gold sub-questions {held_gold}, training rows {learned} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
-            return {"heldout_recall": held, "heldout_recall_gold": held_gold, "train_recall": learned,
-                    "epochs": round(args.steps * 8 / max(1, len(rows)), 2), "probe_examples": examples}
+            return {"heldout_recall": held, "heldout_idk_share": declined, "abstention": abstention, "heldout_recall_gold": held_gold, "train_recall": learned, "steps": steps,
+                    "epochs": round(steps * 8 / max(1, len(rows)), 2), "probe_examples": examples}
 
-    untrained, _ = recall(base, probes)
+    untrained, _, _ = recall(base, probes)
     for arm in arms:
         results[arm].update(trained(results[arm]["rows"], arm))
 
     noise = {}
     if args.noise:
         noisy = documents + [make_document(d.text.split("\n", 1)[0].lstrip("# "), d.text.split("\n\n", 1)[-1], copy=1) for d in documents] + distractors
-        rows, _, _ = synthesise("grounded", noisy, base, args.phrased_per_sentence)
-        noisy_memory = trained(rows, "after, noisy corpus")
+        rows, _, _ = synthesise("grounded", noisy, base, args.phrased_per_sentence, args.negatives_per_document)
+        steps = round(args.steps * len(rows) / len(results["after"]["rows"])) if args.noise_equal_passes else args.steps
+        noisy_memory = trained(rows, "after, noisy corpus", steps)
         clean_bm25, noisy_bm25 = bm25_recall(base, documents, probes, args.top_k), bm25_recall(base, noisy, probes, args.top_k)
-        noise = {"passages_noisy": len(noisy), "heldout_recall_clean": results["after"]["heldout_recall"], "heldout_recall_noisy": noisy_memory["heldout_recall"],
+        noise = {"passages_noisy": len(noisy), "reflections_noisy": len(rows), "steps_noisy": steps, "epochs_noisy": noisy_memory["epochs"],
+                 "train_recall_noisy": noisy_memory["train_recall"], "heldout_recall_clean": results["after"]["heldout_recall"], "heldout_recall_noisy": noisy_memory["heldout_recall"],
                  "bm25_recall_clean": clean_bm25, "bm25_recall_noisy": noisy_bm25,
                  "noise_drop_memory": round(results["after"]["heldout_recall"] - noisy_memory["heldout_recall"], 4),
                  "noise_drop_bm25": round(clean_bm25 - noisy_bm25, 4)}
 
-    keys = ("coverage_key", "question_ok_share", "heldout_recall", "heldout_recall_gold", "train_recall", "epochs", "passages_per_s",
+    keys = ("coverage_key", "question_ok_share", "heldout_recall", "heldout_idk_share", "abstention", "heldout_recall_gold", "train_recall", "epochs", "passages_per_s",
             "reflections", "generator_calls")
     print(f"\n{'figure':22} {'before':>10} {'after':>10} {'after/before':>13}")
     for key in keys:
@@ -229,7 +244,8 @@ def main() -> None:
         print(f"{key:22} {a!s:>10} {b!s:>10} {ratio!s:>13}")
     print(f"untrained base model on the same probes: {untrained}")
     if noise:
-        print(f"noise run ({noise['passages_noisy']} passages): memory {noise['heldout_recall_clean']} -> {noise['heldout_recall_noisy']} "
+        print(f"noise run ({noise['passages_noisy']} passages, {noise['reflections_noisy']} reflections, {noise['steps_noisy']} steps, "
+              f"{noise['epochs_noisy']} passes): memory {noise['heldout_recall_clean']} -> {noise['heldout_recall_noisy']} "
               f"(drop {noise['noise_drop_memory']}), BM25 top-{args.top_k} + base reader {noise['bm25_recall_clean']} -> "
               f"{noise['bm25_recall_noisy']} (drop {noise['noise_drop_bm25']})")
     if args.json:
@@ -241,7 +257,7 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "command": " ".join(["benchmarks/reflections.py", *sys.argv[1:]]),
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"passages": len(documents), "gold_answers": len(gold),
-                                                                                                   "probes": len(probes), "gold_questions": len(gold_questions)},
+                                                                                                   "probes": len(probes), "unanswerable_probes": len(unanswerable), "gold_questions": len(gold_questions)},
             "before": figures.get("before"), "after": figures["after"], "untrained_heldout_recall": untrained, **noise,
             "probe_report": probe_report,
             "models": {"memory_base": base.name, "spacy_pipeline": pipeline_name()},
