@@ -21,6 +21,9 @@ Corpus: the supporting passages of the first H HotpotQA questions and of the fir
 With --noise, the paper's noise run for the parsed form: the same passages plus a duplicate of each and MuSiQue's own
 distractor passages; the memory trained on the noisy corpus's reflections against the clean one's, and BM25 top-k passages
 read by the base model over the noisy corpus against the clean one, on the same probes: noise_drop_memory, noise_drop_bm25.
+--noise-equal-passes trains the noisy memory for as many passes over its rows as the clean one had (steps scaled by
+rows), so its drop is the noise's rather than fewer passes'; --noise-dedupe first removes near-duplicate documents
+the way the pipeline's snapshot does (duplicates_removed), so only the distractors are left as noise.
 
     .venv/bin/python benchmarks/reflections.py --quick --json benchmarks/results/reflections_quick.json
     .venv/bin/python benchmarks/reflections.py --json benchmarks/results/reflections.json [--noise]
@@ -159,6 +162,9 @@ def main() -> None:
     parser.add_argument("--noise-equal-passes", action="store_true",
                         help="--noise: train the noisy memory as many passes over its rows as the clean one (steps scaled by rows), "
                              "so its drop is the noise's, not fewer passes'")
+    parser.add_argument("--noise-dedupe", action="store_true",
+                        help="--noise: pass the noisy corpus through the snapshot's near-duplicate removal first, as the pipeline does "
+                             "(memory and BM25 alike), so only the distractors are left as noise")
     parser.add_argument("--forms", choices=("both", "after"), default="both",
                         help="after: the parsed form alone (the noise run without the regex arm, whose training is the long part)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one beats two fighting for a loaded core)")
@@ -225,11 +231,17 @@ def main() -> None:
     noise = {}
     if args.noise:
         noisy = documents + [make_document(d.text.split("\n", 1)[0].lstrip("# "), d.text.split("\n\n", 1)[-1], copy=1) for d in documents] + distractors
+        duplicates_removed = None
+        if args.noise_dedupe:  # what the pipeline's snapshot does with a duplicated document: it is recorded, not processed
+            from memo_pipelines.corpus.snapshot import keep_newest
+
+            noisy, superseded = keep_newest([({"key": d.key}, d) for d in noisy], 0.8)
+            duplicates_removed = len(superseded)
         rows, _, _ = synthesise("grounded", noisy, base, args.phrased_per_sentence, args.negatives_per_document)
         steps = round(args.steps * len(rows) / len(results["after"]["rows"])) if args.noise_equal_passes else args.steps
         noisy_memory = trained(rows, "after, noisy corpus", steps)
         clean_bm25, noisy_bm25 = bm25_recall(base, documents, probes, args.top_k), bm25_recall(base, noisy, probes, args.top_k)
-        noise = {"passages_noisy": len(noisy), "reflections_noisy": len(rows), "steps_noisy": steps, "epochs_noisy": noisy_memory["epochs"],
+        noise = {"passages_noisy": len(noisy), "duplicates_removed": duplicates_removed, "reflections_noisy": len(rows), "steps_noisy": steps, "epochs_noisy": noisy_memory["epochs"],
                  "train_recall_noisy": noisy_memory["train_recall"], "heldout_recall_clean": results["after"]["heldout_recall"], "heldout_recall_noisy": noisy_memory["heldout_recall"],
                  "bm25_recall_clean": clean_bm25, "bm25_recall_noisy": noisy_bm25,
                  "noise_drop_memory": round(results["after"]["heldout_recall"] - noisy_memory["heldout_recall"], 4),
