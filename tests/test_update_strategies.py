@@ -142,3 +142,28 @@ def test_replay_keeps_the_earlier_facts_a_new_version_is_likeliest_to_overwrite(
     # without new rows to compare with (a compaction, the replay benchmark), the sample is random as before
     random_only = per_version_replay({"v000001": earlier}, ["v000001"], update, 0, "v000002")["v000001"]
     assert len(random_only) == 4
+
+
+def test_a_small_version_stops_training_on_enough_of_its_own_rows_or_trains_every_step():
+    """The demo's one-document version 2 stopped training at step 32 of 88 because its 5 fact rows were all recalled,
+    and answered none of its held-out probes. The stop sample is topped up from the version's other answerable rows
+    (reverse lookups, summaries), never its "I don't know" rows; with too few of those the early stop is off."""
+    from memo_pipelines.pipeline.strategies import MIN_STOP_ROWS, stop_rows
+
+    def row(i, step, answer="Tomasz Reyes"):
+        return {"id": f"r{i:03d}", "step": step, "question": f"Question {i} about the Lorne plant?", "answer": f"{answer}.",
+                "key_answer": answer}
+
+    facts = [row(i, "fact_extraction") for i in range(5)]
+    others = [row(10 + i, "entity_surfacing") for i in range(6)] + [row(20 + i, "entity_summary") for i in range(3)]
+    declined = [row(30 + i, "unanswerable", "I don't know") for i in range(4)]
+    sample = stop_rows(facts + others + declined, 16, seed=0)
+    assert len(sample) == 14 and {r["question"] for r in sample} == {r["question"] for r in facts + others}
+    assert stop_rows(facts + others + declined, 16, seed=3) and stop_rows(facts + others + declined, 8, seed=0)[:5] == [
+        {"question": r["question"], "key_answer": r["key_answer"]} for r in facts]
+    # a large version: a seeded sample of its fact rows only, as before
+    many = [row(100 + i, "fact_extraction") for i in range(40)]
+    assert len(stop_rows(many + others, 16, seed=0)) == 16
+    assert {r["question"] for r in stop_rows(many + others, 16, seed=0)} <= {r["question"] for r in many}
+    # fewer answerable rows than the floor: no early stop at all
+    assert stop_rows(facts[:3] + declined, 16, seed=0) == [] and MIN_STOP_ROWS > 3
