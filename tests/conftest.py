@@ -1,5 +1,6 @@
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,10 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "memo-test", "AWS_SECRET_ACCESS_KEY": "memo-
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """A real SeaweedFS S3 server on loopback, shared by the session; each test gets its own bucket."""
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), free_s3_port(), env=CREDENTIALS)
+    """A real SeaweedFS S3 server on loopback, shared by the session; each test gets its own bucket. Its volume count
+    is fixed, so how many buckets it holds does not depend on the free disk of the machine running the suite (each
+    bucket takes a volume; `store` deletes its bucket after the test)."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), free_s3_port(), env=CREDENTIALS, max_volumes=64)
     server.start()
     yield server
     server.stop()
@@ -29,7 +32,20 @@ def store(s3_server) -> ObjectStore:
     client = make_s3_client(s3_server.endpoint_url, CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
     store = ObjectStore(client, f"test-{uuid.uuid4().hex[:12]}")
     store.ensure_bucket()
-    return store
+    yield store
+    drop_bucket(store)
+
+
+def drop_bucket(store: ObjectStore) -> None:
+    """Empty and delete a test's bucket, which frees its volume on the shared server."""
+    try:
+        keys = [obj.key for obj in store.list_objects("")]
+        for start in range(0, len(keys), 1000):
+            store.client.delete_objects(Bucket=store.bucket,
+                                        Delete={"Objects": [{"Key": key} for key in keys[start:start + 1000]]})
+        store.client.delete_bucket(Bucket=store.bucket)
+    except Exception as error:  # noqa: BLE001 - a bucket left behind costs one volume, not the test's verdict
+        warnings.warn(f"test bucket {store.bucket} left behind: {error}")
 
 
 @pytest.fixture(scope="session")

@@ -149,6 +149,10 @@ class SeaweedServer:
     s3_port: int
     log_path: Path | None = None
     env: dict | None = None  # merged over os.environ; carries AWS_ACCESS_KEY_ID/SECRET
+    # SeaweedFS gives every bucket its own collection, and so at least one volume of its own; left at None, weed
+    # sizes the volume count to free disk / volume size (63 on 63 GiB free), so the number of buckets a server holds
+    # depends on the disk it happens to run on. A count makes it fixed (volumes are sparse files, not preallocated).
+    max_volumes: int | None = None
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -182,6 +186,7 @@ class SeaweedServer:
             "-webdav=false", "-admin.ui=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-master.telemetry=false",
+            *([f"-volume.max={self.max_volumes}"] if self.max_volumes is not None else []),
             *(f"-{name}={port}" for name, port in self.ports.items()),
         ]
 
