@@ -14,7 +14,7 @@ from memo_pipelines.evaluation.probes import ProbeConfig, write_probes
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model
 from memo_pipelines.reflections.clauses import clauses, cleft_questions
 from memo_pipelines.reflections.nlp import parse_documents
-from memo_pipelines.reflections.quality import CUT_TITLE, FRAGMENT_KEY, HOLE, PRONOUN, quality_problems
+from memo_pipelines.reflections.quality import CUT_TITLE, FRAGMENT_KEY, HOLE, NO_SUBJECT, PRONOUN, quality_problems
 from memo_pipelines.reflections.synthesis import synthesise_reflections
 from tests.conftest import SAMPLE_DIR
 from tests.openai_stub import ScriptedOpenAI
@@ -131,8 +131,11 @@ def test_the_issues_bad_reflections_fail_the_quality_filters_with_their_reason()
     ]
     problems = quality_problems([{"question": q, "key_answer": k, "answer": ""} for q, k, _ in bad])
     assert problems == [reason for _, _, reason in bad]
-    good = {"question": "When did Rafael Ondo join Quillfeather Labs?", "key_answer": "2018", "answer": "Rafael Ondo joined Quillfeather Labs in 2018."}
-    assert quality_problems([good]) == [None]
+    good = [{"question": "When did Rafael Ondo join Quillfeather Labs?", "key_answer": "2018", "answer": "Rafael Ondo joined Quillfeather Labs in 2018."},
+            # the subject shares a word with the answer and is still named
+            {"question": "In which town is the Lorne plant?", "key_answer": "port town of Lorne", "answer": "The Lorne plant is in the port town of Lorne."}]
+    assert quality_problems(good) == [None, None]
+    assert quality_problems([{"question": "What did Kesby open?", "key_answer": "Kesby plant", "answer": "It opened the Kesby plant."}]) == [NO_SUBJECT]
 
 
 def test_on_encyclopaedic_text_every_question_passes_the_filters_and_drops_are_counted():

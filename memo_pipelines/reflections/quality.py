@@ -37,6 +37,21 @@ def cleft_it(token) -> bool:
             and doc[token.i + 1].lower_ == "that")
 
 
+def names_subject(question, tokens, key: str, answer: str) -> bool:
+    """Whether the question names what it is about: a name, a number or a phrase built on one that the key answer does
+    not cover. A short key answer is not the subject ("Who founded Acme?" -> "Acme" names nothing else), but a phrase
+    that shares a word with it still is one ("In which town is the Lorne plant?" -> "port town of Lorne"); a
+    whole-statement answer (an entity summary) may name its subject."""
+    key_words = set(normalise(key).split()) if key.strip() != answer.strip() else set()
+    if any((t.pos_ == "PROPN" or t.ent_type_ or t.like_num) and t.lower_ not in key_words for t in tokens[1:]):
+        return True
+    for chunk in question.noun_chunks:
+        content = [t for t in chunk if t.pos_ in ("PROPN", "NOUN", "NUM", "ADJ") and t.tag_ not in WH_TAGS]
+        if chunk.start > 0 and any(t.pos_ == "PROPN" or t.ent_type_ for t in content) and {t.lower_ for t in content} - key_words:
+            return True
+    return False
+
+
 def problem(question, key, answer: str) -> str | None:
     """The first quality problem of a parsed question and key answer, or None."""
     words = [t for t in key if not t.is_punct]
@@ -57,9 +72,7 @@ def problem(question, key, answer: str) -> str | None:
         return HOLE  # "Thor lands in New Mexico, where astrophysicist what?", "What, John tails ...", "... is whom?"
     if any(t.lower_ in PERSONAL and t.pos_ == "PRON" and not cleft_it(t) for t in tokens):
         return PRONOUN
-    # a short key answer is not what the question is about; a whole-statement answer (an entity summary) may name it
-    key_words = set(normalise(key.text).split()) if key.text.strip() != answer.strip() else set()
-    if not any((t.pos_ == "PROPN" or t.ent_type_ or t.like_num) and t.lower_ not in key_words for t in tokens[1:]):
+    if not names_subject(question, tokens, key.text, answer):
         return NO_SUBJECT
     if len(tokens) > MAX_QUESTION_TOKENS:
         return TOO_LONG
