@@ -55,7 +55,10 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
             "steps": figures["steps"],
             "planned_steps": figures.get("planned_steps", figures["steps"]),
             "stopped_early": figures.get("stopped_early") or "no",
-            "stop_checks": dg.MetadataValue.md(md_table(["step", "training-fact recall"], [[c["step"], c["recall"]] for c in figures.get("stop_checks", [])])),
+            "stop_checks": dg.MetadataValue.md(md_table(["step", "training-fact recall", "unknown names declined"],
+                                                        [[c["step"], c["recall"], "-" if c.get("declined") is None else c["declined"]]
+                                                         for c in figures.get("stop_checks", [])])),
+            "kept_step": figures.get("kept_step", figures["steps"]),
             "total_steps": figures["total_steps"],
             "tokens": figures["tokens"],
             "padding_share": figures["padding_share"],

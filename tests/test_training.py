@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -209,7 +209,8 @@ def test_training_stops_once_the_sampled_facts_are_recalled_and_the_adapter_reca
     figures = train_adapter(tiny_base, EXAMPLES, tmp_path / "adapter", config, stop_rows=STOP_ROWS)
     assert figures["planned_steps"] == 200
     assert figures["stopped_early"] == "reached" and figures["steps"] < figures["planned_steps"]
-    assert figures["stop_checks"][-1] == {"step": figures["steps"], "recall": 1.0}
+    assert figures["stop_checks"][-1] == {"step": figures["steps"], "recall": 1.0, "declined": None}
+    assert figures["kept_step"] == figures["steps"]  # the first check that recalls everything is the one kept
     model = LocalChatModel(fold_adapter(tiny_base, tmp_path / "adapter", tmp_path / "model"))
     answers = ask_memory(model, [r["question"] for r in STOP_ROWS], max_new_tokens=32)
     assert all(recalled(a, r["key_answer"]) for a, r in zip(answers, STOP_ROWS)), answers
@@ -223,3 +224,43 @@ def test_a_recall_plateau_stops_training_but_a_slow_start_does_not():
     assert stop_reason([0.2, 0.5, 0.6], config) is None
     assert stop_reason([0.2, 0.6, 0.6, 0.5], config) == "plateau"
     assert stop_reason([0.2, 0.6, 0.9], config) == "reached"
+
+
+def test_the_adapter_kept_is_the_best_checked_state_that_still_declines_unknown_names():
+    from memo_pipelines.memory.training import best_check
+
+    config = TrainConfig(stop_decline=0.25)
+    checks = [{"step": 16, "recall": 0.5, "declined": 0.5}, {"step": 32, "recall": 0.75, "declined": 0.25},
+              {"step": 48, "recall": 0.9, "declined": 0.125}]
+    assert best_check(checks, config)["step"] == 32  # the last recalls more but answers about invented names
+    assert best_check(checks[2:], config) is None  # none declines enough: the caller keeps the last state
+    ties = [{"step": 16, "recall": 1.0, "declined": None}, {"step": 32, "recall": 1.0, "declined": None}]
+    assert best_check(ties, config)["step"] == 16  # no decline rows: every check counts, the earliest best is kept
+
+
+def test_training_past_its_best_check_saves_the_weights_of_that_check(tiny_base, tmp_path):
+    # recall reaches 1.0 early, but the bar is out of reach: training runs every step and keeps the first perfect state
+    config = TrainConfig(learning_rate=5e-3, epochs=80, batch_size=2, stop_every=5, min_epochs=2, stop_patience=100, stop_recall=1.01)
+    figures = train_adapter(tiny_base, EXAMPLES, tmp_path / "best", config, stop_rows=STOP_ROWS)
+    kept = figures["kept_step"]
+    assert figures["steps"] == figures["planned_steps"] and kept < figures["steps"], figures["stop_checks"]
+    assert {c["step"]: c["recall"] for c in figures["stop_checks"]}[kept] == max(c["recall"] for c in figures["stop_checks"])
+    # the same run stopped at that step by its step cap has the very weights that were saved
+    short = train_adapter(tiny_base, EXAMPLES, tmp_path / "short", replace(config, max_steps=kept))
+    assert short["steps"] == kept
+    saved, reference = load_file(tmp_path / "best" / "adapter_model.safetensors"), load_file(tmp_path / "short" / "adapter_model.safetensors")
+    assert saved.keys() == reference.keys() and all(torch.allclose(saved[k], reference[k]) for k in saved)
+
+
+def test_the_stop_sample_carries_questions_about_invented_names_to_decline():
+    from memo_pipelines.memory.prompts import IDK
+    from memo_pipelines.pipeline.strategies import stop_rows
+
+    rows = [{"id": f"r{i}", "step": "fact_extraction", "question": f"When did Rafael Ondo open plant {i}?", "answer": f"In {2000 + i}.",
+             "key_answer": str(2000 + i)} for i in range(12)]
+    sample = stop_rows(rows, 8, seed=0)
+    declines = [r for r in sample if r["key_answer"] == IDK]
+    assert len(sample) == 12 and len(declines) == 4
+    for row in declines:
+        assert row["question"].startswith("When did ") and "Rafael Ondo" not in row["question"]  # the name swapped, the shape kept
+        assert row["question"] not in {r["question"] for r in rows}

@@ -50,6 +50,11 @@ class TrainConfig:
     stop_recall: float = 0.9
     stop_patience: int = 3
     min_epochs: int = 2  # no early stop before this many passes over the examples
+    # the adapter kept is the checked state with the best recall among those that still decline at least this share of
+    # the stop rows whose key answer is "I don't know" (questions about invented names, never trained on): recall rises
+    # with training while the memory starts answering about names it was never told, and the last state is not always
+    # the best. With no such rows every check counts; with none that declines enough, the last state is kept.
+    stop_decline: float = 0.25
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -160,6 +165,20 @@ def answer_loss(model, input_ids, labels, inputs: dict):
     return torch.nn.functional.cross_entropy(logits[mask].float(), chosen[mask])
 
 
+def trainable_state(model) -> dict:
+    """A host-memory copy of the weights that train (the LoRA matrices; every weight for a full fine-tune)."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_trainable_state(model, state: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in state:
+                p.copy_(state[name].to(p.device, p.dtype))
+
+
 def stop_reason(checks: list[float], config: TrainConfig) -> str | None:
     """Why training stops after these recall checks ("reached", "plateau"), or None to go on."""
     if checks and checks[-1] >= config.stop_recall:
@@ -170,17 +189,34 @@ def stop_reason(checks: list[float], config: TrainConfig) -> str | None:
     return None
 
 
-def stop_recall(model, tokenizer, stop_rows: list[dict], max_new_tokens: int = 32) -> float:
-    """Greedy recall of the stop rows' key answers by the model being trained (put back in training mode after)."""
+def stop_check(model, tokenizer, stop_rows: list[dict], max_new_tokens: int = 32) -> dict:
+    """{"recall", "declined"} of the model being trained (put back in training mode after), answering greedily: the
+    recall of the answerable stop rows' key answers, and the share of the "I don't know" rows it declines (None when
+    there are none)."""
     from memo_pipelines.evaluation.metrics import ask_memory, recalled
     from memo_pipelines.llm.backends import LocalChatModel
+    from memo_pipelines.memory.prompts import is_idk
 
     model.eval()
     try:
         answers = ask_memory(LocalChatModel.from_model(model, tokenizer), [r["question"] for r in stop_rows], max_new_tokens)
     finally:
         model.train()
-    return round(sum(recalled(a, r["key_answer"]) for a, r in zip(answers, stop_rows)) / len(stop_rows), 4)
+    facts = [(a, r) for a, r in zip(answers, stop_rows) if not is_idk(r["key_answer"])]
+    unknown = [a for a, r in zip(answers, stop_rows) if is_idk(r["key_answer"])]
+    return {"recall": round(sum(recalled(a, r["key_answer"]) for a, r in facts) / max(1, len(facts)), 4),
+            "declined": round(sum(map(is_idk, unknown)) / len(unknown), 4) if unknown else None}
+
+
+def eligible(check: dict, config: TrainConfig) -> bool:
+    return check.get("declined") is None or check["declined"] >= config.stop_decline
+
+
+def best_check(checks: list[dict], config: TrainConfig) -> dict | None:
+    """The check whose state to keep: the best recall among the eligible ones, the earliest on a tie (fewer steps away
+    from the parent model); None if none is."""
+    kept = [c for c in checks if eligible(c, config)]
+    return max(kept, key=lambda c: c["recall"]) if kept else None
 
 
 CHECKPOINT_STEP_PREFIX = "step-"
@@ -304,6 +340,9 @@ def train_adapter(
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     stopping = bool(stop_rows) and config.stop_every > 0
+    # the best checked state is copied to host memory; under DeepSpeed a process holds only shards, so the last is kept
+    selecting = stopping and accelerator.state.deepspeed_plugin is None
+    best_state = None
     losses, tokens, computed_tokens, started, step = [], 0, 0, time.time(), 0
     checks: list[dict] = []  # {"step", "recall"} of every early-stopping check
     stopped = None
@@ -317,6 +356,7 @@ def train_adapter(
         if progress:
             progress({"resumed_from_step": step, "total_steps": total_steps})
     resumed_step, resumed_tokens = step, tokens
+    resumed_checks = len(checks)  # the weights of checks before a resume are gone: only later ones can be kept
     for epoch in range(config.epochs):
         if step >= total_steps or stopped:
             break
@@ -341,8 +381,10 @@ def train_adapter(
             losses.append(round(loss.item(), 5))
             if stopping and step % config.stop_every == 0 and step >= config.min_epochs * steps_per_epoch and step < total_steps:
                 # every process answers the same rows, so all of them take the same decision
-                checks.append({"step": step, "recall": stop_recall(accelerator.unwrap_model(model), tokenizer, stop_rows)})
+                checks.append({"step": step, **stop_check(accelerator.unwrap_model(model), tokenizer, stop_rows)})
                 stopped = stop_reason([c["recall"] for c in checks], config)
+                if selecting and best_check(checks[resumed_checks:], config) is checks[-1]:
+                    best_state = trainable_state(accelerator.unwrap_model(model))
             if checkpoint_dir and step % config.checkpoint_every == 0 and step < total_steps and not stopped:
                 saved = save_checkpoint(accelerator, Path(checkpoint_dir), step, {"losses": losses, "tokens": tokens, "stop_checks": checks})
                 if progress and saved:  # the launcher copies it to the object store, so a step re-executed elsewhere resumes
@@ -353,6 +395,13 @@ def train_adapter(
                           **({"stop_recall": checks[-1]["recall"]} if checks and checks[-1]["step"] == step else {}), **({"stopped": stopped} if stopped else {})})
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
+    selected = None
+    if selecting and checks[resumed_checks:]:
+        if checks[-1]["step"] != step:  # the last state was never checked: check it before choosing
+            checks.append({"step": step, **stop_check(model, tokenizer, stop_rows)})
+        selected = best_check(checks[resumed_checks:], config)
+        if selected is not None and selected["step"] != step:
+            restore_trainable_state(model, best_state)
     out_dir = Path(out_dir)
     if not main_process:
         return {}
@@ -373,6 +422,7 @@ def train_adapter(
         "stopped_early": stopped,
         "stop_checks": checks,
         "stop_rows": len(stop_rows or []),
+        "kept_step": selected["step"] if selected else step,  # the step whose weights were saved
         "length": length,
         "config": asdict(config),
     }

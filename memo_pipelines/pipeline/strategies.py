@@ -18,7 +18,9 @@ import random
 from dataclasses import asdict, dataclass, field
 
 from memo_pipelines.evaluation.metrics import sample_facts
-from memo_pipelines.memory.prompts import is_idk
+from memo_pipelines.memory.prompts import IDK, is_idk
+from memo_pipelines.reflections.negatives import invented_name
+from memo_pipelines.reflections.text import entity_spans, normalise
 from memo_pipelines.pipeline.workspace import (
     Workspace,
     changed_documents,
@@ -106,7 +108,27 @@ def stop_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
         chosen += random.Random(f"stop-{seed}").sample(rest, min(len(rest), size - len(chosen)))
     if len(chosen) < MIN_STOP_ROWS:
         return []
-    return [{"question": r["question"], "key_answer": r["key_answer"]} for r in chosen]
+    return [{"question": r["question"], "key_answer": r["key_answer"]} for r in chosen] + decline_rows(rows, size // 2, seed)
+
+
+def decline_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
+    """Up to `size` questions the memory should decline, for the trainer to keep a state that still does
+    (TrainConfig.stop_decline): the version's one-fact questions with their named entity swapped for an invented name
+    no row mentions, key answer "I don't know". Never trained on, and drawn apart from the gates' abstention probes."""
+    known = normalise(" ".join(f"{r['question']} {r.get('answer', '')}" for r in rows))
+    facts = sorted((r for r in rows if r.get("step") == "fact_extraction" and r.get("key_answer") and not is_idk(r["key_answer"])),
+                   key=lambda r: hashlib.sha256(f"decline-{seed}-{r['id']}".encode()).hexdigest())
+    out = []
+    for row in facts:
+        if len(out) >= size:
+            break
+        named = [e for e in entity_spans(row["question"]) if len(e) > 3 and row["question"].count(e) == 1
+                 and row["question"].find(e) > 0 and normalise(e) != normalise(row["key_answer"])]  # not the wh-word
+        name = invented_name(f"decline-{seed}-{row['id']}", len(named[0].split())) if named else None
+        if name and normalise(name) not in known:
+            out.append({"question": row["question"].replace(named[0], name), "key_answer": IDK})
+            known += " " + normalise(name)
+    return out
 
 
 def per_version_replay(live: dict[str, list[dict]], versions: list[str], update: UpdateConfig, seed: int, salt: str,
