@@ -25,6 +25,7 @@ class TrainerResource(dg.ConfigurableResource):
     stop_recall: float = TrainConfig.stop_recall  # stop once this share of the sampled training facts is recalled
     stop_patience: int = TrainConfig.stop_patience  # or once recall has not risen for this many checks
     min_epochs: int = TrainConfig.min_epochs  # no early stop before this many passes
+    stop_decline: float = TrainConfig.stop_decline  # the state kept is the best-recall check declining this share of invented-name questions
     batch_size: int = TrainConfig.batch_size
     max_length: int = TrainConfig.max_length  # cap on tokens per example; training runs at the longest example's length up to it
     max_truncated_share: float = TrainConfig.max_truncated_share  # more examples than this share cut at the cap fails the step
@@ -48,7 +49,7 @@ class TrainerResource(dg.ConfigurableResource):
             method=self.method, lora_r=self.lora_r, lora_alpha=self.lora_alpha, learning_rate=self.learning_rate, epochs=self.epochs,
             batch_size=self.batch_size, max_length=self.max_length, max_truncated_share=self.max_truncated_share, seed=self.seed,
             pack_length=self.pack_length, checkpoint_every=self.checkpoint_every, max_steps=self.max_steps, stop_every=self.stop_every,
-            stop_recall=self.stop_recall, stop_patience=self.stop_patience, min_epochs=self.min_epochs,
+            stop_recall=self.stop_recall, stop_patience=self.stop_patience, min_epochs=self.min_epochs, stop_decline=self.stop_decline,
         )
 
     def update_config(self) -> UpdateConfig:

@@ -157,13 +157,18 @@ def test_a_small_version_stops_training_on_enough_of_its_own_rows_or_trains_ever
     facts = [row(i, "fact_extraction") for i in range(5)]
     others = [row(10 + i, "entity_surfacing") for i in range(6)] + [row(20 + i, "entity_summary") for i in range(3)]
     declined = [row(30 + i, "unanswerable", "I don't know") for i in range(4)]
+    def asked(sample):  # the rows to recall, apart from the invented-name questions to decline (the last ones)
+        return [r for r in sample if r["key_answer"] != "I don't know"]
+
     sample = stop_rows(facts + others + declined, 16, seed=0)
-    assert len(sample) == 14 and {r["question"] for r in sample} == {r["question"] for r in facts + others}
+    assert len(asked(sample)) == 14 and {r["question"] for r in asked(sample)} == {r["question"] for r in facts + others}
+    assert sample[:14] == asked(sample) and all("Lorne" not in r["question"] for r in sample[14:])
+    assert 0 < len(sample) - 14 <= len(facts)  # at most one question to decline per fact row (and half the sample size)
     assert stop_rows(facts + others + declined, 16, seed=3) and stop_rows(facts + others + declined, 8, seed=0)[:5] == [
         {"question": r["question"], "key_answer": r["key_answer"]} for r in facts]
     # a large version: a seeded sample of its fact rows only, as before
     many = [row(100 + i, "fact_extraction") for i in range(40)]
-    assert len(stop_rows(many + others, 16, seed=0)) == 16
-    assert {r["question"] for r in stop_rows(many + others, 16, seed=0)} <= {r["question"] for r in many}
+    assert len(asked(stop_rows(many + others, 16, seed=0))) == 16
+    assert {r["question"] for r in asked(stop_rows(many + others, 16, seed=0))} <= {r["question"] for r in many}
     # fewer answerable rows than the floor: no early stop at all
     assert stop_rows(facts[:3] + declined, 16, seed=0) == [] and MIN_STOP_ROWS > 3
