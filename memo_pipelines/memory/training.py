@@ -189,23 +189,25 @@ def stop_reason(checks: list[float], config: TrainConfig) -> str | None:
     return None
 
 
-def stop_check(model, tokenizer, stop_rows: list[dict], max_new_tokens: int = 32) -> dict:
+def stop_check(model, tokenizer, stop_rows: list[dict], max_new_tokens: int = 32, decline_tokens: int = 10) -> dict:
     """{"recall", "declined"} of the model being trained (put back in training mode after), answering greedily: the
     recall of the answerable stop rows' key answers, and the share of the "I don't know" rows it declines (None when
-    there are none)."""
+    there are none). A decline is its first words, so those rows get a short answer budget."""
     from memo_pipelines.evaluation.metrics import ask_memory, recalled
     from memo_pipelines.llm.backends import LocalChatModel
     from memo_pipelines.memory.prompts import is_idk
 
+    facts = [r for r in stop_rows if not is_idk(r["key_answer"])]
+    unknown = [r["question"] for r in stop_rows if is_idk(r["key_answer"])]
     model.eval()
     try:
-        answers = ask_memory(LocalChatModel.from_model(model, tokenizer), [r["question"] for r in stop_rows], max_new_tokens)
+        memory = LocalChatModel.from_model(model, tokenizer)
+        answers = ask_memory(memory, [r["question"] for r in facts], max_new_tokens) if facts else []
+        declines = ask_memory(memory, unknown, decline_tokens) if unknown else []
     finally:
         model.train()
-    facts = [(a, r) for a, r in zip(answers, stop_rows) if not is_idk(r["key_answer"])]
-    unknown = [a for a, r in zip(answers, stop_rows) if is_idk(r["key_answer"])]
-    return {"recall": round(sum(recalled(a, r["key_answer"]) for a, r in facts) / max(1, len(facts)), 4),
-            "declined": round(sum(map(is_idk, unknown)) / len(unknown), 4) if unknown else None}
+    return {"recall": round(sum(recalled(a, r["key_answer"]) for a, r in zip(answers, facts)) / max(1, len(facts)), 4),
+            "declined": round(sum(map(is_idk, declines)) / len(declines), 4) if declines else None}
 
 
 def eligible(check: dict, config: TrainConfig) -> bool:
