@@ -346,7 +346,7 @@ def train_adapter(
     selecting = stopping and accelerator.state.deepspeed_plugin is None
     best_state = None
     losses, tokens, computed_tokens, started, step = [], 0, 0, time.time(), 0
-    checks: list[dict] = []  # {"step", "recall"} of every early-stopping check
+    checks: list[dict] = []  # {"step", "recall", "declined"} of every early-stopping check
     stopped = None
     model, optimizer = accelerator.prepare(model, optimizer)
     resumed = load_checkpoint(accelerator, checkpoint_dir)

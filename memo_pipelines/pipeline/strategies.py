@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from memo_pipelines.evaluation.metrics import sample_facts
 from memo_pipelines.memory.prompts import IDK, is_idk
-from memo_pipelines.reflections.negatives import invented_name
-from memo_pipelines.reflections.text import entity_spans, normalise
+from memo_pipelines.reflections.negatives import invented_name_questions
 from memo_pipelines.pipeline.workspace import (
     Workspace,
     changed_documents,
@@ -113,22 +112,9 @@ def stop_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
 
 def decline_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
     """Up to `size` questions the memory should decline, for the trainer to keep a state that still does
-    (TrainConfig.stop_decline): the version's one-fact questions with their named entity swapped for an invented name
-    no row mentions, key answer "I don't know". Never trained on, and drawn apart from the gates' abstention probes."""
-    known = normalise(" ".join(f"{r['question']} {r.get('answer', '')}" for r in rows))
-    facts = sorted((r for r in rows if r.get("step") == "fact_extraction" and r.get("key_answer") and not is_idk(r["key_answer"])),
-                   key=lambda r: hashlib.sha256(f"decline-{seed}-{r['id']}".encode()).hexdigest())
-    out = []
-    for row in facts:
-        if len(out) >= size:
-            break
-        named = [e for e in entity_spans(row["question"]) if len(e) > 3 and row["question"].count(e) == 1
-                 and row["question"].find(e) > 0 and normalise(e) != normalise(row["key_answer"])]  # not the wh-word
-        name = invented_name(f"decline-{seed}-{row['id']}", len(named[0].split())) if named else None
-        if name and normalise(name) not in known:
-            out.append({"question": row["question"].replace(named[0], name), "key_answer": IDK})
-            known += " " + normalise(name)
-    return out
+    (TrainConfig.stop_decline): the version's fact questions about an invented name (reflections/negatives.py), key
+    answer "I don't know". Never trained on, and drawn with their own seed, apart from the gates' abstention probes."""
+    return [{"question": question, "key_answer": IDK} for question in invented_name_questions(rows, size, f"decline-{seed}")]
 
 
 def per_version_replay(live: dict[str, list[dict]], versions: list[str], update: UpdateConfig, seed: int, salt: str,
