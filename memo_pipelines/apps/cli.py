@@ -158,9 +158,13 @@ def cmd_serve(args) -> int:
     from memo_pipelines.apps.batching import Tally, shared_model
     from memo_pipelines.apps.deployments import LOADERS
     from memo_pipelines.apps.follow import Deployment, ModelSwitch, PointerWatcher
-    from memo_pipelines.apps.serve import ProtocolServer, ServeLimits
+    from memo_pipelines.apps.serve import ProtocolServer, ServeLimits, is_loopback
     from memo_pipelines.storage.layout import PROMOTED_POINTER
 
+    api_key = os.environ.get(args.api_key_env) or None  # never printed
+    if api_key is None and not is_loopback(args.host):
+        raise SystemExit(f"memo serve: binding to {args.host} needs an API key: set {args.api_key_env} (clients send it as "
+                         "'Authorization: Bearer <key>'), or bind to 127.0.0.1")
     settings = Settings.from_env()
     stats, window_s = Tally(), args.batch_window_ms / 1000
     memory_spec = _llm_spec("MEMORY", args.memory, args.memory_model, args.memory_base_url)
@@ -185,12 +189,13 @@ def cmd_serve(args) -> int:
     server = None
     try:
         executive, config = build_executive(args, settings, concurrency=args.max_active)
-        limits = ServeLimits(args.max_active, args.max_waiting, args.max_body_bytes)
+        limits = ServeLimits(args.max_active, args.max_waiting, args.max_body_bytes, args.body_timeout)
         server = ProtocolServer(switch, shared_model(executive, "executive", stats, window_s) if executive else None, config, args.model_name,
-                                args.host, args.port, limits, watcher, stats)
+                                args.host, args.port, limits, watcher, stats, api_key=api_key)
         serving = switch.current
         following = f"following the promoted pointer every {args.follow_interval:g} s ({follower})" if watcher else "not following the registry"
-        print(f"serving model {args.model_name!r} at {server.base_url} (memory {serving.memory_label}, mode {config.mode}, {following}); "
+        key = f"API key required (from ${args.api_key_env})" if api_key else "no API key"
+        print(f"serving model {args.model_name!r} at {server.base_url} (memory {serving.memory_label}, mode {config.mode}, {following}, {key}); "
               "Ctrl-C stops", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
@@ -199,7 +204,7 @@ def cmd_serve(args) -> int:
         if watcher:
             watcher.stop()
         if server:
-            server.httpd.server_close()
+            server.close()
         switch.close_all()
     return 0
 
@@ -375,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     ask.set_defaults(func=cmd_ask)
 
     serve = sub.add_parser("serve", help="an OpenAI-compatible chat endpoint answering through the protocol")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs an API key")
+    serve.add_argument("--api-key-env", default="MEMO_API_KEY", metavar="VARIABLE",
+                       help="environment variable holding the API key clients must send as 'Authorization: Bearer <key>' (unset: no key)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model-name", default="memo", help="the model id clients ask for")
     serve.add_argument("--no-follow", dest="follow", action="store_false", help="keep the memory loaded at start; ignore later promotions and rollbacks")
@@ -383,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-active", type=int, default=8, help="requests answered at once")
     serve.add_argument("--max-waiting", type=int, default=16, help="requests queued behind them; past that, 429 with Retry-After")
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body; larger ones get 413")
+    serve.add_argument("--body-timeout", type=float, default=30.0, help="seconds a request body has to arrive; slower ones get 408")
     serve.add_argument("--memory-launch", default="", metavar="COMMAND",
                        help="serve each promoted memory with this command, blue/green: {model_dir}, {model_id}, {port} are filled in, e.g. "
                             "'vllm serve {model_dir} --served-model-name {model_id} --host 127.0.0.1 --port {port} --gpu-memory-utilization 0.45'")

@@ -8,28 +8,37 @@ the protocol works, then the answer: the executive replies in JSON, so the answe
 no event claims tokens that were not produced. GET /v1/models and GET /health name the memory model being served and
 when it was promoted.
 
+The HTTP side is Starlette on uvicorn (h11: HTTP/1.1 with bounded header sizes); the protocol runs in worker threads.
 Requests run concurrently, at most `max_active` at once with `max_waiting` more queued; past that the server answers
-429 with Retry-After. Errors have OpenAI's shape ({"error": {"message", "type", "param", "code"}}): 400 for a bad
-request, 404 for an unknown route or model, 405 for a wrong method, 413 for a body over the limit, 500 when the
-protocol raises (with `x-should-retry: false`: the same question would fail the same way, so clients do not retry).
+429 with Retry-After. Every read is bounded: a body needs a Content-Length (or chunks) no larger than `max_body_bytes`
+and must arrive within `body_timeout_s`. With an API key (required on any address but loopback), every /v1 route
+wants `Authorization: Bearer <key>` and GET /health says only "ok" to a caller without it. Errors have OpenAI's shape
+({"error": {"message", "type", "param", "code"}}): 400 for a bad request, 401 for a missing or wrong key, 404 for an
+unknown route or model, 405 for a wrong method, 408 for a body too slow, 411 for a body of no stated length, 413 for a
+body over the limit, 500 when the protocol raises: its body names an error id and no exception text (the log has
+it), with `x-should-retry: false`: the same question would fail the same way, so clients do not retry.
 """
 
+import asyncio
+import hmac
+import ipaddress
 import json
 import math
-import queue
+import socket
 import sys
 import threading
 import time
 import traceback
 import uuid
 from collections import Counter
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from memo_pipelines.apps.batching import RequestModel, Tally
 from memo_pipelines.apps.follow import ModelSwitch, PointerWatcher
 from memo_pipelines.protocol import Protocol, ProtocolConfig
+
+API_KEY_ENV = "MEMO_API_KEY"  # where `memo serve` reads its API key unless --api-key-env names another variable
 
 
 def reply_text(answer) -> str:
@@ -41,7 +50,19 @@ class ServeLimits:
     max_active: int = 8  # requests answered at once
     max_waiting: int = 16  # requests queued behind them; one more is answered 429
     max_body_bytes: int = 1 << 20
+    body_timeout_s: float = 30.0  # a request body not complete this long after its headers is answered 408
     keepalive_s: float = 15.0  # a stream with nothing to say for this long gets an SSE comment
+    max_connections: int = 256  # connections and requests at once; past that uvicorn answers 503
+    max_header_bytes: int = 16 << 10
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class QueueFull(Exception):
@@ -49,31 +70,33 @@ class QueueFull(Exception):
 
 
 class Admission:
-    """At most max_active requests run; max_waiting more wait their turn; the rest are turned away at once."""
+    """At most max_active requests run; max_waiting more wait their turn; the rest are turned away at once. Used from
+    the event loop only, so plain counters suffice."""
 
     def __init__(self, limits: ServeLimits):
         self.limits = limits
-        self._cond = threading.Condition()
         self.active = self.waiting = 0
+        self._slots: asyncio.Semaphore | None = None
         self._mean_s = 1.0  # running mean of a request's duration: what Retry-After is computed from
 
-    @contextmanager
-    def enter(self):
-        with self._cond:
-            if self.active + self.waiting >= self.limits.max_active + self.limits.max_waiting:
-                raise QueueFull(self.retry_after_s())
-            self.waiting += 1
-            while self.active >= self.limits.max_active:
-                self._cond.wait()
-            self.waiting, self.active = self.waiting - 1, self.active + 1
-        started = time.monotonic()
+    async def acquire(self) -> float:
+        """Wait for a place (QueueFull when the queue is full); the start time to hand back to release()."""
+        if self.active + self.waiting >= self.limits.max_active + self.limits.max_waiting:
+            raise QueueFull(self.retry_after_s())
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limits.max_active)
+        self.waiting += 1
         try:
-            yield
+            await self._slots.acquire()
         finally:
-            with self._cond:
-                self.active -= 1
-                self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - started)
-                self._cond.notify()
+            self.waiting -= 1
+        self.active += 1
+        return time.monotonic()
+
+    def release(self, started: float) -> None:
+        self.active -= 1
+        self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - started)
+        self._slots.release()
 
     def retry_after_s(self) -> int:
         """About when a place frees up: the queue ahead, worked off max_active at a time."""
@@ -84,27 +107,47 @@ class Admission:
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None,
+                 close: bool = False):
         super().__init__(message)
         self.status, self.kind, self.code, self.param = status, kind, code, param
+        self.close = close  # the body was not read to its end: the connection cannot carry another request
 
 
 class ProtocolServer:
     """The protocol behind HTTP: one shared executive, the memory of whichever deployment the switch serves."""
 
     def __init__(self, switch: ModelSwitch, executive, config: ProtocolConfig, model_name: str = "memo", host: str = "127.0.0.1",
-                 port: int = 8000, limits: ServeLimits = ServeLimits(), watcher: PointerWatcher | None = None, stats: Tally | None = None):
+                 port: int = 8000, limits: ServeLimits = ServeLimits(), watcher: PointerWatcher | None = None, stats: Tally | None = None,
+                 api_key: str | None = None):
+        import uvicorn
+
+        if not api_key and not is_loopback(host):
+            raise ValueError(f"an API key is required to serve on {host}: set {API_KEY_ENV} (or bind to 127.0.0.1)")
         self.switch, self.executive, self.config, self.model_name = switch, executive, config, model_name
-        self.limits, self.watcher = limits, watcher
+        self.limits, self.watcher, self._api_key = limits, watcher, (api_key or "").encode() or None
         self.admission = Admission(limits)
         self.stats = stats if stats is not None else Tally()
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.httpd.daemon_threads = True
+        self._threads = ThreadPoolExecutor(max_workers=limits.max_active, thread_name_prefix="memo-answer")
+        self._background: set[asyncio.Task] = set()
+        self.app = build_app(self)
+        # bound here, so a busy port fails at construction and base_url knows the port the kernel chose for port 0
+        self.socket = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=128)
+        self.uvicorn = uvicorn.Server(uvicorn.Config(
+            self.app, http="h11", lifespan="off", log_level="warning", access_log=False, server_header=False, timeout_keep_alive=15,
+            timeout_graceful_shutdown=5, limit_concurrency=limits.max_connections, h11_max_incomplete_event_size=limits.max_header_bytes))
+        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        host, port = self.socket.getsockname()[:2]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+
+    def authorised(self, headers) -> bool:
+        if self._api_key is None:
+            return True
+        scheme, _, key = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), self._api_key)
 
     def answer(self, question: str, on_progress=None) -> tuple[object, dict, object]:
         """(protocol answer, usage by role, deployment) for one question, on the deployment current when it started."""
@@ -125,10 +168,20 @@ class ProtocolServer:
         self.stats.add({"requests": 1, **{f"{role}_{k}": v for role, counter in usage.items() for k, v in counter.items()}})
         return answer, usage, deployment
 
-    def health(self) -> dict:
+    async def answer_in_thread(self, question: str, on_progress=None):
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self.answer, question, on_progress)
+
+    def keep(self, task: asyncio.Task) -> None:
+        """Hold a reference to a task that outlives its request (a stream's protocol run after the client left)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def health(self, detailed: bool = True) -> dict:
+        if not detailed:
+            return {"status": "ok"}
         return {"status": "ok", "model": self.model_name, "serving": self.switch.current.describe(), "loaded": self.switch.loaded(),
                 "follow": self.watcher.describe() if self.watcher else None, "queue": self.admission.describe(),
-                "calls": self.stats.snapshot(), "limits": asdict(self.limits)}
+                "calls": self.stats.snapshot(), "limits": asdict(self.limits), "api_key_required": self._api_key is not None}
 
     def model_card(self) -> dict:
         serving = self.switch.current
@@ -136,19 +189,29 @@ class ProtocolServer:
                 "memory_model": serving.model_id, "promoted_at": serving.promoted_at}
 
     def serve_forever(self) -> None:
+        """Serve until stopped (or, on the main thread, until SIGINT or SIGTERM, which uvicorn raises again once it has shut down)."""
         if self.watcher:
             self.watcher.start()
-        self.httpd.serve_forever()
+        self.uvicorn.run(sockets=[self.socket])
 
     def start(self) -> "ProtocolServer":
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        while not self.uvicorn.started and self._thread.is_alive():
+            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
         if self.watcher:
             self.watcher.stop()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.close()
+
+    def close(self) -> None:
+        self.socket.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _last_user_message(body: dict) -> str:
@@ -177,165 +240,182 @@ def memo_body(answer, usage: dict, deployment) -> dict:
             "memory_model": deployment.model_id, "promoted_at": deployment.promoted_at}
 
 
-def _handler(server: ProtocolServer):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+def error_body(error: RequestError) -> dict:
+    return {"error": {"message": str(error), "type": error.kind, "param": error.param, "code": error.code or error.status}}
 
-        def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
 
-        def _error(self, error: RequestError, headers: dict | None = None) -> None:
-            self._send(error.status, {"error": {"message": str(error), "type": error.kind, "param": error.param, "code": error.code or error.status}},
-                       headers)
+def server_error(error: Exception) -> RequestError:
+    """The client learns an id to quote; the exception and its traceback go to the log only."""
+    error_id = uuid.uuid4().hex[:12]
+    print(f"memo serve: error {error_id}: the protocol raised {type(error).__name__}: {error}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    return RequestError(500, f"the protocol failed (error id {error_id}; the server log has the details)", kind="server_error", code="protocol_error")
 
-        def _route(self) -> str:
-            return self.path.split("?")[0].rstrip("/")
 
-        def do_GET(self):
-            route = self._route()
-            if route == "/health":
-                return self._send(200, server.health())
-            if route == "/v1/models":
-                return self._send(200, {"object": "list", "data": [server.model_card()]})
-            if route == f"/v1/models/{server.model_name}":
-                return self._send(200, server.model_card())
-            if route.startswith("/v1/models/"):
-                return self._error(RequestError(404, f"the model '{route[len('/v1/models/'):]}' does not exist", code="model_not_found"))
-            if route == "/v1/chat/completions":
-                return self._error(RequestError(405, "use POST for /v1/chat/completions"))
-            self._error(RequestError(404, f"no route GET {self.path}", code="not_found"))
+async def read_json_body(request, limits: ServeLimits) -> dict:
+    """The request's JSON object, read within the size and time limits."""
+    from starlette.requests import ClientDisconnect
 
-        def do_POST(self):
-            try:
-                self._chat_completion()
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client left
-            except Exception as error:  # whatever went wrong, the client gets an answer it will not retry
-                self._error(_server_error(error), {"x-should-retry": "false"})
+    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    stated = request.headers.get("content-length")
+    if stated is None and not chunked:
+        raise RequestError(411, "send the body with a Content-Length", code="length_required", close=True)
+    if stated is not None and (not stated.isdigit() or int(stated) > limits.max_body_bytes):
+        if not stated.isdigit():
+            raise RequestError(400, "bad Content-Length", close=True)
+        raise RequestError(413, f"the body has {int(stated)} bytes; the limit is {limits.max_body_bytes}", code="request_too_large", close=True)
+    data = bytearray()
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            async for block in request.stream():
+                data += block
+                if len(data) > limits.max_body_bytes:
+                    raise RequestError(413, f"the body has more than {limits.max_body_bytes} bytes, the limit", code="request_too_large", close=True)
+    except TimeoutError:
+        raise RequestError(408, f"the body did not arrive within {limits.body_timeout_s:g} s", code="request_timeout", close=True) from None
+    except ClientDisconnect:
+        raise RequestError(400, "the client left before sending its body", close=True) from None
+    try:
+        body = json.loads(bytes(data) or b"{}")
+    except ValueError as error:
+        raise RequestError(400, f"bad JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "the body must be a JSON object")
+    return body
 
-        def _chat_completion(self) -> None:
-            if self._route() != "/v1/chat/completions":
-                return self._error(RequestError(404, f"no route POST {self.path}", code="not_found"))
-            try:
-                body = self._body()
-                question = _last_user_message(body)
-                if body.get("model") not in (None, server.model_name):
-                    raise RequestError(404, f"the model '{body['model']}' does not exist; this server serves '{server.model_name}'",
-                                       code="model_not_found", param="model")
-                stream, options = body.get("stream", False), body.get("stream_options") or {}
-                if not isinstance(stream, bool) or not isinstance(options, dict):
-                    raise RequestError(400, "'stream' must be true or false and 'stream_options' an object", param="stream")
-            except RequestError as error:
-                return self._error(error)
-            try:
-                with server.admission.enter():
-                    if stream:
-                        return self._stream(question, bool(options.get("include_usage")))
-                    self._complete(question)
-            except QueueFull as full:
-                self._error(RequestError(429, f"{server.limits.max_active} requests are being answered and {server.limits.max_waiting} wait; "
-                                              f"try again in {full.args[0]} s", kind="rate_limit_error", code="queue_full"),
-                            {"Retry-After": str(full.args[0])})
 
-        def _body(self) -> dict:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                self.close_connection = True
-                raise RequestError(411, "send the body with a Content-Length")
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                raise RequestError(400, "bad Content-Length") from None
-            if length > server.limits.max_body_bytes:
-                self.close_connection = True
-                self._discard(length)  # a client still sending when the socket closes would see a reset, not the 413
-                raise RequestError(413, f"the body has {length} bytes; the limit is {server.limits.max_body_bytes}", code="request_too_large")
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError as error:
-                raise RequestError(400, f"bad JSON: {error}") from None
-            if not isinstance(body, dict):
-                raise RequestError(400, "the body must be a JSON object")
-            return body
+def build_app(server: ProtocolServer):
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
 
-        def _discard(self, length: int, most: int = 64 << 20) -> None:
-            left = min(length, most)
-            while left > 0 and (block := self.rfile.read(min(left, 1 << 16))):
-                left -= len(block)
+    def error_response(error: RequestError, headers: dict | None = None) -> JSONResponse:
+        headers = {**(headers or {}), **({"Connection": "close"} if error.close else {})}
+        return JSONResponse(error_body(error), status_code=error.status, headers=headers)
 
-        def _complete(self, question: str) -> None:
-            try:
-                answer, usage, deployment = server.answer(question)
-            except Exception as error:
-                return self._error(_server_error(error), {"x-should-retry": "false"})
-            self._send(200, {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+    async def health(request):
+        return JSONResponse(server.health(detailed=server.authorised(request.headers)))
+
+    async def models(request):
+        return JSONResponse({"object": "list", "data": [server.model_card()]})
+
+    async def model(request):
+        model_id = request.path_params["model_id"]
+        if model_id != server.model_name:
+            return error_response(RequestError(404, f"the model '{model_id}' does not exist", code="model_not_found"))
+        return JSONResponse(server.model_card())
+
+    async def chat_completions(request):
+        try:
+            body = await read_json_body(request, server.limits)
+            question = _last_user_message(body)
+            if body.get("model") not in (None, server.model_name):
+                raise RequestError(404, f"the model '{body['model']}' does not exist; this server serves '{server.model_name}'",
+                                   code="model_not_found", param="model")
+            stream, options = body.get("stream", False), body.get("stream_options") or {}
+            if not isinstance(stream, bool) or not isinstance(options, dict):
+                raise RequestError(400, "'stream' must be true or false and 'stream_options' an object", param="stream")
+        except RequestError as error:
+            return error_response(error)
+        try:
+            started = await server.admission.acquire()
+        except QueueFull as full:
+            return error_response(RequestError(429, f"{server.limits.max_active} requests are being answered and {server.limits.max_waiting} "
+                                                    f"wait; try again in {full.args[0]} s", kind="rate_limit_error", code="queue_full"),
+                                  {"Retry-After": str(full.args[0])})
+        if stream:
+            return StreamingResponse(stream_events(question, bool(options.get("include_usage")), started), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        try:
+            answer, usage, deployment = await server.answer_in_thread(question)
+        except Exception as error:
+            return error_response(server_error(error), {"x-should-retry": "false"})
+        finally:
+            server.admission.release(started)
+        return JSONResponse({"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
                              "model": server.model_name, "system_fingerprint": deployment.model_id,
                              "choices": [{"index": 0, "message": {"role": "assistant", "content": reply_text(answer)}, "logprobs": None,
                                           "finish_reason": "stop"}],
                              "usage": usage_body(usage), "memo": memo_body(answer, usage, deployment)})
 
-        def _stream(self, question: str, include_usage: bool) -> None:
-            completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-            events: queue.Queue = queue.Queue()
+    async def stream_events(question: str, include_usage: bool, started: float):
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        events: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
 
-            def work():
-                try:
-                    events.put(("answer", server.answer(question, on_progress=lambda p: events.put(("progress", p)))))
-                except Exception as error:
-                    events.put(("error", _server_error(error)))
-
-            def chunk(delta: dict | None, finish: str | None = None, **extra) -> dict:
-                choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-                return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": server.model_name,
-                        "choices": choices, **extra}
-
-            worker = threading.Thread(target=work, daemon=True)
-            worker.start()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
+        async def work():
             try:
-                self._event(chunk({"role": "assistant", "content": ""}))
-                while True:
-                    try:
-                        kind, value = events.get(timeout=server.limits.keepalive_s)
-                    except queue.Empty:
-                        self.wfile.write(b": still working\n\n")
-                        self.wfile.flush()
-                        continue
-                    if kind == "progress":
-                        self._event(chunk({}, memo_progress=value))
-                    elif kind == "error":
-                        self._event({"error": {"message": str(value), "type": value.kind, "param": None, "code": value.status}})
-                        break
-                    else:
-                        answer, usage, deployment = value
-                        self._event(chunk({"content": reply_text(answer)}, system_fingerprint=deployment.model_id))
-                        self._event(chunk({}, "stop", memo=memo_body(answer, usage, deployment)))
-                        if include_usage:
-                            self._event(chunk(None, usage=usage_body(usage)))
-                        break
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client left; the answer it started still runs to its end, within its place in the queue
-            worker.join()
+                result = await server.answer_in_thread(question, lambda p: loop.call_soon_threadsafe(events.put_nowait, ("progress", p)))
+                events.put_nowait(("answer", result))
+            except Exception as error:
+                events.put_nowait(("error", server_error(error)))
+            finally:  # the place in the queue is held until the answer is done, even when the client left before
+                server.admission.release(started)
 
-        def _event(self, payload: dict) -> None:
-            self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
-            self.wfile.flush()
+        server.keep(asyncio.create_task(work()))
 
-    return Handler
+        def chunk(delta: dict | None, finish: str | None = None, **extra) -> dict:
+            choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": server.model_name,
+                    "choices": choices, **extra}
+
+        def event(payload: dict) -> str:
+            return f"data: {json.dumps(payload)}\n\n"
+
+        yield event(chunk({"role": "assistant", "content": ""}))
+        while True:
+            try:
+                kind, value = await asyncio.wait_for(events.get(), server.limits.keepalive_s)
+            except TimeoutError:
+                yield ": still working\n\n"
+                continue
+            if kind == "progress":
+                yield event(chunk({}, memo_progress=value))
+            elif kind == "error":
+                yield event(error_body(value))
+                break
+            else:
+                answer, usage, deployment = value
+                yield event(chunk({"content": reply_text(answer)}, system_fingerprint=deployment.model_id))
+                yield event(chunk({}, "stop", memo=memo_body(answer, usage, deployment)))
+                if include_usage:
+                    yield event(chunk(None, usage=usage_body(usage)))
+                break
+        yield "data: [DONE]\n\n"
+
+    async def http_error(request, error: HTTPException):
+        if error.status_code == 405:
+            return error_response(RequestError(405, f"use {' or '.join(sorted((error.headers or {}).get('Allow', 'GET').split(', ')))} "
+                                                    f"for {request.url.path}"), error.headers)
+        if error.status_code == 404:
+            return error_response(RequestError(404, f"no route {request.method} {request.url.path}", code="not_found"))
+        return error_response(RequestError(error.status_code, str(error.detail)))
+
+    async def unexpected(request, error: Exception):
+        return error_response(server_error(error), {"x-should-retry": "false"})
+
+    app = Starlette(routes=[
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    ], exception_handlers={HTTPException: http_error, Exception: unexpected})
+    return RequireApiKey(app, server)
 
 
-def _server_error(error: Exception) -> RequestError:
-    print(f"memo serve: the protocol raised {type(error).__name__}: {error}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
-    return RequestError(500, f"the protocol failed: {type(error).__name__}: {error}", kind="server_error", code="protocol_error")
+class RequireApiKey:
+    """ASGI middleware: with a key set, every route but /health answers 401 to a request without it."""
+
+    def __init__(self, app, server: ProtocolServer):
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] != "/health":
+            from starlette.datastructures import Headers
+            from starlette.responses import JSONResponse
+
+            if not self.server.authorised(Headers(scope=scope)):
+                error = RequestError(401, "a valid API key is required: send it as 'Authorization: Bearer <key>'", code="invalid_api_key")
+                response = JSONResponse(error_body(error), status_code=401, headers={"WWW-Authenticate": "Bearer", "Connection": "close"})
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
