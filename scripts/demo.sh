@@ -12,7 +12,9 @@ cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 trap 'echo; echo "stopping..."; scripts/stop.sh; exit 130' INT TERM
 
 S3_PORT=${MEMO_S3_ENDPOINT##*:}
-.venv/bin/python -m memo_pipelines.storage.seaweed start --dir "$MEMO_HOME/seaweed" --port "$S3_PORT"
+# two identities: the pipeline's (from `memo env`) and an uploader's that may write only landing/ (`memo upload` uses it)
+.venv/bin/python -m memo_pipelines.storage.seaweed start --dir "$MEMO_HOME/seaweed" --port "$S3_PORT" \
+  --uploader-credentials "$MEMO_HOME/uploader-credentials.json"
 
 if [[ -f "$MEMO_HOME/dagster.pid" ]] && kill -0 "$(cat "$MEMO_HOME/dagster.pid")" 2>/dev/null; then
   echo "Dagster already running (pid $(cat "$MEMO_HOME/dagster.pid"))"

@@ -14,6 +14,8 @@ from memo_pipelines.storage.seaweed import SeaweedServer, free_s3_port  # noqa: 
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "memo_pipelines" / "sample_corpus"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "memo-test", "AWS_SECRET_ACCESS_KEY": "memo-test-secret"}
+# the second identity of the test server: it may write only landing/ (storage/seaweed.py s3_identities)
+UPLOADER = {"AWS_ACCESS_KEY_ID": "memo-test-upload", "AWS_SECRET_ACCESS_KEY": "memo-test-upload-secret"}
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +23,7 @@ def s3_server(tmp_path_factory):
     """A real SeaweedFS S3 server on loopback, shared by the session; each test gets its own bucket. Its volume count
     is fixed, so how many buckets it holds does not depend on the free disk of the machine running the suite (each
     bucket takes a volume; `store` deletes its bucket after the test)."""
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), free_s3_port(), env=CREDENTIALS, max_volumes=64)
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), free_s3_port(), env=CREDENTIALS, max_volumes=64, uploader=UPLOADER)
     server.start()
     yield server
     server.stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from memo_pipelines.apps.settings import Settings, local_credentials
 from memo_pipelines.storage.layout import LANDING_PREFIX
+from memo_pipelines.storage.objectstore import StoreError
 
 def _llm_spec(prefix: str, backend: str, model: str, base_url: str):
     from memo_pipelines.llm.backends import LLMSpec
@@ -242,6 +243,25 @@ def upload_keys(args_paths: list[str], prefix: str) -> tuple[dict[str, Path], di
     return {key: paths[0] for key, paths in by_key.items()}, clashes
 
 
+UPLOADER_VARIABLES = ("MEMO_UPLOAD_ACCESS_KEY_ID", "MEMO_UPLOAD_SECRET_ACCESS_KEY")
+
+
+def uploader_store(settings: Settings):
+    """The bucket as the uploader sees it: MEMO_UPLOAD_ACCESS_KEY_ID/MEMO_UPLOAD_SECRET_ACCESS_KEY, else the local
+    demo's uploader-credentials.json, else the pipeline's own credential. No bucket check: the uploader may not make one."""
+    from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client
+    from memo_pipelines.storage.seaweed import UPLOADER_CREDENTIALS_FILE
+
+    access, secret = (os.environ.get(name) for name in UPLOADER_VARIABLES)
+    local = settings.home / UPLOADER_CREDENTIALS_FILE
+    if not access and local.exists():
+        stored = json.loads(local.read_text())
+        access, secret = stored["AWS_ACCESS_KEY_ID"], stored["AWS_SECRET_ACCESS_KEY"]
+    if not access:
+        access, secret = settings.access_key_id, settings.secret_access_key
+    return ObjectStore(make_s3_client(settings.endpoint_url, access, secret), settings.bucket)
+
+
 def cmd_upload(args) -> int:
     import hashlib
 
@@ -257,15 +277,19 @@ def cmd_upload(args) -> int:
             print(f"memo upload: {', '.join(map(str, paths))} would all land on {key}", file=sys.stderr)
         print(f"memo upload: {len(clashes)} key(s) named twice in one upload; nothing uploaded (upload them separately or rename)", file=sys.stderr)
         return 2
-    store = Settings.from_env().store()
+    store = uploader_store(Settings.from_env())
     rewritten, unchanged = [], 0
     for key, path in tqdm(sorted(keys.items()), desc="uploading", unit="file", disable=None):
         data = path.read_bytes()
-        before = store.head_etag(key)
-        if before == hashlib.md5(data).hexdigest():  # the same bytes are already there: no new version, nothing to say
-            unchanged += 1
-            continue
-        store.put_bytes(key, data)
+        try:
+            before = store.head_etag(key)
+            if before == hashlib.md5(data).hexdigest():  # the same bytes are already there: no new version, nothing to say
+                unchanged += 1
+                continue
+            store.put_bytes(key, data)
+        except StoreError as error:
+            print(f"memo upload: {error} (an uploader credential may write only {LANDING_PREFIX})", file=sys.stderr)
+            return 1
         if before is not None:
             rewritten.append(key)
         tqdm.write(f"{'rewrote' if before is not None else 'uploaded'} {path} -> s3://{store.bucket}/{key}")

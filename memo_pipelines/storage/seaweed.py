@@ -1,8 +1,11 @@
 """Manage a local SeaweedFS S3 server (`weed mini`) for tests and the demo.
 
-Kept free of dagster so tests and `make start/stop` can use it cheaply.
+Kept free of dagster so tests and `make start/stop` can use it cheaply. Given an uploader credential, the server
+starts with two identities (an `-s3.config` file): the pipeline's (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY of its
+environment), which may do anything, and the uploader's, which may read and write only the landing prefix, so whoever
+can upload documents cannot rewrite the registry or the models (docs/production.md has the same policy for AWS).
 
-    python -m memo_pipelines.storage.seaweed start --dir D --port P   # detached, idempotent
+    python -m memo_pipelines.storage.seaweed start --dir D --port P [--uploader-credentials FILE]  # detached, idempotent
     python -m memo_pipelines.storage.seaweed stop --dir D
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import shutil
 import socket
 import subprocess
@@ -21,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memo_pipelines.processes import pid_alive, stop_process_group
-from memo_pipelines.storage.objectstore import make_s3_client
+from memo_pipelines.storage.layout import LANDING_PREFIX
+from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client
 
 PID_FILE = "weed.pid"
 LOG_FILE = "weed.log"
+S3_CONFIG_FILE = "s3-identities.json"  # holds secrets: written 0600 in the data folder
+UPLOADER_CREDENTIALS_FILE = "uploader-credentials.json"  # the local demo's uploader credential, in MEMO_HOME
 
 # Every TCP listener of `weed mini`, as an offset from the S3 port. Left unset, they
 # default to fixed well-known ports (9333, 9340, 8888, 23646, ...), so two servers
@@ -85,6 +92,29 @@ def free_s3_port() -> int:
 
 
 
+
+
+def s3_identities(pipeline: dict, uploader: dict, bucket: str = "*", landing_prefix: str = LANDING_PREFIX) -> dict:
+    """SeaweedFS's -s3.config: the pipeline may do anything; the uploader may read and write keys under the landing
+    prefix of `bucket` ("*": any bucket) and nothing else. Credentials are {AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY}."""
+    landing = f"{bucket}/{landing_prefix.rstrip('/')}/*"
+
+    def identity(name: str, credentials: dict, actions: list[str]) -> dict:
+        return {"name": name, "actions": actions, "credentials": [{"accessKey": credentials["AWS_ACCESS_KEY_ID"],
+                                                                  "secretKey": credentials["AWS_SECRET_ACCESS_KEY"]}]}
+
+    return {"identities": [identity("pipeline", pipeline, ["Admin", "Read", "Write", "List", "Tagging"]),
+                           identity("uploader", uploader, [f"Write:{landing}", f"Read:{landing}"])]}
+
+
+def uploader_credentials(path: Path) -> dict[str, str]:
+    """The local uploader's credential: generated once into `path` (0600), read from it afterwards."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({"AWS_ACCESS_KEY_ID": "memo-upload-" + secrets.token_hex(4), "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24)}))
+    return json.loads(path.read_text())
 
 
 def _is_weed(pid: int) -> bool:
@@ -153,6 +183,9 @@ class SeaweedServer:
     # sizes the volume count to free disk / volume size (63 on 63 GiB free), so the number of buckets a server holds
     # depends on the disk it happens to run on. A count makes it fixed (volumes are sparse files, not preallocated).
     max_volumes: int | None = None
+    # the uploader's {AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY}: when set, the server knows two identities (s3_identities)
+    uploader: dict | None = None
+    bucket: str = "*"  # the bucket the uploader's landing permission names
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -187,6 +220,7 @@ class SeaweedServer:
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-master.telemetry=false",
             *([f"-volume.max={self.max_volumes}"] if self.max_volumes is not None else []),
+            *([f"-s3.config={self.data_dir / S3_CONFIG_FILE}"] if self.uploader else []),
             *(f"-{name}={port}" for name, port in self.ports.items()),
         ]
 
@@ -202,6 +236,8 @@ class SeaweedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = self._env()
+        if self.uploader:
+            self._write_identities(env)
         with open(self.log_path, "ab") as log:
             log.write(f"--- {time.ctime()}: {' '.join(self.command())}\n".encode())
             log.flush()
@@ -231,6 +267,15 @@ class SeaweedServer:
             f"SeaweedFS S3 not ready at {self.endpoint_url} after {timeout}s; "
             f"log {self.log_path}:\n" + _log_tail(self.log_path)
         )
+
+    def _write_identities(self, env: dict) -> None:
+        pipeline = {name: env.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        if not all(pipeline.values()):
+            raise ValueError("an uploader identity needs the pipeline's own: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        path = self.data_dir / S3_CONFIG_FILE
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(s3_identities(pipeline, self.uploader, self.bucket), indent=1))
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -277,6 +322,10 @@ def _main(argv: list[str] | None = None) -> int:
     p_start.add_argument("--dir", required=True, type=Path)
     p_start.add_argument("--port", required=True, type=int, help="S3 port")
     p_start.add_argument("--timeout", type=float, default=30)
+    p_start.add_argument("--uploader-credentials", type=Path, metavar="FILE",
+                         help="start with a second identity that may write only the landing prefix; its credential is read from "
+                              "FILE, generated there (0600) on first use")
+    p_start.add_argument("--bucket", default=os.environ.get("MEMO_BUCKET", "*"), help="the bucket the uploader may write to (default: $MEMO_BUCKET)")
     p_stop = sub.add_parser("stop", help="stop the server recorded in DIR/weed.pid")
     p_stop.add_argument("--dir", required=True, type=Path)
     args = ap.parse_args(argv)
@@ -286,7 +335,8 @@ def _main(argv: list[str] | None = None) -> int:
         print("stopped SeaweedFS" if stopped else "no SeaweedFS running")
         return 0
 
-    server = SeaweedServer(args.dir, args.port)
+    uploader = uploader_credentials(args.uploader_credentials) if args.uploader_credentials else None
+    server = SeaweedServer(args.dir, args.port, uploader=uploader, bucket=args.bucket)
     pid = read_pid(args.dir)
     if pid is not None:
         if _s3_ready(server.endpoint_url, server._env()):
@@ -297,7 +347,11 @@ def _main(argv: list[str] | None = None) -> int:
         return 1
     # Popen is left unreaped on purpose: the server outlives this process
     server.start(timeout=args.timeout)
-    print(f"SeaweedFS running (pid {server.pid}) at {server.endpoint_url}, log {server.log_path}")
+    if uploader and args.bucket != "*":  # the uploader may not create the bucket it writes to: the pipeline's identity does
+        env = server._env()
+        ObjectStore(make_s3_client(server.endpoint_url, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]), args.bucket).ensure_bucket()
+    print(f"SeaweedFS running (pid {server.pid}) at {server.endpoint_url}, log {server.log_path}"
+          + (f"; two identities, the uploader's in {args.uploader_credentials}" if uploader else ""))
     return 0
 
 
