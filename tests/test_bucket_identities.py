@@ -13,6 +13,7 @@ from memo_pipelines.storage import layout
 from memo_pipelines.storage.objectstore import ObjectStore, StoreError, make_s3_client
 from memo_pipelines.storage.seaweed import free_s3_port
 from tests.conftest import CREDENTIALS, UPLOADER
+from tests.test_upload import bucket  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,15 +39,11 @@ def test_the_uploader_writes_landing_only(store):
 
 
 @pytest.fixture
-def upload_env(store, tmp_path, monkeypatch):
-    monkeypatch.setenv("MEMO_S3_ENDPOINT", store.client.meta.endpoint_url)
-    monkeypatch.setenv("MEMO_BUCKET", store.bucket)
-    monkeypatch.setenv("MEMO_HOME", str(tmp_path / "memo-home"))
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+def upload_env(bucket, monkeypatch):
+    """The CLI pointed at this test's bucket (test_upload's fixture), with the uploader's credential besides the pipeline's."""
     monkeypatch.setenv("MEMO_UPLOAD_ACCESS_KEY_ID", UPLOADER["AWS_ACCESS_KEY_ID"])
     monkeypatch.setenv("MEMO_UPLOAD_SECRET_ACCESS_KEY", UPLOADER["AWS_SECRET_ACCESS_KEY"])
-    return store
+    return bucket
 
 
 def test_memo_upload_uses_the_uploader_credential(upload_env, tmp_path, capsys):
