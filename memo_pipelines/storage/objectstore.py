@@ -177,21 +177,37 @@ class ObjectStore:
         return keys
 
     def download_dir(self, prefix: str, local_dir: Path) -> Path:
-        """Download prefix into local_dir atomically: a half-finished download never looks complete."""
+        """Download prefix into local_dir atomically: a half-finished download never looks complete. A key whose path
+        below the prefix would land outside local_dir (`..`, absolute) refuses the whole download (UnsafeKey)."""
         local_dir = Path(local_dir)
         if local_dir.exists():
             return local_dir
         partial = local_dir.with_name(local_dir.name + f".partial-{os.getpid()}")
         prefix = prefix.rstrip("/") + "/"
-        found = False
-        for obj in self.list_objects(prefix):
-            target = partial / obj.key[len(prefix):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with self._call("download_file", obj.key):
-                self.client.download_file(self.bucket, obj.key, str(target))
-            found = True
-        if not found:
+        # every key is checked before anything is written
+        targets = [(obj.key, inside(partial, obj.key[len(prefix):])) for obj in self.list_objects(prefix) if not obj.key.endswith("/")]
+        if not targets:
             raise FileNotFoundError(f"nothing stored under s3://{self.bucket}/{prefix}")
+        for key, target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self._call("download_file", key):
+                self.client.download_file(self.bucket, key, str(target))
         local_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, local_dir)
         return local_dir
+
+
+class UnsafeKey(ValueError):
+    """An object key that would be written outside the folder it is downloaded into."""
+
+
+def inside(root: Path, relative: str) -> Path:
+    """root/relative for a key's path below its prefix, refused when it is empty, absolute, has a `..` part or a
+    backslash, or resolves outside root (a symlink on the way)."""
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or ".." in parts or "\\" in relative or "\x00" in relative:
+        raise UnsafeKey(f"refusing to download {relative!r}: it would land outside {root}")
+    target = root / relative
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise UnsafeKey(f"refusing to download {relative!r}: it resolves outside {root}")
+    return target
