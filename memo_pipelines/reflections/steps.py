@@ -42,6 +42,7 @@ class SynthesisConfig:
     fabricated_negatives_per_document: int = 2  # questions about names no document has, answered "I don't know"
     document_workers: int = 1  # documents synthesised at once (an endpoint serves several; an in-process model one)
     fail_on_unavailable: bool = True  # endpoint failures fail the step (resumable) instead of leaving documents out
+    hold_out_suspected_injection: bool = True  # rows of a document that reads like instructions (text.looks_like_injection) are not trained
 
 
 # an endpoint that failed after its retries, unlike a reply that is garbage, says nothing about the document: the step's

@@ -165,7 +165,8 @@ class Synthesis:
         self.lock = threading.Lock()
         self.incomplete: list[str] = []  # steps whose requests failed at the endpoint: not cached, to be asked again
         # settings that do not change a step's output are left out; a step's key names the upstream steps it depends on
-        after = ("steps", "entity_summaries", "near_duplicate_threshold", "document_workers", "fail_on_unavailable", "fabricated_negatives_per_document")
+        after = ("steps", "entity_summaries", "near_duplicate_threshold", "document_workers", "fail_on_unavailable", "fabricated_negatives_per_document",
+                 "hold_out_suspected_injection")
         self.fingerprint = json.dumps({k: v for k, v in asdict(config).items() if k not in after}, sort_keys=True)
 
     def cached(self, docs: list[Document], step: str, compute: Callable[[Counter], list[dict]]) -> list[dict]:
@@ -250,6 +251,11 @@ def synthesise_reflections(
                     statements[entity].append(sentence)
         candidates += unanswered(probes, statements, config.unanswerable_per_document, stats.log)
 
+    if config.hold_out_suspected_injection and stats.suspected_injection:
+        # a document that reads like instructions teaches the memory nothing, not even its own pairs; stats name it
+        kept = [p for p in candidates if not set(p["sources"]) & set(stats.suspected_injection)]
+        stats.log["held out: suspected injection"] += len(candidates) - len(kept)
+        candidates = kept
     rows = Deduplicator(config.near_duplicate_threshold)
     trusted = [d for d in documents if d.doc_id not in stats.suspected_injection]
     summaries = entity_summaries(trusted, version, run.form.statements) if config.entity_summaries else []

@@ -2,6 +2,7 @@
 question checks of the grounded strategy, the verification rules every pair must pass, and tolerant JSON parsing."""
 
 import hashlib
+import html
 import json
 import re
 
@@ -271,6 +272,8 @@ def looks_like_injection(text: str) -> bool:
 
 
 def delimited(doc_id: str, text: str) -> str:
-    """A document as data inside tags it cannot close: a tag written in the text is defused."""
+    """A document as data inside tags it cannot close: a tag written in the text is defused, and the id (an uploaded
+    file's name) is escaped, so it cannot close its attribute or the tag."""
     body = re.sub(r"</?\s*document\b[^>]*>", "[tag removed]", text, flags=re.IGNORECASE)
-    return f'<document id="{doc_id}">\n{body}\n</document>'
+    escaped_id = html.escape(doc_id, quote=True).replace("\n", "&#10;").replace("\r", "&#13;")
+    return f'<document id="{escaped_id}">\n{body}\n</document>'
