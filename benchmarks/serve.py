@@ -6,7 +6,11 @@ latency); the memory is the embedded model (SmolLM2-135M-Instruct) in-process, b
 memory turns of concurrent requests. Mode single: per request, two executive calls and one memory turn of three
 questions. Both servers answer the same questions over HTTP with the openai client.
 
-    .venv/bin/python benchmarks/serve.py [--requests 16] [--executive-delay 0.2] [--quick] [--json FILE]
+--baseline FILE sets this run's concurrent server beside the figures another run saved (the hand-written http.server
+version's benchmarks/results/serve.json) as ratios: throughput at 8 clients and p95 latency, new over old.
+
+    .venv/bin/python benchmarks/serve.py [--requests 16] [--executive-delay 0.2] [--quick] [--servers concurrent]
+                                         [--baseline FILE] [--json FILE]
 """
 
 import argparse
@@ -93,13 +97,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level and server")
     parser.add_argument("--executive-delay", type=float, default=0.2, help="seconds the scripted executive takes per call")
     parser.add_argument("--quick", action="store_true", help="one round: as many requests per level as clients")
+    parser.add_argument("--servers", default="one_at_a_time,concurrent", help="which servers to run, comma-separated")
+    parser.add_argument("--baseline", type=Path, action="append", default=[],
+                        help="saved figures of another run to compare the concurrent server with (repeatable)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    servers = args.servers.split(",")
 
     memory = LocalChatModel(embedded_model_dir(ROOT / ".memo" / "work" / "embedded"))
     results = {}
     with ScriptedOpenAI(scripted_executive(args.executive_delay)) as executive:
-        for name, max_active in (("one_at_a_time", 1), ("concurrent", 8)):
+        for name, max_active in [(n, m) for n, m in (("one_at_a_time", 1), ("concurrent", 8)) if n in servers]:
             stats = Tally()
             server = serve(memory, executive.base_url, max_active, stats)
             try:
@@ -109,17 +117,27 @@ def main() -> None:
             finally:
                 server.stop()
                 server.switch.close_all()
-    for name in ("one_at_a_time", "concurrent"):
+    for name in servers:
         for level in results[name]:
             print(f"{name:14} {level['clients']} clients: {level['requests_per_s']:.2f} req/s, p50 {level['p50_s']:.2f} s, "
                   f"p95 {level['p95_s']:.2f} s, {level['errors']} errors")
-    calls = results["concurrent_calls"]
-    print(f"concurrent: {calls.get('memory_calls', 0)} memory turns in {calls.get('memory_batches', 0)} batches")
-    ratio = results["concurrent"][-1]["requests_per_s"] / results["one_at_a_time"][-1]["requests_per_s"]
-    print(f"throughput at 8 clients: {ratio:.2f}x one-at-a-time")
-    figures = {"throughput_ratio": round(ratio, 3), "p95_s": results["concurrent"][-1]["p95_s"], **results,
-               "executive_delay_s": args.executive_delay, "quick": args.quick, "machine": platform.platform(),
-               "cpus": os.cpu_count()}
+    figures = {"p95_s": results["concurrent"][-1]["p95_s"]} if "concurrent" in results else {}
+    if "concurrent" in results:
+        calls = results["concurrent_calls"]
+        print(f"concurrent: {calls.get('memory_calls', 0)} memory turns in {calls.get('memory_batches', 0)} batches")
+    if "concurrent" in results and "one_at_a_time" in results:
+        ratio = results["concurrent"][-1]["requests_per_s"] / results["one_at_a_time"][-1]["requests_per_s"]
+        figures["throughput_ratio"] = round(ratio, 3)
+        print(f"throughput at 8 clients: {ratio:.2f}x one-at-a-time")
+    for baseline in args.baseline if "concurrent" in results else []:
+        old, new = json.loads(baseline.read_text())["concurrent"][-1], results["concurrent"][-1]
+        versus = {"baseline": baseline.resolve().relative_to(ROOT).as_posix(), "clients": new["clients"],
+                  "throughput_ratio": round(new["requests_per_s"] / old["requests_per_s"], 3), "p95_ratio": round(new["p95_s"] / old["p95_s"], 3),
+                  "baseline_requests_per_s": old["requests_per_s"], "baseline_p95_s": old["p95_s"]}
+        figures.setdefault("versus_baseline", []).append(versus)
+        print(f"against {baseline.name} at {new['clients']} clients: throughput {versus['throughput_ratio']:.2f}x, p95 {versus['p95_ratio']:.2f}x")
+    figures.update({**results, "executive_delay_s": args.executive_delay, "quick": args.quick, "requests_per_level": args.requests,
+                    "machine": platform.platform(), "cpus": os.cpu_count()})
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=1))

@@ -53,7 +53,7 @@ def test_memo_upload_uses_the_uploader_credential(upload_env, tmp_path, capsys):
     assert upload_env.exists(f"{layout.LANDING_PREFIX}note.txt")
     # the same call aimed at the registry is refused by the server, whatever the client asks for
     assert cli.main(["upload", "--prefix", "registry/", str(tmp_path / "docs")]) == 1
-    assert "403 Forbidden" in capsys.readouterr().err and not upload_env.exists("registry/note.txt")
+    assert "AccessDenied" in capsys.readouterr().err and not upload_env.exists("registry/note.txt")
 
 
 def test_the_start_command_writes_the_identities_and_creates_the_bucket(tmp_path):

@@ -262,6 +262,17 @@ def uploader_store(settings: Settings):
     return ObjectStore(make_s3_client(settings.endpoint_url, access, secret), settings.bucket)
 
 
+def _etag_if_readable(store, key: str) -> str | None:
+    """The key's ETag; None when it is absent, or when the uploader may not tell (S3 answers 403 for a missing key to a
+    credential without s3:ListBucket): the put decides then."""
+    try:
+        return store.head_etag(key)
+    except StoreError as error:
+        if error.code in ("403", "AccessDenied", "Forbidden"):
+            return None
+        raise
+
+
 def cmd_upload(args) -> int:
     import hashlib
 
@@ -282,7 +293,7 @@ def cmd_upload(args) -> int:
     for key, path in tqdm(sorted(keys.items()), desc="uploading", unit="file", disable=None):
         data = path.read_bytes()
         try:
-            before = store.head_etag(key)
+            before = _etag_if_readable(store, key)
             if before == hashlib.md5(data).hexdigest():  # the same bytes are already there: no new version, nothing to say
                 unchanged += 1
                 continue

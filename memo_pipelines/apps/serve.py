@@ -324,7 +324,10 @@ def build_app(server: ProtocolServer):
                                                     f"wait; try again in {full.args[0]} s", kind="rate_limit_error", code="queue_full"),
                                   {"Retry-After": str(full.args[0])})
         if stream:
-            return StreamingResponse(stream_events(question, bool(options.get("include_usage")), started), media_type="text/event-stream",
+            events: asyncio.Queue = asyncio.Queue()
+            # started here, not by the response: the place in the queue is given back even if the stream never starts
+            server.keep(asyncio.create_task(answer_into(events, question, started)))
+            return StreamingResponse(stream_events(events, bool(options.get("include_usage"))), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         try:
             answer, usage, deployment = await server.answer_in_thread(question)
@@ -338,21 +341,20 @@ def build_app(server: ProtocolServer):
                                           "finish_reason": "stop"}],
                              "usage": usage_body(usage), "memo": memo_body(answer, usage, deployment)})
 
-    async def stream_events(question: str, include_usage: bool, started: float):
-        completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        events: asyncio.Queue = asyncio.Queue()
+    async def answer_into(events: asyncio.Queue, question: str, started: float) -> None:
+        """Progress, then the answer or the error, into `events`; the place in the queue is held until the answer is
+        done, even when the client left before."""
         loop = asyncio.get_running_loop()
+        try:
+            result = await server.answer_in_thread(question, lambda p: loop.call_soon_threadsafe(events.put_nowait, ("progress", p)))
+            events.put_nowait(("answer", result))
+        except Exception as error:
+            events.put_nowait(("error", server_error(error)))
+        finally:
+            server.admission.release(started)
 
-        async def work():
-            try:
-                result = await server.answer_in_thread(question, lambda p: loop.call_soon_threadsafe(events.put_nowait, ("progress", p)))
-                events.put_nowait(("answer", result))
-            except Exception as error:
-                events.put_nowait(("error", server_error(error)))
-            finally:  # the place in the queue is held until the answer is done, even when the client left before
-                server.admission.release(started)
-
-        server.keep(asyncio.create_task(work()))
+    async def stream_events(events: asyncio.Queue, include_usage: bool):
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
         def chunk(delta: dict | None, finish: str | None = None, **extra) -> dict:
             choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
