@@ -1,5 +1,12 @@
 """Dagster assets and asset checks, one module per stage. Thin: each calls one memo_pipelines function."""
 
+import dagster as dg
+
+
+def blocking_checks(asset: str, checks: dict[str, str]) -> list[dg.AssetCheckSpec]:
+    """{name: what it states} as blocking checks: a failed one stops every asset downstream of `asset`."""
+    return [dg.AssetCheckSpec(name, asset=asset, blocking=True, description=text) for name, text in checks.items()]
+
 
 def md_table(headers: list[str], rows: list[list]) -> str:
     """A markdown table for the UI; cells are document-derived text, so pipes and newlines are neutralised."""

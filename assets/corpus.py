@@ -3,9 +3,9 @@ from collections import Counter
 import dagster as dg
 
 from assets import md_table
-from memo_pipelines.orchestration.partitions import corpus_versions
-from memo_pipelines.orchestration.retries import FLAKY_STEP_RETRY
-from memo_pipelines.pipeline import snapshot_corpus
+from assets.partitions import VERSION_ASSET
+from assets.retries import FLAKY_STEP_RETRY
+from memo_pipelines.corpus.reading import snapshot_corpus
 from memo_pipelines.storage.layout import version_key
 from resources import ModelRegistryResource
 
@@ -14,7 +14,7 @@ class SnapshotConfig(dg.Config):
     max_document_bytes: int = 2_000_000  # larger objects are quarantined from their manifest size, never downloaded
 
 
-@dg.asset(partitions_def=corpus_versions, kinds={"s3"}, retry_policy=FLAKY_STEP_RETRY, group_name="memo", description="Manifest, normalised text, quarantine list and superseded near-duplicates of one corpus version.")
+@dg.asset(**VERSION_ASSET, kinds={"s3"}, retry_policy=FLAKY_STEP_RETRY, description="Manifest, normalised text, quarantine list and superseded near-duplicates of one corpus version.")
 def corpus_snapshot(context: dg.AssetExecutionContext, config: SnapshotConfig, registry: ModelRegistryResource) -> dg.MaterializeResult:
     ws = registry.workspace()
     snapshot = snapshot_corpus(ws, context.partition_key, config.max_document_bytes)

@@ -1,13 +1,11 @@
 import dagster as dg
 
-from assets import md_table
+from assets import blocking_checks, md_table
 from assets.memory import memory_model
-from assets.reflections import reflections
-from memo_pipelines.orchestration.partitions import corpus_versions
-from memo_pipelines.orchestration.retries import FLAKY_STEP_RETRY
-from memo_pipelines.pipeline import evaluate_memory_model, write_heldout_probes
-from memo_pipelines.storage.layout import version_key
-from resources import EvaluationResource, GeneratorResource, ModelRegistryResource
+from assets.partitions import VERSION_ASSET
+from assets.reflections import heldout_probes
+from memo_pipelines.evaluation.candidate import evaluate_memory_model
+from resources import EvaluationResource, ModelRegistryResource
 
 GATES = {
     "weights_finite": "Every weight of the candidate is finite (and there are weights to check).",
@@ -16,33 +14,6 @@ GATES = {
     "abstention": "The candidate says \"I don't know\" to at least min_abstention of the probes about entities the corpus never names.",
     "general_ability": "The gold answers of public general questions lose at most max_general_drop nats per token against the base model.",
 }
-
-
-@dg.asset(
-    partitions_def=corpus_versions,
-    deps=[reflections],
-    kinds={"python"},
-    retry_policy=FLAKY_STEP_RETRY,
-    group_name="memo",
-    description="Held-out probes of the version: questions about its facts phrased unlike any training question, and questions about "
-    "entities the corpus never names; written by the generator form of the reflections, never trained on.",
-)
-def heldout_probes(context: dg.AssetExecutionContext, registry: ModelRegistryResource, generator: GeneratorResource) -> dg.MaterializeResult:
-    ws = registry.workspace()
-    _, base_dir = registry.base()
-    probes, report = write_heldout_probes(ws, context.partition_key, generator.chat_model(base_dir), generator.resolved_strategy(), generator.probe_config())
-    contamination = report["contamination"]
-    return dg.MaterializeResult(metadata={
-        "probes": report["probes"],
-        "fact_probes": report["facts"],
-        "unanswerable_probes": report["unanswerable"],
-        "by_form": report["by_form"],
-        "contamination_dropped": contamination["dropped"],
-        "max_training_overlap": dg.MetadataValue.float(float(contamination["max_overlap"] or 0.0)),
-        "overlap_threshold": contamination["threshold"],
-        "sample": dg.MetadataValue.md(md_table(["kind", "question", "key answer", "overlap"], [[p["kind"], p["question"], p["key_answer"], p["training_overlap"]] for p in probes[:12]])),
-        "uri": dg.MetadataValue.path(f"s3://{ws.store.bucket}/{version_key(context.partition_key, 'probes.jsonl')}"),
-    })
 
 
 def matrix_table(matrix: dict) -> str:
@@ -54,18 +25,13 @@ def figure(value) -> float:
     return float(value) if value is not None else float("nan")
 
 
-@dg.asset(
-    partitions_def=corpus_versions,
-    deps=[memory_model, heldout_probes],
-    kinds={"python"},
-    group_name="memo",
-    description="The candidate's report card on held-out probes (R matrix, ACC, BWT, forgetting, abstention, general ability); blocking "
-    "checks are the promotion gates. Numeric metadata plot over versions in the asset's Plots tab.",
-    check_specs=[dg.AssetCheckSpec(name, asset="memory_eval", blocking=True, description=text) for name, text in GATES.items()],
-)
+@dg.asset(**VERSION_ASSET, deps=[memory_model, heldout_probes], kinds={"python"},
+          description="The candidate's report card on held-out probes (R matrix, ACC, BWT, forgetting, abstention, general ability); "
+                      "blocking checks are the promotion gates. Numeric metadata plot over versions in the asset's Plots tab.",
+          check_specs=blocking_checks("memory_eval", GATES))
 def memory_eval(context: dg.AssetExecutionContext, registry: ModelRegistryResource, evaluation: EvaluationResource) -> dg.MaterializeResult:
+    base_id, _ = registry.base()  # registered on first use, before the candidate is compared with it
     ws = registry.workspace()
-    base_id, _ = registry.base()
     card, gates, candidate = evaluate_memory_model(ws, context.partition_key, base_id, evaluation.gates(), evaluation.protocol_config())
     by_name = {g["name"]: g for g in gates}
     retention = [g for g in gates if g["name"].startswith("retention_")]

@@ -2,8 +2,8 @@ import dagster as dg
 
 from assets import md_table
 from assets.reflections import reflections
-from memo_pipelines.orchestration.partitions import corpus_versions
-from memo_pipelines.pipeline import merge_memory_model, train_memory_adapter
+from assets.partitions import VERSION_ASSET
+from memo_pipelines.memory.update import merge_memory_model, train_memory_adapter
 from memo_pipelines.storage.layout import version_key
 from resources import ModelRegistryResource, TrainerResource
 
@@ -14,7 +14,7 @@ def loss_table(curve: list[float], rows: int = 12) -> str:
     return md_table(["step", "loss", ""], [[i + 1, f"{curve[i]:.4f}", "#" * max(1, int(40 * curve[i] / max(curve)))] for i in range(0, len(curve), every)])
 
 
-@dg.asset(partitions_def=corpus_versions, deps=[reflections], kinds={"pytorch"}, group_name="memo", pool="training",
+@dg.asset(**VERSION_ASSET, deps=[reflections], kinds={"pytorch"}, pool="training",
           description="The adapters this version's update needs, by its strategy: continue (on top of the promoted model, with "
                       "per-version replay), merge (this version's delta from the anchor) or retrain (from the base on every live reflection).")
 def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryResource, trainer: TrainerResource) -> dg.MaterializeResult:
@@ -27,10 +27,8 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
             return
         context.log.info(f"step {figures['step']}/{figures['total_steps']} loss {figures['loss']:.4f} ({figures['tokens_per_s']} tokens/s)")
 
-    figures = train_memory_adapter(
-        ws, context.partition_key, base_id, trainer.train_config(), trainer.replay_size, on_progress, context.log.debug, trainer.launch(),
-        trainer.general_replay_size, owner=f"dagster run {context.run.run_id}", lease_ttl_s=trainer.lease_ttl_s, update=trainer.update_config(),
-    )
+    figures = train_memory_adapter(ws, context.partition_key, base_id, trainer.train_config(), trainer.update_config(), on_progress,
+                                   context.log.debug, trainer.launch(), owner=f"dagster run {context.run.run_id}")
     if figures["update"]["compaction"]:
         context.log.info(f"compaction: a full retrain from the base ({figures['update']['compaction']})")
     if figures["backfill"]:
@@ -76,7 +74,7 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
     )
 
 
-@dg.asset(partitions_def=corpus_versions, deps=[memory_adapter], kinds={"pytorch"}, group_name="memo",
+@dg.asset(**VERSION_ASSET, deps=[memory_adapter], kinds={"pytorch"},
           description="The candidate: one adapter folded into the model it was trained on, or every live version's delta combined "
                       "with mergekit (strategy merge); registered with its strategy, parameters and deltas.")
 def memory_model(context: dg.AssetExecutionContext, registry: ModelRegistryResource, trainer: TrainerResource) -> dg.MaterializeResult:

@@ -1,9 +1,8 @@
 import dagster as dg
 
 from assets.evaluation import memory_eval
-from memo_pipelines.orchestration.partitions import corpus_versions
-from memo_pipelines.orchestration.retries import FLAKY_STEP_RETRY
-from memo_pipelines.pipeline import promote_version
+from assets.partitions import VERSION_ASSET
+from assets.retries import FLAKY_STEP_RETRY
 from resources import ModelRegistryResource
 
 
@@ -12,19 +11,19 @@ class PromotionConfig(dg.Config):
     allow_backfill_promotion: bool = False
 
 
-@dg.asset(partitions_def=corpus_versions, deps=[memory_eval], kinds={"s3"}, retry_policy=FLAKY_STEP_RETRY, group_name="memo",
+@dg.asset(**VERSION_ASSET, deps=[memory_eval], kinds={"s3"}, retry_policy=FLAKY_STEP_RETRY,
           description="Moves the registry's promoted pointer to this version's candidate, only when every gate passed "
                       "and no newer version's model is promoted (unless allow_backfill_promotion).")
 def promoted_memory(context: dg.AssetExecutionContext, config: PromotionConfig, registry: ModelRegistryResource) -> dg.MaterializeResult:
-    ws = registry.workspace()
-    outcome = promote_version(ws, context.partition_key, config.allow_backfill_promotion)
+    models = registry.workspace().registry
+    outcome = models.promote_version(context.partition_key, config.allow_backfill_promotion)
     context.log.info(outcome["reason"] if not outcome["promoted"] else f"promoted {outcome['model_id']} (was {outcome['current']})")
     return dg.MaterializeResult(
         metadata={
             "promoted": outcome["promoted"],
             "reason": outcome["reason"],
             "candidate_model": outcome["model_id"],
-            "promoted_model": ws.registry.promoted_id(),
+            "promoted_model": models.promoted_id(),
             "previous_model": outcome["current"] or "",
             "trained_on": outcome["parent"],
         }

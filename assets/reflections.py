@@ -1,10 +1,11 @@
 import dagster as dg
 
-from assets import md_table
+from assets import blocking_checks, md_table
 from assets.corpus import corpus_snapshot
-from memo_pipelines.orchestration.partitions import corpus_versions
-from memo_pipelines.orchestration.retries import FLAKY_STEP_RETRY
-from memo_pipelines.pipeline import generate_reflections
+from assets.partitions import VERSION_ASSET
+from assets.retries import FLAKY_STEP_RETRY
+from memo_pipelines.reflections.dataset import generate_reflections
+from memo_pipelines.reflections.probes import write_heldout_probes
 from memo_pipelines.storage.layout import version_key
 from resources import GeneratorResource, ModelRegistryResource
 
@@ -17,16 +18,10 @@ CHECKS = {
 }
 
 
-@dg.asset(
-    partitions_def=corpus_versions,
-    deps=[corpus_snapshot],
-    kinds={"python"},
-    retry_policy=FLAKY_STEP_RETRY,
-    group_name="memo",
-    description="Question-answer reflections of the version's documents (the five-step synthesis, unanswerable probes), "
-    "with their source document ids and step (JSONL).",
-    check_specs=[dg.AssetCheckSpec(name, asset="reflections", blocking=True, description=text) for name, text in CHECKS.items()],
-)
+@dg.asset(**VERSION_ASSET, deps=[corpus_snapshot], kinds={"python"}, retry_policy=FLAKY_STEP_RETRY,
+          description="Question-answer reflections of the version's documents (the five-step synthesis, unanswerable probes), "
+                      "with their source document ids and step (JSONL).",
+          check_specs=blocking_checks("reflections", CHECKS))
 def reflections(context: dg.AssetExecutionContext, registry: ModelRegistryResource, generator: GeneratorResource) -> dg.MaterializeResult:
     ws = registry.workspace()
     _, base_dir = registry.base()
@@ -58,3 +53,24 @@ def reflections(context: dg.AssetExecutionContext, registry: ModelRegistryResour
         },
         check_results=[dg.AssetCheckResult(check_name=n, passed=o["passed"], metadata=o["metadata"]) for n, o in stats["checks"].items()],
     )
+
+
+@dg.asset(**VERSION_ASSET, deps=[reflections], kinds={"python"}, retry_policy=FLAKY_STEP_RETRY,
+          description="Held-out probes of the version: questions about its facts phrased unlike any training question, and questions "
+                      "about entities the corpus never names; written by the generator form of the reflections, never trained on.")
+def heldout_probes(context: dg.AssetExecutionContext, registry: ModelRegistryResource, generator: GeneratorResource) -> dg.MaterializeResult:
+    ws = registry.workspace()
+    _, base_dir = registry.base()
+    probes, report = write_heldout_probes(ws, context.partition_key, generator.chat_model(base_dir), generator.resolved_strategy(), generator.probe_config())
+    contamination = report["contamination"]
+    return dg.MaterializeResult(metadata={
+        "probes": report["probes"],
+        "fact_probes": report["facts"],
+        "unanswerable_probes": report["unanswerable"],
+        "by_form": report["by_form"],
+        "contamination_dropped": contamination["dropped"],
+        "max_training_overlap": dg.MetadataValue.float(float(contamination["max_overlap"] or 0.0)),
+        "overlap_threshold": contamination["threshold"],
+        "sample": dg.MetadataValue.md(md_table(["kind", "question", "key answer", "overlap"], [[p["kind"], p["question"], p["key_answer"], p["training_overlap"]] for p in probes[:12]])),
+        "uri": dg.MetadataValue.path(f"s3://{ws.store.bucket}/{version_key(context.partition_key, 'probes.jsonl')}"),
+    })

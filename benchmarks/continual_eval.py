@@ -55,22 +55,16 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of model loading and
 
 from memo_pipelines.corpus.landing import Cursor, diff_landing, manifest, next_version_key  # noqa: E402
 from memo_pipelines.evaluation.card import Gates  # noqa: E402
-from memo_pipelines.evaluation.probes import ProbeConfig  # noqa: E402
+from memo_pipelines.reflections.probes import ProbeConfig, write_heldout_probes  # noqa: E402
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
 from memo_pipelines.memory.merging import MergeConfig  # noqa: E402
 from memo_pipelines.memory.training import TrainConfig  # noqa: E402
-from memo_pipelines.pipeline import (  # noqa: E402
-    ProtocolEvalConfig,
-    Workspace,
-    evaluate_memory_model,
-    generate_reflections,
-    merge_memory_model,
-    promote_version,
-    snapshot_corpus,
-    train_memory_adapter,
-    write_heldout_probes,
-)
-from memo_pipelines.pipeline.memory import library_versions  # noqa: E402
+from memo_pipelines.corpus.reading import snapshot_corpus  # noqa: E402
+from memo_pipelines.evaluation.candidate import ProtocolEvalConfig, evaluate_memory_model  # noqa: E402
+from memo_pipelines.memory.strategies import UpdateConfig  # noqa: E402
+from memo_pipelines.memory.update import library_versions, merge_memory_model, train_memory_adapter  # noqa: E402
+from memo_pipelines.reflections.dataset import generate_reflections  # noqa: E402
+from memo_pipelines.storage.workspace import Workspace  # noqa: E402
 from memo_pipelines.reflections.steps import SynthesisConfig  # noqa: E402
 from memo_pipelines.storage.layout import LANDING_PREFIX, version_key  # noqa: E402
 from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client  # noqa: E402
@@ -165,7 +159,7 @@ def promote(ws: Workspace, version: str, results: list[dict]) -> dict:
     passages gave no held-out fact probe fails heldout_recall_new_version at any floor), the pointer is moved with the
     registry's own compare-and-set, and the run says so: the benchmark reports, it does not gate."""
     try:
-        outcome = promote_version(ws, version)
+        outcome = ws.registry.promote_version(version)
     except RuntimeError as refused:
         unmeasured = [g["name"] for g in results if not g["passed"] and g["value"] is None]
         if not unmeasured or any(not g["passed"] and g["value"] is not None for g in results):
@@ -201,8 +195,9 @@ def run_versions(args, splits: list[dict], base_id: str, base_dir: Path, generat
             snapshot = timer("snapshot", snapshot_corpus, ws, version, 2_000_000)
             reflections, stats = timer("reflections", generate_reflections, ws, version, generator, args.strategy, None, synthesis)
             probes, report = timer("probes", write_heldout_probes, ws, version, generator, args.strategy, probe_config)
-            training = timer("train", train_memory_adapter, ws, version, base_id, train_config, args.replay_size, lambda figures: None,
-                             lambda text: None, None, args.general_replay_size, "benchmarks/continual_eval.py")
+            update = UpdateConfig(replay_size=args.replay_size, general_replay_size=args.general_replay_size)
+            training = timer("train", train_memory_adapter, ws, version, base_id, train_config, update, lambda figures: None,
+                             lambda text: None, None, "benchmarks/continual_eval.py")
             record = timer("merge", merge_memory_model, ws, version, merge_config)
             card, results, _ = timer("evaluate", evaluate_memory_model, ws, version, base_id, gates, protocol)
             outcome = timer("promote", promote, ws, version, results)

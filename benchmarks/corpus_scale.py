@@ -34,12 +34,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from synthetic_corpus import synthetic_corpus  # noqa: E402
 
 from memo_pipelines.corpus.landing import Cursor, diff_landing, manifest  # noqa: E402
-from memo_pipelines.evaluation.probes import ProbeConfig  # noqa: E402
+from memo_pipelines.reflections.probes import ProbeConfig, write_heldout_probes  # noqa: E402
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
 from memo_pipelines.llm.embedded import embedded_model_dir  # noqa: E402
-from memo_pipelines.pipeline import Workspace, generate_reflections, snapshot_corpus, write_heldout_probes  # noqa: E402
-from memo_pipelines.pipeline.memory import library_versions  # noqa: E402
-from memo_pipelines.pipeline.workspace import load_snapshot  # noqa: E402
+from memo_pipelines.storage.workspace import Workspace  # noqa: E402
+from memo_pipelines.reflections.dataset import generate_reflections  # noqa: E402
+from memo_pipelines.corpus.reading import load_snapshot, snapshot_corpus  # noqa: E402
+from memo_pipelines.memory.update import library_versions  # noqa: E402
 from memo_pipelines.reflections.nlp import parse_many, pipeline_name  # noqa: E402
 from memo_pipelines.storage.layout import LANDING_PREFIX, version_key  # noqa: E402
 from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client  # noqa: E402
@@ -94,7 +95,7 @@ def main() -> None:
             snapshot = timed(seconds, "snapshot", lambda: snapshot_corpus(ws, VERSION, 1_000_000, read_workers=args.read_workers))
             if len(snapshot.documents) != len(one.documents):
                 raise SystemExit(f"parallel reads kept {len(snapshot.documents)} documents, one reader {len(one.documents)}")
-            documents = load_snapshot(ws, VERSION).documents
+            documents = load_snapshot(ws.store, VERSION).documents
             timed(seconds, "parse", lambda: parse_many([d.text for d in documents]))
             # the grounded form calls no model; the pipeline's generator is passed as the asset passes it
             probe_config = ProbeConfig(phrase_with_generator=args.probe_generator)

@@ -42,22 +42,15 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from benchmarks.continual_eval import CLEANUPS, CREDENTIALS, OPEN_GATES, terminated  # noqa: E402
 from memo_pipelines.evaluation.card import Gates  # noqa: E402
-from memo_pipelines.evaluation.metrics import ask_memory, recalled  # noqa: E402
-from memo_pipelines.evaluation.probe_rules import probe_row  # noqa: E402
+from memo_pipelines.qa import ask_memory, normalise, recalled  # noqa: E402
+from memo_pipelines.reflections.probe_rules import probe_row  # noqa: E402
 from memo_pipelines.llm.backends import LocalChatModel  # noqa: E402
 from memo_pipelines.memory.merging import MergeConfig  # noqa: E402
 from memo_pipelines.memory.training import TrainConfig  # noqa: E402
-from memo_pipelines.pipeline import (  # noqa: E402
-    ProtocolEvalConfig,
-    UpdateConfig,
-    Workspace,
-    evaluate_memory_model,
-    merge_memory_model,
-    promote_version,
-    train_memory_adapter,
-)
-from memo_pipelines.pipeline.memory import library_versions  # noqa: E402
-from memo_pipelines.reflections.text import normalise  # noqa: E402
+from memo_pipelines.evaluation.candidate import ProtocolEvalConfig, evaluate_memory_model  # noqa: E402
+from memo_pipelines.memory.strategies import UpdateConfig  # noqa: E402
+from memo_pipelines.memory.update import library_versions, merge_memory_model, train_memory_adapter  # noqa: E402
+from memo_pipelines.storage.workspace import Workspace  # noqa: E402
 from memo_pipelines.storage.layout import LANDING_PREFIX, version_key  # noqa: E402
 from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client  # noqa: E402
 from memo_pipelines.storage.registry import ModelRegistry  # noqa: E402
@@ -143,13 +136,13 @@ def run_strategy(name: str, args, plan: list[dict], base_id: str, base_dir: Path
         version = f"v{k:06d}"
         land(ws, version, step)
         started = time.perf_counter()
-        training = train_memory_adapter(ws, version, base_id, args.train_config, args.replay_size, lambda figures: None, lambda text: None,
-                                        None, args.general_replay_size, "benchmarks/incremental_update.py", update=update)
+        training = train_memory_adapter(ws, version, base_id, args.train_config, update, lambda figures: None, lambda text: None,
+                                        None, "benchmarks/incremental_update.py")
         merge_memory_model(ws, version, args.merge_config)
         seconds += time.perf_counter() - started
         card, results, candidate = evaluate_memory_model(ws, version, base_id, gates, ProtocolEvalConfig(executive_backend="none"))
         try:
-            promote_version(ws, version)
+            ws.registry.promote_version(version)
         except RuntimeError:  # a gate that measured nothing; the benchmark promotes by the registry's own compare-and-set
             ws.registry.promote(candidate["model_id"], "benchmark: open gates", expected_current=candidate["parent"])
         per_version.append({"version": version, "acc": card.acc, "steps": training["total_steps"], "adapters_trained": training["adapters_trained"],

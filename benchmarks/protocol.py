@@ -36,7 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from incremental_update import single_hop_facts  # noqa: E402
 
-from memo_pipelines.evaluation.metrics import GENERAL_REPLAY, ask_memory, base_answers, recalled, token_f1  # noqa: E402
+from memo_pipelines.evaluation.metrics import GENERAL_REPLAY, base_answers  # noqa: E402
+from memo_pipelines.qa import ask_memory, recalled, token_f1  # noqa: E402
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
 from memo_pipelines.protocol import Protocol, ProtocolConfig, SourceIndex  # noqa: E402
 from memo_pipelines.reflections.synthesis import normalise  # noqa: E402

@@ -47,16 +47,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import benchmarks.grounded_regex  # noqa: E402,F401  (registers the "before" arm)
 from memo_pipelines.corpus.snapshot import Document  # noqa: E402
-from memo_pipelines.evaluation.metrics import ask_memory, recalled  # noqa: E402
-from memo_pipelines.evaluation.probes import ProbeConfig, write_probes  # noqa: E402
+from memo_pipelines.qa import ask_memory, is_idk, normalise, recalled  # noqa: E402
+from memo_pipelines.reflections.probes import ProbeConfig, write_probes  # noqa: E402
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
-from memo_pipelines.memory.prompts import is_idk  # noqa: E402
 from memo_pipelines.memory.training import TrainConfig  # noqa: E402
 from memo_pipelines.reflections.nlp import pipeline_name  # noqa: E402
 from memo_pipelines.reflections.quality import quality_problems  # noqa: E402
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections  # noqa: E402
-from memo_pipelines.reflections.text import normalise  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 FORMS = {"before": "grounded_regex", "after": "grounded"}

@@ -3,7 +3,7 @@ from pathlib import Path
 import dagster as dg
 
 from memo_pipelines.llm.embedded import EMBEDDED_NAME, embedded_model_dir
-from memo_pipelines.pipeline import Workspace
+from memo_pipelines.storage.workspace import Workspace
 from memo_pipelines.storage.layout import LANDING_PREFIX
 from memo_pipelines.storage.registry import ModelRegistry
 from resources.object_store import ObjectStoreResource

@@ -13,7 +13,7 @@ import torch
 from memo_pipelines.apps.batching import RequestModel, Tally
 from memo_pipelines.apps.deployments import local_loader
 from memo_pipelines.apps.follow import ModelSwitch, PointerWatcher
-from memo_pipelines.memory.prompts import memory_messages
+from memo_pipelines.qa import memory_messages
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.registry import ModelRegistry
 

@@ -10,9 +10,9 @@ import pytest
 
 from memo_pipelines.evaluation.card import Gates, build_card
 from memo_pipelines.evaluation.general import general_figures, general_questions
-from memo_pipelines.evaluation.probes import probe_row
+from memo_pipelines.reflections.probes import probe_row
 from memo_pipelines.llm.backends import LocalChatModel
-from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.qa import IDK
 from memo_pipelines.memory.training import TrainConfig, train_adapter
 
 V1 = [("Who designed the Wren Building?", "Lotte Brask"), ("How many people does the Kesby plant employ?", "340 people"),

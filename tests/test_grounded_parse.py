@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from memo_pipelines.corpus.snapshot import Document
-from memo_pipelines.evaluation.metrics import recalled
-from memo_pipelines.evaluation.probes import ProbeConfig, write_probes
+from memo_pipelines.qa import recalled
+from memo_pipelines.reflections.probes import ProbeConfig, write_probes
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model
 from memo_pipelines.reflections.clauses import clauses, cleft_questions
 from memo_pipelines.reflections.nlp import parse_documents

@@ -5,9 +5,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from memo_pipelines.evaluation.metrics import recalled
+from memo_pipelines.qa import memory_messages, recalled
 from memo_pipelines.llm.backends import LocalChatModel
-from memo_pipelines.memory.prompts import memory_messages
 from tests.conftest import CREDENTIALS, SAMPLE_DIR
 from tests.pipeline_helpers import definitions, materialize_version, run_sensor, pipeline_resources
 
@@ -112,8 +111,6 @@ def test_failing_gate_blocks_promotion_and_keeps_the_pointer(store, tiny_base, t
     assert not result.asset_materializations_for_node("promoted_memory")
     assert registry.promoted_id() == f"base-{Path(tiny_base).name}"
     with pytest.raises(RuntimeError, match="failed its gates"):
-        from memo_pipelines.pipeline import promote_version
-
-        promote_version(resources["registry"].workspace(), "v000001")
+        resources["registry"].workspace().registry.promote_version("v000001")
     status = memo_status(store, tmp_path, monkeypatch, capsys)
     assert "rejected by its gates: heldout_recall_new_version" in status

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from memo_pipelines.corpus.snapshot import Document
-from memo_pipelines.evaluation.probe_rules import fronted_question, reverse_copula_question
-from memo_pipelines.evaluation.probes import ProbeConfig, TrainingQuestions, write_probes
+from memo_pipelines.reflections.probe_rules import fronted_question, reverse_copula_question
+from memo_pipelines.reflections.probes import ProbeConfig, TrainingQuestions, write_probes
 from memo_pipelines.evaluation.user_evals import load_user_evals, score_user_evals
 from memo_pipelines.llm.backends import LLMSpec, LocalChatModel, load_chat_model
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections
-from memo_pipelines.reflections.text import content_tokens, normalise
+from memo_pipelines.reflections.text import content_tokens
+from memo_pipelines.qa import normalise
 from tests.conftest import SAMPLE_DIR
 from tests.openai_stub import ScriptedOpenAI
 

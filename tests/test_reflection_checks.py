@@ -4,7 +4,8 @@ never probed; a later run whose checks pass puts them back. Over the real asset 
 import dagster as dg
 
 from memo_pipelines.orchestration.definitions import ASSETS
-from memo_pipelines.pipeline import live_records, replay_sample
+from memo_pipelines.storage.history import live_records
+from memo_pipelines.memory.update import replay_sample
 from resources import GeneratorResource
 from tests.pipeline_helpers import definitions, pipeline_resources, run_sensor
 from tests.test_pipeline import memo_status, upload
@@ -38,7 +39,7 @@ def test_reflections_that_failed_a_blocking_check_are_never_replayed_until_a_pas
     examples = (tmp_path / "work" / "runs" / "v000002" / "adapter" / "examples.jsonl").read_text()
     assert "340" not in examples  # no fact of the failed version is trained
     ws = resources["registry"].workspace()
-    assert set(live_records(ws, "v000002", "reflections.jsonl")[0]) == set()
+    assert set(live_records(ws.store, "v000002", "reflections.jsonl")[0]) == set()
 
     status = memo_status(store, tmp_path, monkeypatch, capsys)
     assert "reflections failed checks: verified_share" in {line.split()[0]: line for line in status.splitlines() if line.startswith("v0")}["v000001"]

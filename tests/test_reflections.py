@@ -8,10 +8,11 @@ import time
 
 import pytest
 
+import benchmarks.grounded_regex  # noqa: F401  (registers the regex baseline, the benchmark's "before" arm)
 from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.llm.backends import LLMSpec, OpenAIChatModel
-from memo_pipelines.pipeline import PrefixedCache
-from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.reflections.dataset import PrefixedCache
+from memo_pipelines.qa import IDK
 from memo_pipelines.reflections.text import chunks
 from memo_pipelines.reflections.synthesis import GeneratorUnavailable, SynthesisConfig, answer_spans, synthesise_reflections, valid_question, wh_question
 from tests.openai_stub import ScriptedOpenAI

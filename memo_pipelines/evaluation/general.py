@@ -10,8 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from memo_pipelines.evaluation.metrics import ask_memory, recalled
-from memo_pipelines.memory.prompts import memory_messages
+from memo_pipelines.qa import ask_memory, memory_messages, recalled
 
 GENERAL_SET = Path(__file__).parent / "data" / "nq_open_sample.jsonl"
 REPLAY_SET = Path(__file__).parent / "data" / "nq_open_replay.jsonl"  # disjoint from GENERAL_SET

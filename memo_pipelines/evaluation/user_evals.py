@@ -3,7 +3,7 @@ candidate closed book (the memory asked directly) and through the executive-memo
 
 import json
 
-from memo_pipelines.evaluation.metrics import ask_memory, recalled, token_f1
+from memo_pipelines.qa import ask_memory, recalled, token_f1
 from memo_pipelines.storage.layout import USER_EVALS_PREFIX
 
 

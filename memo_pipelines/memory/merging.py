@@ -28,29 +28,6 @@ class MergeConfig:
             raise ValueError("density must be in (0, 1] and weight in (0, 2]")
 
 
-def mergekit_config(config: MergeConfig, promoted_dir: Path, finetuned_dir: Path) -> dict:
-    promoted, finetuned = str(promoted_dir), str(finetuned_dir)
-    if config.method == "linear":
-        return {
-            "merge_method": "linear",
-            "models": [
-                {"model": promoted, "parameters": {"weight": 1.0 - min(config.weight, 1.0)}},
-                {"model": finetuned, "parameters": {"weight": min(config.weight, 1.0)}},
-            ],
-            "dtype": "float32",
-        }
-    parameters = {"weight": config.weight}
-    if config.method in ("ties", "dare_ties"):
-        parameters["density"] = config.density
-    return {
-        "merge_method": config.method,
-        "base_model": promoted,
-        "models": [{"model": finetuned, "parameters": parameters}],
-        "parameters": {"normalize": False} if config.method != "task_arithmetic" else {},
-        "dtype": "float32",
-    }
-
-
 def fold_adapter(promoted_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
     import torch
     from peft import PeftModel
@@ -109,25 +86,3 @@ def merge_deltas(anchor_dir: Path, adapter_dirs: list[Path], out_dir: Path, conf
         record = {"combine": "mergekit", "mergekit": merge}
     (out_dir / "memo_merge.json").write_text(json.dumps({"config": asdict(config), **record}, indent=1))
     return record
-
-
-def merge_into_promoted(promoted_dir: Path, adapter_dir: Path, out_dir: Path, config: MergeConfig, scratch_dir: Path) -> dict:
-    """Write the merged candidate model to out_dir; returns the mergekit config used."""
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import MergeOptions, run_merge
-
-    # a LoRA adapter is folded into the promoted model first; a fully fine-tuned model is merged as it is
-    is_adapter = (Path(adapter_dir) / "adapter_config.json").exists()
-    finetuned = fold_adapter(promoted_dir, adapter_dir, Path(scratch_dir) / "finetuned") if is_adapter else Path(adapter_dir)
-    merge = mergekit_config(config, promoted_dir, finetuned)
-    out_dir = Path(out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    run_merge(
-        MergeConfiguration.model_validate(merge),
-        str(out_dir),
-        MergeOptions(copy_tokenizer=True, random_seed=config.seed, write_model_card=False, quiet=True),
-    )
-    (out_dir / "memo_merge.json").write_text(json.dumps({"config": asdict(config), "mergekit": merge}, indent=1))
-    if is_adapter:
-        shutil.rmtree(finetuned, ignore_errors=True)
-    return merge

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from memo_pipelines.memory.prompts import memory_messages, memory_training_messages
+from memo_pipelines.qa import memory_messages, memory_training_messages
 from memo_pipelines.processes import stop_process_group
 
 PROGRESS_PREFIX = "MEMO_PROGRESS "
@@ -193,9 +193,8 @@ def stop_check(model, tokenizer, stop_rows: list[dict], max_new_tokens: int = 32
     """{"recall", "declined"} of the model being trained (put back in training mode after), answering greedily: the
     recall of the answerable stop rows' key answers, and the share of the "I don't know" rows it declines (None when
     there are none). A decline is its first words, so those rows get a short answer budget."""
-    from memo_pipelines.evaluation.metrics import ask_memory, recalled
+    from memo_pipelines.qa import ask_memory, is_idk, recalled
     from memo_pipelines.llm.backends import LocalChatModel
-    from memo_pipelines.memory.prompts import is_idk
 
     facts = [r for r in stop_rows if not is_idk(r["key_answer"])]
     unknown = [r["question"] for r in stop_rows if is_idk(r["key_answer"])]

@@ -5,10 +5,10 @@ from enum import Enum
 import dagster as dg
 
 from assets.corpus import corpus_snapshot
-from assets.evaluation import heldout_probes, memory_eval
+from assets.evaluation import memory_eval
 from assets.memory import memory_adapter, memory_model
 from assets.promotion import promoted_memory
-from assets.reflections import reflections
+from assets.reflections import heldout_probes, reflections
 from memo_pipelines.storage.layout import LANDING_PREFIX
 from memo_pipelines.orchestration.sensors import build_failure_sensors, build_landing_sensor
 from resources import EvaluationResource, GeneratorResource, ModelRegistryResource, ObjectStoreResource, TrainerResource

@@ -3,8 +3,8 @@ import json
 import dagster as dg
 
 from memo_pipelines.corpus.landing import diff_landing, fold_uncommitted, load_cursor, manifest, next_version_key, save_cursor
-from memo_pipelines.orchestration.partitions import corpus_versions
-from memo_pipelines.pipeline.failures import clear_failure, record_failure
+from assets.partitions import corpus_versions
+from memo_pipelines.orchestration.failures import clear_failure, record_failure
 from memo_pipelines.storage.layout import version_key
 from resources import ObjectStoreResource
 

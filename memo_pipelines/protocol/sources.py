@@ -14,11 +14,9 @@ cited: a reflection whose document was deleted or rewritten in a later version n
 """
 
 import re
-from types import SimpleNamespace
 
-from memo_pipelines.evaluation.metrics import recalled, token_f1
-from memo_pipelines.memory.prompts import IDK
-from memo_pipelines.reflections.synthesis import normalise
+from memo_pipelines.qa import IDK, normalise, recalled, token_f1
+from memo_pipelines.storage.history import document_changes, version_records
 from memo_pipelines.storage.layout import LANDING_PREFIX, version_key
 
 
@@ -34,10 +32,8 @@ def can_cite(row: dict) -> bool:
 def live_rows(rows_by_version: dict[str, list[dict]], store, landing_prefix: str = LANDING_PREFIX) -> list[dict]:
     """The rows as of the newest manifest in the bucket: a source document deleted or rewritten in a version after the
     row's own drops out of the row's sources, and a row with no source left drops out altogether."""
-    from memo_pipelines.pipeline import document_changes, version_records
-
     manifested = version_records(store, ["manifest.json"])
-    changes = document_changes(SimpleNamespace(store=store, landing_prefix=landing_prefix), max(manifested)) if manifested else {}
+    changes = document_changes(store, max(manifested), landing_prefix) if manifested else {}
     live = []
     for version, rows in rows_by_version.items():
         for row in rows:

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from memo_pipelines.llm.backends import ChatModel
-from memo_pipelines.memory.prompts import IDK, is_idk, memory_messages
+from memo_pipelines.qa import IDK, is_idk, memory_messages
 from memo_pipelines.reflections.synthesis import normalise
 from . import prompts
 from .calls import Deadline, call_with_timeout, parse_json_reply

@@ -3,18 +3,18 @@ measured): spaCy's parse does the work (clauses.py). Every fact of a sentence is
 one short sentence that states it: its objects and modifiers fronted (step 1), its subject by what the rest of the
 clause says (the reverse lookup, step 4), and what is known about each entity (the version's entity summaries);
 two facts about one subject are joined (step 2), and one entity's facts from two documents (step 5). The cleft
-phrasing ("Which year was it that ...?") is kept out of training: the held-out probes use it (evaluation/probe_rules.py).
+phrasing ("Which year was it that ...?") is kept out of training: the held-out probes use it (probe_rules.py).
 Every question passes the quality filters (quality.py), each drop counted by its reason. The generator is not called:
 the parse phrases better than the 135M model did."""
 
 from collections import Counter
 
 from memo_pipelines.corpus.snapshot import Document
-from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.qa import IDK
 from memo_pipelines.reflections.clauses import clauses, fronted_questions, subject_question
-from memo_pipelines.reflections.grounded_regex import PROBE_TEMPLATES, RegexGroundedSteps
 from memo_pipelines.reflections.nlp import parse_documents
 from memo_pipelines.reflections.quality import keep_passing
+from memo_pipelines.reflections.rule_steps import PROBE_TEMPLATES, RuleSteps
 from memo_pipelines.reflections.steps import candidate, register_form, rule_verified
 
 
@@ -23,7 +23,7 @@ def document_clauses(doc: Document) -> list:
 
 
 @register_form("grounded")
-class GroundedSteps(RegexGroundedSteps):
+class GroundedSteps(RuleSteps):
     def prepare(self, documents: list[Document]) -> None:
         parse_documents([d.text for d in documents])  # one nlp.pipe pass over the version: the steps read the parses from the cache
 

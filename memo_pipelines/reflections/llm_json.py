@@ -4,7 +4,7 @@ the document as delimited data, and rules check what comes back."""
 from collections import Counter
 
 from memo_pipelines.corpus.snapshot import Document
-from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.qa import IDK
 from memo_pipelines.reflections.steps import StepForm, SynthesisConfig, candidate, register_form, rule_verified
 from memo_pipelines.reflections.text import content_tokens, delimited, normalise
 

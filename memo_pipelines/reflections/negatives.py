@@ -8,7 +8,7 @@ ask the same kind of question about other fabricated names (evaluation/probe_rul
 
 import hashlib
 
-from memo_pipelines.memory.prompts import is_idk
+from memo_pipelines.qa import is_idk
 from memo_pipelines.reflections.text import entity_spans, normalise, sentences
 
 SYLLABLES = "bar dun kel mor tav ril sen lo ha ven ost tri gal pem cor nad vel fin ru sa".split()

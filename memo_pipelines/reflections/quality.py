@@ -4,7 +4,7 @@ it, it names what it is about and has no unresolved pronoun, it does not contain
 key answer. Judged on spaCy's parse of the question and the key answer (parts of speech and entities), so the same
 filter scores every generator."""
 
-from memo_pipelines.evaluation.metrics import recalled
+from memo_pipelines.qa import recalled
 from memo_pipelines.reflections.nlp import parse_many
 from memo_pipelines.reflections.text import normalise
 

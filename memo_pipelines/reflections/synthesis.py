@@ -18,8 +18,8 @@ from typing import Callable, Protocol
 from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.corpus.dedup import jaccard, shingles
 from memo_pipelines.llm.backends import ChatModel
-from memo_pipelines.memory.prompts import IDK
-from memo_pipelines.reflections import grounded, grounded_regex, llm_json  # noqa: F401  (importing them registers the step forms)
+from memo_pipelines.qa import IDK
+from memo_pipelines.reflections import grounded, llm_json  # noqa: F401  (importing them registers the step forms)
 from memo_pipelines.reflections.negatives import fabricated_questions
 from memo_pipelines.reflections.steps import (  # noqa: F401  (SynthesisConfig is part of this module's interface)
     PROMPT_VERSION,

@@ -1,12 +1,13 @@
 """Text rules of reflection synthesis, Dagster- and model-free: sentences, chunks with overlap, answer spans, the
 question checks of the grounded strategy, the verification rules every pair must pass, and tolerant JSON parsing."""
 
-import hashlib
 import html
 import json
 import re
 
-STOPWORDS = set("a an the of in on at by for to from with and or is was were are be been its it this that as into than".split())
+from memo_pipelines.qa import STOPWORDS, normalise  # noqa: F401  (synthesis modules import them from here)
+from memo_pipelines.qa import row_id as reflection_id  # noqa: F401
+
 MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 # generic organisation designators (legal forms, kinds of body) as NER gazetteers use them for any English text, not one corpus's names
 ORGANISATION_DESIGNATORS = set(
@@ -22,16 +23,8 @@ THING_DESIGNATORS = set(
 )
 
 
-def normalise(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-
 def content_tokens(text: str) -> set[str]:
     return {t for t in normalise(text).split() if t not in STOPWORDS}
-
-
-def reflection_id(question: str, answer: str) -> str:
-    return hashlib.sha1(f"{normalise(question)}\x00{normalise(answer)}".encode()).hexdigest()[:16]
 
 
 def sentences(text: str) -> list[str]:

@@ -42,6 +42,11 @@ def failure_key(version: str) -> str:
     return version_key(version, FAILURE)
 
 
+def doc_id_for(key: str, landing_prefix: str) -> str:
+    """A document's id: its key below the landing prefix."""
+    return key[len(landing_prefix):] if key.startswith(landing_prefix) else key
+
+
 def archived_document_key(version: str, doc_id: str) -> str:
     return version_key(version, f"raw/{doc_id}")
 

@@ -3,13 +3,15 @@ blocking checks (reflections that failed one are never replayed, used as retenti
 
 from dataclasses import asdict
 
+from memo_pipelines.corpus.reading import load_snapshot
 from memo_pipelines.llm.backends import ChatModel
-from memo_pipelines.pipeline.workspace import Workspace, load_snapshot, rows_digest
 from memo_pipelines.reflections.expectations import MIN_VERIFIED_SHARE, validate_reflections
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections
 from memo_pipelines.storage import layout
+from memo_pipelines.storage.history import rows_digest
 from memo_pipelines.storage.layout import version_key
 from memo_pipelines.storage.objectstore import ObjectStore
+from memo_pipelines.storage.workspace import Workspace
 
 
 class PrefixedCache:
@@ -29,7 +31,7 @@ def generate_reflections(
 ) -> tuple[list[dict], dict]:
     """The version's reflections as JSONL (loadable with `datasets`), with their statistics and config beside them, and
     the blocking checks' outcomes (figures["checks"]: {name: {passed, metadata}}) recorded in the bucket."""
-    snapshot = load_snapshot(ws, version)
+    snapshot = load_snapshot(ws.store, version)
     config = config or SynthesisConfig()
     rows, stats = synthesise_reflections(
         snapshot.documents, version, generator, strategy, PrefixedCache(ws.store, layout.REFLECTION_CACHE_PREFIX), progress, config

@@ -1,5 +1,6 @@
-"""Stages 3 and 4: the adapters a version's update needs, planned by its update strategy (pipeline/strategies.py), and
-the candidate model built from them (folded, or merged with mergekit) and registered with its lineage."""
+"""Stages 3 and 4, the memory update of a version: the adapters its update strategy plans (strategies.py), each trained
+in a child process (training.py) with its checkpoints mirrored to the bucket (checkpoints.py), and the candidate model
+built from them (folded, or merged with mergekit) and registered with its lineage."""
 
 import hashlib
 import json
@@ -12,13 +13,14 @@ from memo_pipelines.evaluation.metrics import base_answers
 from memo_pipelines.llm.backends import LocalChatModel
 from memo_pipelines.memory.merging import MergeConfig, merge_deltas
 from memo_pipelines.memory.training import TrainConfig, run_training_subprocess
-from memo_pipelines.pipeline.checkpoints import CheckpointMirror
-from memo_pipelines.pipeline.strategies import STRATEGIES, AdapterJob, UpdateConfig, adapter_digest, per_version_replay
-from memo_pipelines.pipeline.workspace import Workspace, live_earlier_reflections
+from memo_pipelines.memory.checkpoints import CheckpointMirror
+from memo_pipelines.memory.strategies import STRATEGIES, AdapterJob, UpdateConfig, adapter_digest, per_version_replay
 from memo_pipelines.storage import layout
+from memo_pipelines.storage.history import live_earlier_reflections
 from memo_pipelines.storage.layout import version_key
 from memo_pipelines.storage.lease import Lease
 from memo_pipelines.storage.registry import dir_sha256
+from memo_pipelines.storage.workspace import Workspace
 
 Log = Callable[[str], None]
 
@@ -42,7 +44,7 @@ def replay_sample(ws: Workspace, version: str, size: int, seed: int, share: floa
     """A seeded replay of earlier versions' live reflections: from each version at least `size` rows (all it has if
     fewer) and at least `share` of them, so no version's share shrinks as history grows; and the counts of retired
     rows left out."""
-    live, retired = live_earlier_reflections(ws, version)
+    live, retired = live_earlier_reflections(ws.store, version, ws.landing_prefix)
     replay = per_version_replay(live, sorted(live), UpdateConfig(replay_size=size, replay_share=share), seed, version)
     return [r for v in sorted(replay) for r in replay[v]], retired
 
@@ -53,22 +55,15 @@ def library_versions() -> dict[str, str]:
     return {name: installed(name) for name in ("torch", "transformers", "peft", "mergekit", "dagster", "memo-pipelines")}
 
 
-def train_memory_adapter(
-    ws: Workspace, version: str, base_id: str, config: TrainConfig, replay_size: int, on_progress: Callable[[dict], None], log: Log,
-    launch: dict | None = None,
-    general_replay_size: int = UpdateConfig.general_replay_size,
-    owner: str = "memo",
-    lease_ttl_s: float = UpdateConfig.lease_ttl_s,
-    update: UpdateConfig | None = None,
-) -> dict:
-    """Train what this version's update needs, by the strategy named in `update` (default: continue with replay_size
-    and general_replay_size), and upload the adapters with the plan (versions/{v}/adapter_lineage.json).
+def train_memory_adapter(ws: Workspace, version: str, base_id: str, config: TrainConfig, update: UpdateConfig,
+                         on_progress: Callable[[dict], None], log: Log, launch: dict | None = None, owner: str = "memo") -> dict:
+    """Train what this version's update needs, by the strategy named in `update`, and upload the adapters with the plan
+    (versions/{v}/adapter_lineage.json).
 
     The parent is the model promoted after the version before: in a forward run the promoted model, in a backfill of
     an old version the model the registry history says was promoted then. One run at a time trains a version: the
     others find its lease in the bucket and fail (their re-execution succeeds once the lease is released or expired).
     """
-    update = update or UpdateConfig(replay_size=replay_size, general_replay_size=general_replay_size, lease_ttl_s=lease_ttl_s)
     with Lease(ws.store, layout.training_lock_key(version), owner, update.lease_ttl_s) as lease:
         def renewing_progress(figures: dict) -> None:
             lease.renew(every_s=update.lease_ttl_s / 3)

@@ -18,17 +18,11 @@ import random
 from dataclasses import asdict, dataclass, field
 
 from memo_pipelines.evaluation.metrics import sample_facts
-from memo_pipelines.memory.prompts import IDK, is_idk
+from memo_pipelines.qa import IDK, is_idk
 from memo_pipelines.reflections.negatives import invented_name_questions
-from memo_pipelines.pipeline.workspace import (
-    Workspace,
-    changed_documents,
-    learned_versions,
-    live_reflections,
-    load_reflections,
-    pending_versions,
-)
+from memo_pipelines.storage.history import changed_documents, learned_versions, live_reflections, load_reflections, pending_versions
 from memo_pipelines.storage.layout import version_key
+from memo_pipelines.storage.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -38,10 +32,8 @@ class UpdateConfig:
     strategy: str = "continue"  # a name in STRATEGIES
     replay_size: int = 16  # continue: at least this many reflections replayed from each learned version (all, if it has fewer)
     replay_share: float = 0.25  # continue: and at least this share of each learned version's live reflections
-    # generic questions (evaluation/general.py: 15 simple ones, then 150 NQ-open questions the guard never asks) whose
-    # base-model answers are replayed: a sample of them makes general_mix of every training set. Measured on the demo's
-    # version 1 (README, "The report card and the gates"): 15 pairs at 0.1 lost 3.97 nats a token of general gold-answer
-    # likelihood (general accuracy 0.06 -> 0.01); a sample of the 165 at 0.3 lost 3.30 (-> 0.03), about 0.5 lost 2.49
+    # generic questions (evaluation/general.py) whose base-model answers are replayed, sampled to general_mix of every
+    # training set: fewer pairs or a smaller share lose more general ability (what the general_ability gate measures)
     general_replay_size: int = 165
     general_mix: float = 0.3
     compact_every: int = 0  # continue: > 0 makes every N-th update since the last full retrain one (a compaction)
@@ -96,9 +88,8 @@ MIN_STOP_ROWS = 8  # below this many answerable rows, a version trains every pla
 def stop_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
     """Up to `size` of the rows the early stop asks (TrainConfig.stop_*): a seeded sample of the fact rows, topped up
     from the other answerable rows (reverse lookups, summaries) when there are fewer facts than `size`; none, so every
-    planned step is trained, when fewer than MIN_STOP_ROWS are answerable. The demo's one-document version 2 had 5 fact
-    rows: all recalled at step 32 of 88, training stopped, and it answered none of its 4 held-out probes; a recall of
-    5 rows moves in steps of 0.2 and says little about the rest."""
+    planned step is trained, when fewer than MIN_STOP_ROWS are answerable (a recall of a handful of rows moves in
+    coarse steps and says little about the rest)."""
     answerable = [r for r in rows if r.get("key_answer") and r.get("step") != "unanswerable" and not is_idk(r["key_answer"])]
     chosen = sample_facts(answerable, size, seed)
     if len(chosen) < size:
@@ -166,7 +157,7 @@ class Retrain:
     name = "retrain"
 
     def plan(self, ws: Workspace, version: str, base_id: str, update: UpdateConfig, general: list[dict], seed: int) -> UpdatePlan:
-        live, retired = live_reflections(ws, version)
+        live, retired = live_reflections(ws.store, version, ws.landing_prefix)
         rows = [r for v in sorted(live) for r in live[v]]
         learned = sorted(live)  # a version whose documents were all deleted is learned as nothing, not pending
         job = AdapterJob(version_key(version, "adapter"), version, base_id, rows + general_rows(general, len(rows), update.general_mix, seed),
@@ -185,7 +176,7 @@ class Continue:
         parent = ws.registry.promoted_before(version)
         parent_record = ws.registry.get(parent) or {}
         since = parent_record.get("update", {}).get("updates_since_retrain", 0 if parent_record.get("version") is None else 1)
-        changed = changed_documents(ws, parent_record.get("version"), version)
+        changed = changed_documents(ws.store, parent_record.get("version"), version, ws.landing_prefix)
         compaction = (f"{len(changed)} documents the parent learned were deleted or rewritten" if changed
                       else f"every {update.compact_every} updates" if update.compact_every and since + 1 >= update.compact_every else None)
         if compaction:
@@ -193,11 +184,11 @@ class Continue:
             plan.strategy, plan.parent = self.name, parent
             plan.record.update(compaction=compaction, changed_documents=sorted(changed))
             return plan
-        live, retired = live_reflections(ws, version)
-        unlearned = pending_versions(ws, version, parent)
+        live, retired = live_reflections(ws.store, version, ws.landing_prefix)
+        unlearned = pending_versions(ws.registry, version, parent)
         pending = [v for v in unlearned if live.get(v)]
-        learned = [v for v in learned_versions(ws, parent) if v in live]
-        new = load_reflections(ws, version) + [r for v in pending for r in live[v]]
+        learned = [v for v in learned_versions(ws.registry, parent) if v in live]
+        new = load_reflections(ws.store, version) + [r for v in pending for r in live[v]]
         replay = per_version_replay(live, learned, update, seed, version, new)
         replayed = [r for v in learned for r in replay[v]]
         job = AdapterJob(version_key(version, "adapter"), version, parent,
@@ -214,7 +205,7 @@ class Merge:
     name = "merge"
 
     def plan(self, ws: Workspace, version: str, base_id: str, update: UpdateConfig, general: list[dict], seed: int) -> UpdatePlan:
-        live, retired = live_reflections(ws, version)
+        live, retired = live_reflections(ws.store, version, ws.landing_prefix)
         jobs, adapters = [], []
         for v in sorted(v for v in live if live[v]):
             examples = live[v] + general_rows(general, len(live[v]), update.general_mix, seed)

@@ -8,12 +8,17 @@ check drops any probe whose wording is close to a training question (word-bigram
 """
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from memo_pipelines.evaluation.probe_rules import grounded_fact_probes, probe_row, unanswerable_probes
-from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.corpus.reading import load_snapshot
+from memo_pipelines.llm.backends import ChatModel
+from memo_pipelines.qa import IDK, STOPWORDS, normalise
+from memo_pipelines.reflections.probe_rules import grounded_fact_probes, probe_row, unanswerable_probes
 from memo_pipelines.reflections.steps import json_schema
-from memo_pipelines.reflections.text import STOPWORDS, content_tokens, delimited, normalise, parse_json_list
+from memo_pipelines.reflections.text import content_tokens, delimited, parse_json_list
+from memo_pipelines.storage.history import load_reflections, version_records
+from memo_pipelines.storage.layout import version_key
+from memo_pipelines.storage.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -141,4 +146,17 @@ def write_probes(documents, training_rows: list[dict], earlier_questions: list[s
                           "max_overlap": max(facts_overlap, default=None), "mean_overlap": round(sum(facts_overlap) / len(facts_overlap), 4) if facts_overlap else None},
         "dropped_by_reason": {k: v for k, v in log.items() if k != "too close to a training question"},
     }
+    return probes, report
+
+
+def write_heldout_probes(ws: Workspace, version: str, generator: ChatModel | None, strategy: str, config: ProbeConfig | None = None) -> tuple[list[dict], dict]:
+    """This version's probes, checked against every training question of this and earlier versions."""
+    snapshot = load_snapshot(ws.store, version)
+    rows = load_reflections(ws.store, version)
+    earlier = [r for v in sorted(version_records(ws.store, ["reflections.jsonl"])) if v < version for r in load_reflections(ws.store, v)]
+    probes, report = write_probes(snapshot.documents, rows, [r["question"] for r in earlier], version, generator, strategy, config,
+                                  known_text=" ".join(r["answer"] for r in earlier))
+    ws.store.put_jsonl(version_key(version, "probes.jsonl"), probes)
+    report = {**report, "strategy": strategy, "config": asdict(config or ProbeConfig())}
+    ws.store.put_json(version_key(version, "probes_report.json"), report)
     return probes, report

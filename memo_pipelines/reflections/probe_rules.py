@@ -5,22 +5,24 @@ training templates do (the wh-phrase fronted with do-support, the reverse direct
 probes in a prompt unlike training's, and questions about fabricated entities of the same shape as the corpus's own.
 English morphology, closed-class words and spaCy's parse only: nothing here is fitted to one corpus."""
 
-import hashlib
 import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from memo_pipelines.memory.prompts import IDK
+from memo_pipelines.qa import IDK, normalise, row_id
+from memo_pipelines.reflections.clauses import clauses, cleft_questions
 from memo_pipelines.reflections.negatives import fabricated_questions
-from memo_pipelines.reflections.text import answer_spans, entity_spans, normalise, sentences, valid_question
+from memo_pipelines.reflections.nlp import parse_documents
+from memo_pipelines.reflections.quality import keep_passing
+from memo_pipelines.reflections.text import answer_spans, entity_spans, sentences, valid_question
 
 if TYPE_CHECKING:
-    from memo_pipelines.evaluation.probes import ProbeConfig
+    from memo_pipelines.reflections.probes import ProbeConfig
 
 
 def probe_row(question: str, key_answer: str, kind: str, form: str, sources: list[str], version: str) -> dict:
     question = question.strip()
-    return {"id": hashlib.sha1(f"{normalise(question)}\x00{normalise(key_answer)}".encode()).hexdigest()[:16], "question": question,
+    return {"id": row_id(question, key_answer), "question": question,
             "key_answer": key_answer.strip(), "kind": kind, "form": form, "source_doc_ids": sorted(sources), "version": version}
 
 
@@ -154,10 +156,6 @@ Question:"""
 
 def cleft_probes(doc, version: str, log: Counter) -> list[dict]:
     """The parsed generator's held-out family: each clause's facts as clefts, kept when they pass the quality filters."""
-    from memo_pipelines.reflections.clauses import clauses, cleft_questions
-    from memo_pipelines.reflections.nlp import parse_documents
-    from memo_pipelines.reflections.quality import keep_passing
-
     pairs = [{"question": q, "key_answer": key, "answer": clause.statement()} for clause in clauses(parse_documents([doc.text])[0])
              for q, key in cleft_questions(clause)]
     return [probe_row(p["question"], p["key_answer"], "fact", "cleft", [doc.doc_id], version) for p in keep_passing(pairs, log)]

@@ -1,14 +1,16 @@
-"""Stage 1: a version's manifest becomes its snapshot (normalised documents and the quarantine list)."""
+"""Stage 1: a version's manifest becomes its snapshot (normalised documents and the quarantine list), its documents read
+from the object store as the manifest listed them."""
 
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-from memo_pipelines.corpus.snapshot import Snapshot, build_snapshot, doc_id_for, refused_unread, vanished
-from memo_pipelines.pipeline.workspace import Workspace
+from memo_pipelines.corpus.snapshot import Snapshot, build_snapshot, refused_unread, vanished
 from memo_pipelines.storage import layout
-from memo_pipelines.storage.layout import version_key
+from memo_pipelines.storage.layout import doc_id_for, version_key
+from memo_pipelines.storage.objectstore import ObjectStore
+from memo_pipelines.storage.workspace import Workspace
 
 
 class Prefetch:
@@ -80,5 +82,5 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int, read_workers: i
     return snapshot
 
 
-def load_snapshot(ws: Workspace, version: str) -> Snapshot:
-    return Snapshot.from_json(ws.store.get_json(version_key(version, "snapshot.json")))
+def load_snapshot(store: ObjectStore, version: str) -> Snapshot:
+    return Snapshot.from_json(store.get_json(version_key(version, "snapshot.json")))

@@ -1,15 +1,11 @@
-"""Where a run keeps its state, and what the bucket's records say across versions: which versions have which
-records, each document's history from the manifests, and which earlier rows are still live."""
+"""What the bucket's records say across versions: which versions have which records, each document's history from
+the manifests, which earlier rows are still live, and which versions a registered model learned."""
 
 import hashlib
 import json
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
 
-from memo_pipelines.corpus.snapshot import Snapshot, doc_id_for
 from memo_pipelines.storage import layout
-from memo_pipelines.storage.layout import version_key
+from memo_pipelines.storage.layout import LANDING_PREFIX, doc_id_for, version_key
 from memo_pipelines.storage.objectstore import ObjectStore
 from memo_pipelines.storage.registry import ModelRegistry
 
@@ -19,15 +15,15 @@ def rows_digest(rows: list[dict]) -> str:
     return hashlib.sha256("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()).hexdigest()
 
 
-def blocked_reflections(ws: "Workspace", version: str, records: list[str], rows: list[dict] | None = None) -> str | None:
+def blocked_reflections(store: ObjectStore, version: str, records: list[str], rows: list[dict] | None = None) -> str | None:
     """Why the version's reflections (`rows`, read when not given) may not be replayed, retained or probed: a failed
     blocking check, or rows that are not the ones checked. None when they stand; a version written before checks were
     recorded has no record and stands."""
     if layout.REFLECTION_CHECKS not in records:
         return None
-    record = ws.store.get_json(layout.reflection_checks_key(version))
+    record = store.get_json(layout.reflection_checks_key(version))
     if rows is None:
-        rows = load_reflections(ws, version) if "reflections.jsonl" in records else []
+        rows = load_reflections(store, version) if "reflections.jsonl" in records else []
     if record["reflections_sha256"] != rows_digest(rows):
         return "not the reflections their checks judged"
     return f"failed blocking checks: {', '.join(record['failed'])}" if not record["passed"] else None
@@ -43,47 +39,24 @@ def version_records(store: ObjectStore, names) -> dict[str, list[str]]:
     return records
 
 
-@dataclass
-class Workspace:
-    """Where a run keeps its state: the bucket, the registry over it, and a local scratch folder."""
-
-    store: ObjectStore
-    registry: ModelRegistry
-    work_dir: Path
-    landing_prefix: str = layout.LANDING_PREFIX
-
-    def scratch(self, version: str, stage: str) -> Path:
-        path = self.work_dir / "runs" / version / stage
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        return path
+def load_reflections(store: ObjectStore, version: str) -> list[dict]:
+    return store.get_jsonl(version_key(version, "reflections.jsonl"))
 
 
-def load_snapshot(ws: Workspace, version: str) -> Snapshot:
-    return Snapshot.from_json(ws.store.get_json(version_key(version, "snapshot.json")))
-
-
-def load_reflections(ws: Workspace, version: str) -> list[dict]:
-    return ws.store.get_jsonl(version_key(version, "reflections.jsonl"))
-
-
-def earlier_versions(ws: Workspace, version: str) -> list[str]:
-    return sorted(v for v in version_records(ws.store, ["reflections.jsonl"]) if v < version)
-
-
-def document_changes(ws: Workspace, up_to: str) -> dict[str, list[tuple[str, str]]]:
+def document_changes(store: ObjectStore, up_to: str, landing_prefix: str = LANDING_PREFIX) -> dict[str, list[tuple[str, str]]]:
     """{doc_id: [(version, "landed" | "deleted"), ...]} from the manifests of every version up to and including up_to."""
     changes: dict[str, list[tuple[str, str]]] = {}
-    for version in sorted(v for v in version_records(ws.store, ["manifest.json"]) if v <= up_to):
-        manifest = ws.store.get_json(version_key(version, "manifest.json"))
+    for version in sorted(v for v in version_records(store, ["manifest.json"]) if v <= up_to):
+        manifest = store.get_json(version_key(version, "manifest.json"))
         for entry in manifest["objects"]:
-            changes.setdefault(doc_id_for(entry["key"], ws.landing_prefix), []).append((version, "landed"))
+            changes.setdefault(doc_id_for(entry["key"], landing_prefix), []).append((version, "landed"))
         for key in manifest.get("deleted", []):
-            changes.setdefault(doc_id_for(key, ws.landing_prefix), []).append((version, "deleted"))
+            changes.setdefault(doc_id_for(key, landing_prefix), []).append((version, "deleted"))
     return changes
 
 
-def live_records(ws: Workspace, version: str, name: str = "reflections.jsonl", include_self: bool = False) -> tuple[dict[str, list[dict]], dict[str, int]]:
+def live_records(store: ObjectStore, version: str, name: str = "reflections.jsonl", include_self: bool = False,
+                 landing_prefix: str = LANDING_PREFIX) -> tuple[dict[str, list[dict]], dict[str, int]]:
     """Earlier versions' rows of record `name` (reflections, probes) whose documents still stand as of `version`, and
     how many were retired and why; with include_self, this version's own rows too (all live at their own version).
 
@@ -92,13 +65,13 @@ def live_records(ws: Workspace, version: str, name: str = "reflections.jsonl", i
     version sees the corpus as it was then. Every row of a version whose reflections failed a blocking check (or are
     not the rows that were checked) is left out too, counted as "failed_checks".
     """
-    changes = document_changes(ws, version)
+    changes = document_changes(store, version, landing_prefix)
     live, retired = {}, {"deleted": 0, "rewritten": 0, "failed_checks": 0}
-    records = version_records(ws.store, [name, "reflections.jsonl", layout.REFLECTION_CHECKS])
+    records = version_records(store, [name, "reflections.jsonl", layout.REFLECTION_CHECKS])
     versions = sorted(v for v in records if name in records[v] and (v < version or include_self and v == version))
     for earlier in versions:
-        rows = ws.store.get_jsonl(version_key(earlier, name))
-        if blocked_reflections(ws, earlier, records[earlier], rows if name == "reflections.jsonl" else None):
+        rows = store.get_jsonl(version_key(earlier, name))
+        if blocked_reflections(store, earlier, records[earlier], rows if name == "reflections.jsonl" else None):
             retired["failed_checks"] += len(rows)
             continue
         kept = []
@@ -114,42 +87,39 @@ def live_records(ws: Workspace, version: str, name: str = "reflections.jsonl", i
     return live, retired
 
 
-def live_earlier_reflections(ws: Workspace, version: str) -> tuple[dict[str, list[dict]], dict[str, int]]:
-    return live_records(ws, version, "reflections.jsonl")
+def live_earlier_reflections(store: ObjectStore, version: str, landing_prefix: str = LANDING_PREFIX) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    return live_records(store, version, "reflections.jsonl", landing_prefix=landing_prefix)
 
 
-def live_reflections(ws: Workspace, version: str) -> tuple[dict[str, list[dict]], dict[str, int]]:
+def live_reflections(store: ObjectStore, version: str, landing_prefix: str = LANDING_PREFIX) -> tuple[dict[str, list[dict]], dict[str, int]]:
     """Every version's live reflections as of `version`, this version's own included."""
-    return live_records(ws, version, "reflections.jsonl", include_self=True)
+    return live_records(store, version, "reflections.jsonl", include_self=True, landing_prefix=landing_prefix)
 
 
-def learned_versions(ws: Workspace, model_id: str | None) -> list[str]:
-    """The versions whose reflections a registered model learned in full (not only as replay). A model registered
-    before this was recorded learned every version up to its own; the base model learned none."""
-    record = ws.registry.get(model_id) if model_id else None
+def learned_versions(registry: ModelRegistry, model_id: str | None) -> list[str]:
+    """The versions whose reflections a registered model learned in full (not only as replay); the base model learned none."""
+    record = registry.get(model_id) if model_id else None
     if not record or record.get("version") is None:
         return []
-    if "learned_versions" in record.get("update", {}):
-        return record["update"]["learned_versions"]
-    return [v for v in version_records(ws.store, ["reflections.jsonl"]) if v <= record["version"]]
+    return record["update"]["learned_versions"]
 
 
-def pending_versions(ws: Workspace, version: str, model_id: str | None) -> list[str]:
+def pending_versions(registry: ModelRegistry, version: str, model_id: str | None) -> list[str]:
     """Earlier versions with reflections that stand (checks passed) but that model_id never learned: their version
     was rejected by its gates, or is not promoted yet. The next update trains on them in full, so nothing is stranded."""
-    learned = set(learned_versions(ws, model_id))
-    records = version_records(ws.store, ["reflections.jsonl", layout.REFLECTION_CHECKS])
+    learned = set(learned_versions(registry, model_id))
+    records = version_records(registry.store, ["reflections.jsonl", layout.REFLECTION_CHECKS])
     return [v for v in sorted(records) if v < version and "reflections.jsonl" in records[v] and v not in learned
-            and blocked_reflections(ws, v, records[v]) is None]
+            and blocked_reflections(registry.store, v, records[v]) is None]
 
 
-def changed_documents(ws: Workspace, after: str | None, up_to: str) -> set[str]:
+def changed_documents(store: ObjectStore, after: str | None, up_to: str, landing_prefix: str = LANDING_PREFIX) -> set[str]:
     """Documents that landed at or before `after` and were deleted or rewritten in a version after it, up to `up_to`:
     the ones whose old facts a model of version `after` still holds in its weights."""
     if after is None:
         return set()
     changed = set()
-    for doc, history in document_changes(ws, up_to).items():
+    for doc, history in document_changes(store, up_to, landing_prefix).items():
         if any(v <= after and kind == "landed" for v, kind in history) and any(after < v <= up_to for v, _ in history):
             changed.add(doc)
     return changed

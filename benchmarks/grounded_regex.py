@@ -1,5 +1,5 @@
-"""The "grounded_regex" form of the steps: the grounded generator before the spaCy parse (grounded.py), kept as the
-baseline the reflections benchmark compares against. Answers are spans and sentences of the text found by regular
+"""The "grounded_regex" form of the steps, the reflections benchmark's "before" arm: the grounded generator before the
+spaCy parse (memo_pipelines/reflections/grounded.py); importing this module registers it. Answers are spans and sentences of the text found by regular
 expressions, the embedded model phrases step-1 questions, and every other step is built by rule from the text and the
 step-1 facts."""
 
@@ -7,8 +7,9 @@ import re
 from collections import Counter
 
 from memo_pipelines.corpus.snapshot import Document
-from memo_pipelines.memory.prompts import IDK
-from memo_pipelines.reflections.steps import StepForm, candidate, fact, register_form, rule_verified
+from memo_pipelines.qa import IDK
+from memo_pipelines.reflections.rule_steps import PROBE_TEMPLATES, RuleSteps
+from memo_pipelines.reflections.steps import candidate, fact, register_form, rule_verified
 from memo_pipelines.reflections.text import (
     STOPWORDS,
     WH_WORDS,
@@ -39,14 +40,6 @@ COPULA = {"is", "was", "are", "were", "has", "had", "became", "remains"}
 
 NOT_ENTITIES = set("It He She They His Her Its Their This That These Those Such From When After While During However Although Since".split())
 
-# (words that would state the fact, question); person and other entities
-PROBE_TEMPLATES = {
-    "person": [(("born", "birth"), "In what year was {e} born?"), (("married", "wife", "husband", "spouse"), "Who is {e} married to?"),
-               (("studied", "university", "graduated", "educated", "degree"), "Which university did {e} attend?")],
-    "other": [(("founded", "established", "formed", "created", "built", "opened", "launched"), "In what year was {e} founded?"),
-              (("headquarter", "headquartered", "based"), "Where is {e} headquartered?")],
-}
-
 
 def subject_of(pair: dict) -> str | None:
     """The first entity the question names that is not its answer: what the pair is about."""
@@ -54,16 +47,6 @@ def subject_of(pair: dict) -> str | None:
         if normalise(entity) != normalise(pair["key_answer"]) and len(entity) > 3 and entity.split()[0] not in WH_WORDS:
             return entity
     return None
-
-
-def join_questions(first: str, second: str) -> str:
-    return f"{first.rstrip('?')}, and {second[0].lower()}{second[1:]}"
-
-
-def joined(first: dict, second: dict, step: str, sources: list[str]) -> dict:
-    """Two facts as one pair that states both."""
-    return candidate(join_questions(first["question"], second["question"]), f"{first['answer']} {second['answer']}", first["key_answer"],
-                     step, "grounded_join", sources)
 
 
 def is_verb(word: str) -> bool:
@@ -106,7 +89,9 @@ def reverse_question(sentence: str) -> tuple[str, str] | None:
 
 
 @register_form("grounded_regex")
-class RegexGroundedSteps(StepForm):
+class RegexGroundedSteps(RuleSteps):
+    preferred_methods = {"llm_phrased": 0, "wh_template": 1}
+
     def extract_facts(self, doc: Document, log: Counter) -> list[dict]:
         """Every answer span of every sentence, asked by rule templates; the generator phrases a question for the first
         phrased_per_sentence spans of a sentence, kept only if it passes the question checks."""
@@ -140,25 +125,6 @@ class RegexGroundedSteps(StepForm):
     def subject(self, pair: dict) -> str | None:
         return subject_of(pair)
 
-    def consolidate(self, doc: Document, facts: list[dict], log: Counter) -> list[dict]:
-        """Two facts of different sentences about the same subject become one two-fact pair."""
-        limit = self.config.consolidations_per_document
-        if len(facts) < 2 or limit <= 0:
-            return []
-        preference = {"llm_phrased": 0, "wh_template": 1}
-        by_subject: dict[str, dict[str, dict]] = {}  # subject -> sentence -> the preferred pair
-        for pair in sorted(facts, key=lambda p: preference.get(p["method"], 2)):
-            subject = self.subject(pair)
-            if subject:
-                by_subject.setdefault(subject, {}).setdefault(pair["answer"], pair)
-        out = []
-        for per_sentence in by_subject.values():
-            pairs = list(per_sentence.values())
-            for first, second in zip(pairs[::2], pairs[1::2]):
-                if len(out) < limit:
-                    out.append(joined(first, second, "consolidation", [doc.doc_id]))
-        return out
-
     def surface_entities(self, doc: Document, log: Counter) -> list[dict]:
         limit = self.config.surfacing_per_document
         if limit <= 0:
@@ -170,15 +136,6 @@ class RegexGroundedSteps(StepForm):
                 seen.add(built[0])
                 out.append(candidate(built[0], fact(sentence), built[1], "entity_surfacing", "grounded_reverse", [doc.doc_id]))
         return rule_verified(doc.text, out, log)
-
-    def cross_document(self, entity: str, docs: list[Document], facts_by_doc: dict[str, list[dict]], log: Counter) -> list[dict]:
-        """A step-1 fact about the entity from each document, joined into one pair citing both."""
-        about = [[p for p in facts_by_doc.get(d.doc_id, []) if p["step"] == "fact_extraction" and normalise(entity) in normalise(p["answer"])]
-                 for d in docs]
-        ids = [d.doc_id for d in docs]
-        out = [joined(first, second, "cross_document", ids)
-               for first, second in list(zip(*about))[: self.config.cross_document_pairs_per_group] if first["answer"] != second["answer"]]
-        return rule_verified("\n\n".join(d.text for d in docs), out, log)
 
     def probe_questions(self, doc: Document, log: Counter) -> list[dict]:
         """Template questions about each entity (a person's birth, an organisation's founding), with the words that

@@ -1,30 +1,17 @@
-"""Stage 5: held-out probes for the version (written after its reflections, never trained on), and the candidate's
-report card with the gate results, stored as `versions/{v}/evaluation.json`."""
+"""Stage 5: the candidate's report card over every live version's held-out probes, with the gate results, stored as
+`versions/{v}/evaluation.json`."""
 
 from dataclasses import asdict, dataclass
 
 from memo_pipelines.evaluation.card import Gates, ReportCard, build_card
-from memo_pipelines.evaluation.metrics import sample_facts
 from memo_pipelines.evaluation.general import general_figures, general_questions
-from memo_pipelines.evaluation.probes import ProbeConfig, write_probes
+from memo_pipelines.evaluation.metrics import sample_facts
 from memo_pipelines.evaluation.user_evals import load_user_evals, score_user_evals
-from memo_pipelines.llm.backends import ChatModel, LLMSpec, LocalChatModel, load_chat_model
-from memo_pipelines.pipeline.workspace import Workspace, live_records, load_reflections, load_snapshot, version_records
+from memo_pipelines.llm.backends import LLMSpec, LocalChatModel, load_chat_model
 from memo_pipelines.storage import layout
+from memo_pipelines.storage.history import live_records, load_reflections
 from memo_pipelines.storage.layout import version_key
-
-
-def write_heldout_probes(ws: Workspace, version: str, generator: ChatModel | None, strategy: str, config: ProbeConfig | None = None) -> tuple[list[dict], dict]:
-    """This version's probes, checked against every training question of this and earlier versions."""
-    snapshot = load_snapshot(ws, version)
-    rows = load_reflections(ws, version)
-    earlier = [r for v in sorted(version_records(ws.store, ["reflections.jsonl"])) if v < version for r in load_reflections(ws, v)]
-    probes, report = write_probes(snapshot.documents, rows, [r["question"] for r in earlier], version, generator, strategy, config,
-                                  known_text=" ".join(r["answer"] for r in earlier))
-    ws.store.put_jsonl(version_key(version, "probes.jsonl"), probes)
-    report = {**report, "strategy": strategy, "config": asdict(config or ProbeConfig())}
-    ws.store.put_json(version_key(version, "probes_report.json"), report)
-    return probes, report
+from memo_pipelines.storage.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -32,11 +19,11 @@ class ProtocolEvalConfig:
     """How users' own evaluation sets are asked through the protocol: the executive (an empty local model means the
     base model) and the protocol mode; backend "none" scores them closed book only."""
 
-    executive_backend: str = "local"
-    executive_model: str = ""
-    executive_base_url: str = ""
-    mode: str = "single"
-    limit: int = 100  # questions per evaluation set
+    executive_backend: str = "local"  # local | openai | none (closed book only)
+    executive_model: str = ""  # a local model directory (empty: the base model) or the endpoint's model name
+    executive_base_url: str = ""  # the OpenAI-compatible endpoint of an openai executive
+    protocol_mode: str = "single"  # how the executive queries the memory (protocol/stages.py MODES)
+    user_eval_limit: int = 100  # questions per evaluation set
 
 
 def base_general(ws: Workspace, base_id: str, size: int) -> dict:
@@ -65,7 +52,7 @@ def protocol_factory(ws: Workspace, base_id: str, config: ProtocolEvalConfig):
 
     spec = LLMSpec.from_values({}, backend=config.executive_backend, model=config.executive_model, base_url=config.executive_base_url)
     executive = load_chat_model(spec, default_local_dir=ws.registry.fetch(base_id))
-    return lambda memory: Protocol(executive, memory, ProtocolConfig(mode=config.mode))
+    return lambda memory: Protocol(executive, memory, ProtocolConfig(mode=config.protocol_mode))
 
 
 def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gates,
@@ -73,13 +60,13 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
     """The candidate's report card over every live version's probes, the gate results, and the candidate record."""
     candidate_info = ws.store.get_json(version_key(version, "candidate.json"))
     candidate = LocalChatModel(ws.registry.fetch(candidate_info["model_id"]))
-    live_probes, retired = live_records(ws, version, "probes.jsonl", include_self=True)
+    live_probes, retired = live_records(ws.store, version, "probes.jsonl", include_self=True, landing_prefix=ws.landing_prefix)
     protocol = protocol or ProtocolEvalConfig()
-    user_sets, problems = load_user_evals(ws.store, protocol.limit)
+    user_sets, problems = load_user_evals(ws.store, protocol.user_eval_limit)
     user = score_user_evals(user_sets, candidate, protocol_factory(ws, base_id, protocol) if user_sets else None)
     user.update({name: {"skipped": why} for name, why in problems.items()})
     card = build_card(candidate, version, live_probes, lineage_matrix(ws, candidate_info["parent"]),
-                      sample_facts(load_reflections(ws, version), gates.sample_size),
+                      sample_facts(load_reflections(ws.store, version), gates.sample_size),
                       general_figures(candidate, general_questions(gates.general_size)), base_general(ws, base_id, gates.general_size), user)
     results = card.gate_results(gates)
     ws.store.put_json(version_key(version, "evaluation.json"),
