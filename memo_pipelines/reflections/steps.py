@@ -40,6 +40,8 @@ class SynthesisConfig:
     near_duplicate_threshold: float = 0.8  # question similarity (character shingles) at which two same-answer rows are one
     entity_summaries: bool = True
     fabricated_negatives_per_document: int = 2  # questions about names no document has, answered "I don't know"
+    # whole-document teaching (document.py): questions of varied types per sentence, each answered by the sentence
+    document_phrasings: int = 0
     document_workers: int = 1  # documents synthesised at once (an endpoint serves several; an in-process model one)
     fail_on_unavailable: bool = True  # endpoint failures fail the step (resumable) instead of leaving documents out
     hold_out_suspected_injection: bool = True  # rows of a document that reads like instructions (text.looks_like_injection) are not trained

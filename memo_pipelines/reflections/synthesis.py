@@ -20,6 +20,7 @@ from memo_pipelines.corpus.dedup import jaccard, shingles
 from memo_pipelines.llm.backends import ChatModel
 from memo_pipelines.qa import IDK
 from memo_pipelines.reflections import grounded, llm_json  # noqa: F401  (importing them registers the step forms)
+from memo_pipelines.reflections.document import document_pairs
 from memo_pipelines.reflections.negatives import fabricated_questions
 from memo_pipelines.reflections.steps import (  # noqa: F401  (SynthesisConfig is part of this module's interface)
     PROMPT_VERSION,
@@ -202,6 +203,8 @@ class Synthesis:
             pairs = self.cached([doc], label, lambda log: form.verify(doc, facts + merged, log))
         if "entity_surfacing" in steps:
             pairs += self.cached([doc], "entity_surfacing", lambda log: form.surface_entities(doc, log))
+        if self.config.document_phrasings > 0:
+            pairs += self.cached([doc], "document", lambda log: document_pairs(doc, self.config.document_phrasings, log))
         probes = []
         if "unanswerable" in steps:
             probes = self.cached([doc], "unanswerable", lambda log: form.probe_questions(doc, log))
