@@ -1,1 +1,3 @@
-"""The Dagster code location: definitions, partitions, the landing sensor, executors. The only package that imports dagster."""
+"""The Dagster code location: definitions, the landing and failure sensors, executors, run records. With assets/ and
+resources/, the only code that imports dagster; the partitions and retry policy live in assets/ so that both the
+assets and these definitions import them without a loop."""

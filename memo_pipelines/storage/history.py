@@ -17,8 +17,8 @@ def rows_digest(rows: list[dict]) -> str:
 
 def blocked_reflections(store: ObjectStore, version: str, records: list[str], rows: list[dict] | None = None) -> str | None:
     """Why the version's reflections (`rows`, read when not given) may not be replayed, retained or probed: a failed
-    blocking check, or rows that are not the ones checked. None when they stand; a version written before checks were
-    recorded has no record and stands."""
+    blocking check, or rows that are not the ones checked. None when they stand; rows written without a checks record
+    (as the benchmarks write them, straight to the bucket) stand."""
     if layout.REFLECTION_CHECKS not in records:
         return None
     record = store.get_json(layout.reflection_checks_key(version))
