@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.grounded_regex import fronted_question, reverse_copula_question
 from memo_pipelines.corpus.snapshot import Document
-from memo_pipelines.reflections.probe_rules import fronted_question, reverse_copula_question
 from memo_pipelines.reflections.probes import ProbeConfig, TrainingQuestions, write_probes
 from memo_pipelines.evaluation.user_evals import load_user_evals, score_user_evals
 from memo_pipelines.llm.backends import LLMSpec, LocalChatModel, load_chat_model

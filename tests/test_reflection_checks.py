@@ -4,8 +4,8 @@ never probed; a later run whose checks pass puts them back. Over the real asset 
 import dagster as dg
 
 from memo_pipelines.orchestration.definitions import ASSETS
-from memo_pipelines.storage.history import live_records
-from memo_pipelines.memory.update import replay_sample
+from memo_pipelines.memory.strategies import UpdateConfig, per_version_replay
+from memo_pipelines.storage.history import live_earlier_reflections, live_records
 from resources import GeneratorResource
 from tests.pipeline_helpers import definitions, pipeline_resources, run_sensor
 from tests.test_pipeline import memo_status, upload
@@ -47,5 +47,6 @@ def test_reflections_that_failed_a_blocking_check_are_never_replayed_until_a_pas
     # re-run with the checks passing: version 1's rows are replayed again
     rerun = dg.materialize(ASSETS, selection=["reflections"], partition_key="v000001", resources=resources, instance=instance)
     assert all(e.passed for e in rerun.get_asset_check_evaluations())
-    replay, retired = replay_sample(ws, "v000002", 64, 0)
+    live, retired = live_earlier_reflections(ws.store, "v000002")
+    replay = [r for rows in per_version_replay(live, sorted(live), UpdateConfig(replay_size=64, replay_share=0.0), 0, "v000002").values() for r in rows]
     assert replay and {r["version"] for r in replay} == {"v000001"} and retired["failed_checks"] == 0

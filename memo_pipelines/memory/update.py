@@ -14,9 +14,8 @@ from memo_pipelines.llm.backends import LocalChatModel
 from memo_pipelines.memory.merging import MergeConfig, merge_deltas
 from memo_pipelines.memory.training import TrainConfig, run_training_subprocess
 from memo_pipelines.memory.checkpoints import CheckpointMirror
-from memo_pipelines.memory.strategies import STRATEGIES, AdapterJob, UpdateConfig, adapter_digest, per_version_replay
+from memo_pipelines.memory.strategies import STRATEGIES, AdapterJob, UpdateConfig, adapter_digest
 from memo_pipelines.storage import layout
-from memo_pipelines.storage.history import live_earlier_reflections
 from memo_pipelines.storage.layout import version_key
 from memo_pipelines.storage.lease import Lease
 from memo_pipelines.storage.registry import dir_sha256
@@ -38,15 +37,6 @@ def general_reference(ws: Workspace, base_id: str, size: int | None = None) -> d
         reference = {"replay": base_answers(base, questions)}
         ws.store.put_json(key, reference)
     return {"replay": reference["replay"][: len(questions)]}
-
-
-def replay_sample(ws: Workspace, version: str, size: int, seed: int, share: float = 0.0) -> tuple[list[dict], dict[str, int]]:
-    """A seeded replay of earlier versions' live reflections: from each version at least `size` rows (all it has if
-    fewer) and at least `share` of them, so no version's share shrinks as history grows; and the counts of retired
-    rows left out."""
-    live, retired = live_earlier_reflections(ws.store, version, ws.landing_prefix)
-    replay = per_version_replay(live, sorted(live), UpdateConfig(replay_size=size, replay_share=share), seed, version)
-    return [r for v in sorted(replay) for r in replay[v]], retired
 
 
 def library_versions() -> dict[str, str]:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from memo_pipelines.corpus.reading import load_snapshot
 from memo_pipelines.llm.backends import ChatModel
 from memo_pipelines.qa import IDK, STOPWORDS, normalise
-from memo_pipelines.reflections.probe_rules import grounded_fact_probes, probe_row, unanswerable_probes
+from memo_pipelines.reflections.probe_rules import FACT_PROBES, grounded_fact_probes, probe_row, unanswerable_probes
 from memo_pipelines.reflections.steps import json_schema
 from memo_pipelines.reflections.text import content_tokens, delimited, parse_json_list
 from memo_pipelines.storage.history import load_reflections, version_records
@@ -98,9 +98,6 @@ def llm_probes(doc, training_rows: list[dict], version: str, generator, known: s
     return out
 
 
-PROBE_FORMS = {"grounded", "grounded_regex", "llm_json"}
-
-
 def write_probes(documents, training_rows: list[dict], earlier_questions: list[str], version: str, generator, strategy: str,
                  config: ProbeConfig | None = None, known_text: str = "") -> tuple[list[dict], dict]:
     """This version's held-out probes and the report of how they were written and checked.
@@ -109,8 +106,8 @@ def write_probes(documents, training_rows: list[dict], earlier_questions: list[s
     must not resemble any question the memory may be trained or replayed on); known_text: text of the corpus beyond
     these documents, which an unanswerable probe's entity must not appear in either.
     """
-    if strategy not in PROBE_FORMS:
-        raise ValueError(f"unknown probe form {strategy!r}; choose one of {sorted(PROBE_FORMS)}")
+    if strategy not in {"llm_json", *FACT_PROBES}:
+        raise ValueError(f"unknown probe form {strategy!r}; choose one of {sorted({'llm_json', *FACT_PROBES})}")
     config = config or ProbeConfig()
     known = normalise(" ".join([known_text, *(d.text for d in documents), *(f"{r['question']} {r['answer']}" for r in training_rows),
                                 *earlier_questions]))
@@ -122,7 +119,7 @@ def write_probes(documents, training_rows: list[dict], earlier_questions: list[s
         if strategy == "llm_json":
             written = llm_probes(doc, training_rows, version, generator, known, config, log)
         else:
-            written = grounded_fact_probes(doc, version, generator, config, log, parsed=strategy == "grounded") + unanswerable_probes(
+            written = grounded_fact_probes(doc, version, generator, config, log, strategy) + unanswerable_probes(
                 training_rows, doc, version, known, config.unanswerable_per_document)
         kept = Counter()
         for probe in written:
