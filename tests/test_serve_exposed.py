@@ -106,6 +106,8 @@ def test_malformed_requests_over_a_raw_socket_get_prompt_answers(keyed):
     assert status == 411 and json.loads(body)["error"]["code"] == "length_required"
     status, _, _, _ = raw(port, chat_head("0x10"), b"{}")
     assert status == 400
+    status, _, _, _ = raw(port, chat_head("2", extra="X-Padding: " + "a" * 20000), b"{}")  # headers past 16 KiB
+    assert status == 400
 
     # a slow body: 10 of 100 bytes, then nothing; answered 408 once the 1 s body timeout passes, the connection closed
     status, headers, body, seconds = raw(port, chat_head("100"), b'{"model": ', timeout_s=10)
