@@ -330,31 +330,40 @@ def cmd_status(args) -> int:
 
 
 def cmd_wait(args) -> int:
-    """Wait until `--versions` versions have an evaluation and the promoted model is one of theirs, with a progress bar."""
+    """Wait until `--versions` versions have an evaluation and the promoted model is one of theirs, with a progress bar.
+    Returns 1 at once when one of them failed its run (its failure record) or its gates, or its promotion was refused."""
     from tqdm import tqdm
 
     from memo_pipelines.apps.status import STAGES, version_outcome, version_stages
+    from memo_pipelines.storage.layout import FAILURE, PROMOTION
 
     settings = Settings.from_env()
     store, registry = settings.store(), settings.registry()
     deadline = time.time() + args.timeout
     total = args.versions * len(STAGES)
+    said = {"failed": "failed", "rejected": "failed its gates", "refused": "passed its gates but its promotion was refused"}
     with tqdm(total=total, desc="pipeline", unit="stage") as bar:
         while time.time() < deadline:
-            states = version_stages(store)
-            done = sum(len(v) for _, v in sorted(states.items())[: args.versions])
+            states = version_stages(store, STAGES + [FAILURE, PROMOTION])
+            done = sum(len(set(v) & set(STAGES)) for _, v in sorted(states.items())[: args.versions])
             if min(done, total) > bar.n:  # redraw only on progress, so a log file gets one line per stage
                 bar.update(min(done, total) - bar.n)
             versions = sorted(states)[: args.versions]
-            finished = [v for v in versions if "evaluation.json" in states[v]]
-            outcome = version_outcome(store, registry, versions[-1]) if len(finished) == args.versions else None
-            if outcome is not None:
+            finished = len([v for v in versions if "evaluation.json" in states[v]]) == args.versions
+            last = versions[-1] if len(versions) == args.versions else None
+            for version in [v for v in versions if FAILURE in states[v] or v == last and (finished or PROMOTION in states[v])]:
+                outcome = version_outcome(store, registry, version)
+                # a failed run stops the wait whichever version it was; the last version's gates and promotion decide it
+                if outcome is None or outcome[0] != "failed" and (version != last or outcome[0] == "promoted" and not finished):
+                    continue
                 bar.close()
                 promoted = registry.promoted_id() or ""
                 if outcome[0] == "promoted":
                     print(f"promoted memory model: {promoted}")
                     return 0
-                print(f"version {versions[-1]} failed its gates: {outcome[1]}; promoted stays {promoted}")
+                print(f"version {version} {said[outcome[0]]}: {'; '.join(outcome[1])}; promoted stays {promoted}")
+                if outcome[0] == "failed":
+                    print("`memo status` shows its error, how to retry it, and where its documents go")
                 return 1
             time.sleep(3)
     print(f"timed out after {args.timeout} s; see the Dagster UI for the run")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from memo_pipelines.storage.history import learned_versions, version_records
 from memo_pipelines.storage.objectstore import ObjectStore
-from memo_pipelines.storage.layout import FAILURE, REFLECTION_CHECKS, failure_key, reflection_checks_key, version_key
+from memo_pipelines.storage.layout import FAILURE, LANDING_PREFIX, REFLECTION_CHECKS, doc_id_for, failure_key, promotion_key, reflection_checks_key, version_key
 from memo_pipelines.storage.registry import ModelRegistry
 
 STAGES = ["manifest.json", "snapshot.json", "reflections.jsonl", "probes.jsonl", "adapter_lineage.json", "candidate.json", "evaluation.json"]
@@ -32,18 +32,25 @@ class VersionStatus:
     failure: dict | None = None  # the version's last failed run (steps, errors, how to retry), until a run succeeds in those steps
     doc_ids: list[str] = field(default_factory=list)
     pending: str | None = None  # why the promoted model has not learned this version's reflections (None: learned, or none to learn)
+    carried_from: list[str] = field(default_factory=list)  # failed versions whose documents this version's manifest carries
 
 
 def version_outcome(store: ObjectStore, registry: ModelRegistry, version: str) -> tuple[str, list[str]] | None:
-    """("promoted", []) once a model of the version is in the promoted stack, ("rejected", the failed gates' names) once
-    its evaluation failed a gate; None while neither is known (no evaluation yet, or passed and not yet promoted)."""
+    """("promoted", []) once a model of the version is in the promoted stack; ("rejected", the failed gates' names) once
+    its evaluation failed a gate; ("failed", each failed step with its error) while the version has a failure record;
+    ("refused", the reason) once it passed its gates and its promotion step refused to move the pointer; None
+    while none is known (still running, or passed and not yet promoted)."""
     evaluation = store.get_json(version_key(version, "evaluation.json"))
+    if evaluation is not None and any(m.startswith(version + "-") for m in registry.pointer()["stack"]):
+        return "promoted", []
+    if failed := [g["name"] for g in (evaluation or {}).get("gates", []) if not g["passed"]]:
+        return "rejected", failed
+    if failure := store.get_json(failure_key(version)):
+        return "failed", [f"{s['step']}: {(s['error'] or '(no error message)').splitlines()[0]}" for s in failure["steps"]] or [failure["message"]]
     if evaluation is None:
         return None
-    if any(m.startswith(version + "-") for m in registry.pointer()["stack"]):
-        return "promoted", []
-    failed = [g["name"] for g in evaluation["gates"] if not g["passed"]]
-    return ("rejected", failed) if failed else None
+    promotion = store.get_json(promotion_key(version))
+    return ("refused", [promotion["reason"]]) if promotion and not promotion["promoted"] else None
 
 
 def version_stages(store: ObjectStore, names: list[str] = STAGES) -> dict[str, list[str]]:
@@ -54,6 +61,8 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
     status = VersionStatus(version, [s for s in STAGES if s in stages])
     manifest = store.get_json(version_key(version, "manifest.json")) or {}
     status.deleted = len(manifest.get("deleted", []))
+    status.doc_ids = [doc_id_for(o["key"], LANDING_PREFIX) for o in manifest.get("objects", [])]  # until a snapshot names the accepted ones
+    status.carried_from = sorted({o["carried_from"] for o in manifest.get("objects", []) if "carried_from" in o})
     snapshot = store.get_json(version_key(version, "snapshot.json")) if "snapshot.json" in stages else None
     if snapshot:
         status.documents = len(snapshot["documents"])
@@ -114,6 +123,10 @@ def mark_pending(store: ObjectStore, registry: ModelRegistry, pointer: dict, ver
     update trains on the pending ones (memory/strategies.py), so their documents are not stranded."""
     learned = set(learned_versions(registry, pointer.get("model_id")))
     for v in versions:
+        if v.failure and "reflections.jsonl" not in stages.get(v.version, []):
+            carriers = [u.version for u in versions if v.version in u.carried_from]
+            v.pending = f"{v.state}; its documents are carried into {carriers[-1]}" if carriers else f"{v.state}; the next version carries its documents"
+            continue
         if "reflections.jsonl" not in stages.get(v.version, []) or v.version in learned:
             continue
         if v.failed_checks:

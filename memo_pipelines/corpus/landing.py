@@ -1,6 +1,7 @@
 """What the landing sensor decides, without Dagster: which objects are new since the cursor, and the next version key.
 
-Exactly once: every (key, ETag) that lands goes into one version's manifest. The sensor's state ({key: ETag} seen,
+Exactly once: every (key, ETag) that lands goes into one version's manifest (and into the next one too when its
+version failed for good before writing reflections: storage/history.py stranded_documents). The sensor's state ({key: ETag} seen,
 deletions not yet recorded) is kept in the bucket under a content-addressed key, so the Dagster cursor stays a few
 bytes however large the bucket; a tick that dies before its cursor is committed leaves the previous state intact.
 A tick whose partitions were added but whose cursor was lost (a daemon crash between the two) is recovered by
@@ -79,10 +80,14 @@ def next_version_key(existing: list[str]) -> str:
     return f"v{max(numbers, default=0) + 1:06d}"
 
 
-def manifest(version: str, diff: LandingDiff) -> dict:
+def manifest(version: str, diff: LandingDiff, stranded: list[dict] = ()) -> dict:
+    """The version's manifest: the new or changed objects, the deletions, and the `stranded` entries of failed versions
+    (storage/history.py) whose object still stands in the landing folder as that version listed it."""
+    new = {o.key for o in diff.new_or_changed}
+    carried = [entry for entry in stranded if entry["key"] not in new and diff.seen.get(entry["key"]) == entry["etag"]]
     return {
         "version": version,
         # last_modified tells which of two near-duplicate documents is the newer one (the snapshot keeps that one)
-        "objects": [{"key": o.key, "etag": o.etag, "size": o.size, "last_modified": o.last_modified} for o in diff.new_or_changed],
+        "objects": [{"key": o.key, "etag": o.etag, "size": o.size, "last_modified": o.last_modified} for o in diff.new_or_changed] + carried,
         "deleted": diff.deleted,
     }

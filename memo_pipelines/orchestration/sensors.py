@@ -5,6 +5,7 @@ import dagster as dg
 from memo_pipelines.corpus.landing import diff_landing, fold_uncommitted, load_cursor, manifest, next_version_key, save_cursor
 from assets.partitions import corpus_versions
 from memo_pipelines.orchestration.failures import clear_failure, record_failure
+from memo_pipelines.storage.history import stranded_documents
 from memo_pipelines.storage.layout import version_key
 from resources import ObjectStoreResource
 
@@ -41,8 +42,11 @@ def build_landing_sensor(job: dg.JobDefinition, landing_prefix: str, interval_s:
             return dg.SensorResult(run_requests=runs, cursor=save_cursor(store, diff.seen, diff.deleted, cursor.last_version, context.cursor))
         version = next_version_key(existing)
         # written before the partition exists; a tick that dies here leaves a manifest the next tick rewrites
-        store.put_json(version_key(version, "manifest.json"), manifest(version, diff))
-        context.log.info(f"version {version}: {len(diff.new_or_changed)} new or changed documents, {len(diff.deleted)} deleted")
+        written = manifest(version, diff, stranded_documents(store))
+        store.put_json(version_key(version, "manifest.json"), written)
+        carried = len(written["objects"]) - len(diff.new_or_changed)
+        context.log.info(f"version {version}: {len(diff.new_or_changed)} new or changed documents, {len(diff.deleted)} deleted"
+                         + (f", {carried} carried from failed versions" if carried else ""))
         return dg.SensorResult(
             run_requests=runs + [version_run(version)],
             dynamic_partitions_requests=[corpus_versions.build_add_request([version])],

@@ -113,6 +113,23 @@ def pending_versions(registry: ModelRegistry, version: str, model_id: str | None
             and blocked_reflections(registry.store, v, records[v]) is None]
 
 
+def stranded_documents(store: ObjectStore) -> list[dict]:
+    """Manifest entries of versions whose run failed for good before their reflections existed (a failure record and no
+    reflections), that no later manifest lists: the next version carries them, as the next update carries a pending
+    version's reflections, so a failed version strands no document. Each entry names the version it is carried from."""
+    records = version_records(store, ["manifest.json", "reflections.jsonl", layout.FAILURE])
+    failed = [v for v in records if layout.FAILURE in records[v] and "reflections.jsonl" not in records[v]]
+    if not failed:
+        return []
+    stranded, listed_later = [], set()
+    for version in sorted((v for v in records if v >= min(failed) and "manifest.json" in records[v]), reverse=True):
+        manifest = store.get_json(version_key(version, "manifest.json"))
+        if version in failed:
+            stranded += [{**entry, "carried_from": version} for entry in manifest["objects"] if entry["key"] not in listed_later]
+        listed_later |= {entry["key"] for entry in manifest["objects"]} | set(manifest.get("deleted", []))
+    return sorted(stranded, key=lambda entry: entry["key"])
+
+
 def changed_documents(store: ObjectStore, after: str | None, up_to: str, landing_prefix: str = LANDING_PREFIX) -> set[str]:
     """Documents that landed at or before `after` and were deleted or rewritten in a version after it, up to `up_to`:
     the ones whose old facts a model of version `after` still holds in its weights."""

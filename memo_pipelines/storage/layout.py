@@ -4,6 +4,7 @@
     versions/{v}/{record}                    one corpus version's records: manifest, snapshot, reflections, evaluation ...
     versions/{v}/reflections_checks.json     the outcome of the version's blocking reflection checks
     versions/{v}/failure.json                the version's last failed run: step, error, how to retry (cleared by a success)
+    versions/{v}/promotion.json              the outcome of the version's promotion step: promoted, or why it was refused
     versions/{v}/raw/{doc_id}                the documents a snapshot read, archived for backfills
     versions/{v}/adapter/...                 the version's LoRA adapter
     versions/{v}/checkpoints/{job}/...       a training job's newest checkpoint (accelerate state), while it trains
@@ -32,6 +33,7 @@ def version_key(version: str, name: str) -> str:
 
 REFLECTION_CHECKS = "reflections_checks.json"
 FAILURE = "failure.json"
+PROMOTION = "promotion.json"
 
 
 def reflection_checks_key(version: str) -> str:
@@ -40,6 +42,10 @@ def reflection_checks_key(version: str) -> str:
 
 def failure_key(version: str) -> str:
     return version_key(version, FAILURE)
+
+
+def promotion_key(version: str) -> str:
+    return version_key(version, PROMOTION)
 
 
 def doc_id_for(key: str, landing_prefix: str) -> str:

@@ -67,15 +67,20 @@ class ModelRegistry:
         outcome = {"model_id": candidate["model_id"], "parent": candidate["parent"], "current": current}
         if current == candidate["model_id"]:
             # an earlier attempt of this step moved the pointer and then died: re-execution is a no-op
-            return {**outcome, "promoted": True, "reason": f"{current} is already the promoted model"}
+            return self._record_promotion(version, {**outcome, "promoted": True, "reason": f"{current} is already the promoted model"})
         if current_version is not None and current_version >= version and not allow_backfill_promotion:
             held_by = f"newer version {current_version}" if current_version > version else f"version {version}"
-            return {**outcome, "promoted": False,
-                    "reason": f"not promoted: {held_by} is promoted ({current}); set allow_backfill_promotion to move the pointer to this backfill"}
+            return self._record_promotion(version, {**outcome, "promoted": False,
+                                                    "reason": f"not promoted: {held_by} is promoted ({current}); set allow_backfill_promotion to move the pointer to this backfill"})
         backfill = current != candidate["parent"] and allow_backfill_promotion
         reason = f"version {version} passed its gates" + (f" (backfill promoted over {current})" if backfill else "")
         self.promote(candidate["model_id"], reason, expected_current=current if backfill else candidate["parent"])
-        return {**outcome, "promoted": True, "reason": reason}
+        return self._record_promotion(version, {**outcome, "promoted": True, "reason": reason})
+
+    def _record_promotion(self, version: str, outcome: dict) -> dict:
+        """Keep the outcome beside the version's records: a refusal that fails no step is read there by `memo wait`."""
+        self.store.put_json(layout.promotion_key(version), {**outcome, "at": time.time()})
+        return outcome
 
     def _read_pointer(self) -> tuple[dict, str | None]:
         return self.store.get_json_versioned(layout.PROMOTED_POINTER, default={"model_id": None, "stack": [], "history": []})
