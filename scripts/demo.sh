@@ -31,6 +31,8 @@ else
   echo
 fi
 
+# questions a person at the sample company would ask, written by hand: every candidate is scored on them
+$MEMO evals memo_pipelines/sample_evals/staff_questions.jsonl
 $MEMO upload memo_pipelines/sample_corpus
 echo "The landing sensor turns the upload into corpus version v000001 within about 30 s."
 echo "Watch it in the Dagster UI: http://127.0.0.1:$UI_PORT"

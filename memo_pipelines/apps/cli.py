@@ -381,6 +381,31 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_evals(args) -> int:
+    """Put evaluation sets (JSONL of {question, answer}) under evals/ with the pipeline's credential: every candidate
+    is scored on them beside the generated probes. A set with a bad line is refused whole, naming the line."""
+    from memo_pipelines.evaluation.user_evals import parse_eval_set
+    from memo_pipelines.storage.layout import USER_EVALS_PREFIX
+
+    keys, clashes = upload_keys(args.paths, USER_EVALS_PREFIX)
+    sets = {key: path for key, path in keys.items() if key.endswith(".jsonl")}
+    if clashes or not sets:
+        print(f"memo evals: {'two files land on one key' if clashes else 'no .jsonl set given'}; nothing uploaded", file=sys.stderr)
+        return 2
+    for key, path in sorted(sets.items()):
+        try:
+            rows = parse_eval_set(path.read_bytes())
+        except (ValueError, UnicodeDecodeError) as error:
+            print(f"memo evals: {path}: {error}; nothing uploaded", file=sys.stderr)
+            return 2
+        sets[key] = (path, len(rows))
+    store = Settings.from_env().store()
+    for key, (path, count) in sorted(sets.items()):
+        store.put_bytes(key, path.read_bytes())
+        print(f"{count} questions: {path} -> s3://{store.bucket}/{key}")
+    return 0
+
+
 def cmd_setup(args) -> int:
     from memo_pipelines.llm.embedded import embedded_model_dir
 
@@ -468,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     prune = sub.add_parser("prune", help="delete never-promoted candidate models, keeping the newest few")
     prune.add_argument("--keep", type=int, default=2)
     prune.set_defaults(func=cmd_prune)
+
+    evals = sub.add_parser("evals", help="put evaluation sets (JSONL of question and answer) under evals/: every candidate is scored on them")
+    evals.add_argument("paths", nargs="+")
+    evals.set_defaults(func=cmd_evals)
 
     sub.add_parser("setup", help="create local credentials and convert the embedded model (once)").set_defaults(func=cmd_setup)
     env = sub.add_parser("env", help="print shell exports for the local services (the secret key masked)")

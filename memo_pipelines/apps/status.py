@@ -81,6 +81,8 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
             status.figures = {name: card.get(name) for name in ("heldout_recall", "acc", "bwt", "forgetting", "abstention", "hallucination", "train_row_recall")}
             status.figures |= {"general_accuracy": card["general"].get("accuracy"), "general_loglik_delta": card["general"].get("loglik_delta")}
             status.matrix = card.get("matrix", {})
+            people = [s["closed_book"]["recall"] for s in (card.get("user_evals") or {}).values() if s.get("closed_book", {}).get("recall") is not None]
+            status.figures["people_recall"] = sum(people) / len(people) if people else None
         else:  # written before held-out probes: only the training-row figures exist
             status.figures = {"train_row_recall": evaluation.get("report", {}).get("recall_new")}
         status.failed_gates = [g["name"] for g in evaluation["gates"] if not g["passed"]]
@@ -161,8 +163,10 @@ def render(pointer: dict, versions: list[VersionStatus], quarantine_limit: int =
         last = pointer["history"][-1]
         at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last["at"])) if "at" in last else "?"
         lines.append(f"  since {at}: {last.get('reason', '')}")
-    header = ["version", "state", "run", "docs", "quarantined", "deleted", "held-out", "ACC", "BWT", "forgetting", "abstain", "general Δ", "train rows"]
-    names = ["heldout_recall", "acc", "bwt", "forgetting", "abstention", "general_loglik_delta", "train_row_recall"]
+    # "people's Qs": the evals/ sets people wrote; "reworded": generated probes, rewordings of the facts trained on
+    header = ["version", "state", "run", "docs", "quarantined", "deleted", "people's Qs", "reworded", "ACC", "BWT", "forgetting", "abstain", "general Δ",
+              "train rows"]
+    names = ["people_recall", "heldout_recall", "acc", "bwt", "forgetting", "abstention", "general_loglik_delta", "train_row_recall"]
     rows = [[v.version, v.state + (f": {', '.join(v.failed_gates)}" if v.failed_gates else ""), v.run_status or "-",
              "-" if v.documents is None else str(v.documents), str(len(v.quarantine)), str(v.deleted),
              *(figure(v.figures.get(name)) for name in names)] for v in versions]
@@ -171,7 +175,7 @@ def render(pointer: dict, versions: list[VersionStatus], quarantine_limit: int =
     promoted = next((v for v in versions if v.state == "promoted"), None)
     if promoted and promoted.matrix:
         columns = sorted({k for row in promoted.matrix.values() for k in row})
-        lines.append(f"\nheld-out recall R[after update][of version], lineage of {promoted.model_id}:")
+        lines.append(f"\nreworded-probe recall R[after update][of version], lineage of {promoted.model_id}:")
         lines += ["  " + line for line in table(["after", *columns], [[u, *(figure(row.get(k)) for k in columns)] for u, row in sorted(promoted.matrix.items())])]
     if not versions:
         lines.append("(no corpus versions yet: upload documents under the landing prefix)")

@@ -15,22 +15,26 @@ def load_user_evals(store, limit: int) -> tuple[dict[str, list[dict]], dict[str,
         if not obj.key.endswith(".jsonl"):
             continue
         name = obj.key[len(USER_EVALS_PREFIX):]
-        rows = []
         try:
-            for number, line in enumerate(store.get_bytes(obj.key).decode("utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                answers = row.get("answer") if isinstance(row, dict) else None
-                answers = [answers] if isinstance(answers, str) else answers
-                if not isinstance(row, dict) or not str(row.get("question", "")).strip() or not answers or not all(isinstance(a, str) for a in answers):
-                    raise ValueError(f"line {number}: needs a question and an answer (a string or a list of strings)")
-                rows.append({"question": str(row["question"]).strip(), "answers": answers})
+            sets[name] = parse_eval_set(store.get_bytes(obj.key))[:limit]
         except (ValueError, UnicodeDecodeError) as error:
             problems[name] = str(error)
-            continue
-        sets[name] = rows[:limit]
     return sets, problems
+
+
+def parse_eval_set(data: bytes) -> list[dict]:
+    """The rows {question, answers} of one JSONL set; a ValueError naming the first bad line."""
+    rows = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        answers = row.get("answer") if isinstance(row, dict) else None
+        answers = [answers] if isinstance(answers, str) else answers
+        if not isinstance(row, dict) or not str(row.get("question", "")).strip() or not answers or not all(isinstance(a, str) for a in answers):
+            raise ValueError(f"line {number}: needs a question and an answer (a string or a list of strings)")
+        rows.append({"question": str(row["question"]).strip(), "answers": answers})
+    return rows
 
 
 def score_answers(rows: list[dict], answers: list[str]) -> dict:
