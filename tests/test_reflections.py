@@ -301,3 +301,39 @@ def test_documents_run_in_parallel_within_the_endpoint_concurrency_bound():
     with ScriptedOpenAI(slow) as server:
         synthesise_reflections(docs, "v000001", generator(server, concurrency=2), "llm_json", config=config)
     assert peak[0] == 2
+
+
+def test_an_upgrade_of_the_rule_code_or_the_spacy_pipeline_never_reuses_cached_reflections(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from memo_pipelines.reflections import nlp
+
+    cache, config = MemoryCache(), SynthesisConfig(steps=("fact_extraction", "unanswerable"), entity_summaries=False)
+    with ScriptedOpenAI(lambda request: "") as server:
+        _, first = synthesise_reflections([KESBY], "v000001", generator(server), "grounded", cache, config=config)
+        _, again = synthesise_reflections([KESBY], "v000001", generator(server), "grounded", cache, config=config)
+        assert first.cache_misses == again.cache_hits > 0 and again.cache_misses == 0
+        # a new release of the English pipeline parses differently: nothing parsed by the old one is reused
+        monkeypatch.setitem(nlp.pipeline().meta, "version", "3.9.0")
+        _, upgraded = synthesise_reflections([KESBY], "v000001", generator(server), "grounded", cache, config=config)
+    assert upgraded.cache_hits == 0 and upgraded.cache_misses == first.cache_misses
+
+    # an installed copy of the package whose clause rules changed gives the grounded form new keys, and leaves the
+    # LLM form's keys alone (it does not use those rules)
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "memo_pipelines", tmp_path / "memo_pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+    clauses = tmp_path / "memo_pipelines" / "reflections" / "clauses.py"
+    clauses.write_text(clauses.read_text().replace("def ", "def _unused_rule():\n    return None\n\n\ndef ", 1))
+    script = ("from memo_pipelines.reflections.steps import rules_fingerprint as f; "
+              "print(f('memo_pipelines.reflections.grounded'), f('memo_pipelines.reflections.llm_json'))")
+
+    def fingerprints(where: Path) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", script], cwd=where, env={**__import__("os").environ, "PYTHONPATH": str(where)},
+                              capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    (grounded_before, llm_before), (grounded_after, llm_after) = fingerprints(root), fingerprints(tmp_path)
+    assert grounded_before != grounded_after and llm_before == llm_after

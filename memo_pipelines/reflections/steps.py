@@ -9,10 +9,15 @@ A step takes a document (or a group of documents), returns candidate pairs, and 
 `log`; candidates are dicts with question, answer, key_answer, step, method, sources (document ids), chunk, verified.
 """
 
+import ast
+import functools
+import hashlib
+import importlib.util
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.llm.backends import ChatModel
@@ -284,6 +289,36 @@ def register_form(name: str):
         return cls
 
     return register
+
+
+RULE_CODE = ("memo_pipelines.reflections.", "memo_pipelines.qa")  # the code whose change changes a step's output
+
+
+@functools.cache
+def rule_modules(*roots: str) -> tuple[str, ...]:
+    """The `roots` and the modules of RULE_CODE they import, directly or through each other (imports inside functions
+    count), sorted: what a step's output depends on besides its input and config."""
+    seen, todo = set(), list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in roots and not name.startswith(RULE_CODE) or importlib.util.find_spec(name) is None:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(Path(importlib.util.find_spec(name).origin).read_text())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                todo += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names if node.module.endswith("reflections")]
+    return tuple(sorted(seen))
+
+
+@functools.cache
+def rules_fingerprint(*roots: str) -> str:
+    """sha256 of the source of rule_modules(roots): an upgrade that changes any rule gives new cache keys."""
+    digest = hashlib.sha256()
+    for name in rule_modules(*roots):
+        digest.update(name.encode() + b"\0" + Path(importlib.util.find_spec(name).origin).read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def step_form(name: str, generator: Generator, config: SynthesisConfig) -> StepForm:

@@ -19,7 +19,7 @@ from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.corpus.dedup import jaccard, shingles
 from memo_pipelines.llm.backends import ChatModel
 from memo_pipelines.qa import IDK
-from memo_pipelines.reflections import grounded, llm_json  # noqa: F401  (importing them registers the step forms)
+from memo_pipelines.reflections import grounded, llm_json, nlp  # noqa: F401  (importing grounded and llm_json registers the step forms)
 from memo_pipelines.reflections.document import document_pairs
 from memo_pipelines.reflections.negatives import fabricated_questions
 from memo_pipelines.reflections.steps import (  # noqa: F401  (SynthesisConfig is part of this module's interface)
@@ -29,6 +29,8 @@ from memo_pipelines.reflections.steps import (  # noqa: F401  (SynthesisConfig i
     Generator,
     SynthesisConfig,
     related_groups,
+    rule_modules,
+    rules_fingerprint,
     step_form,
     unanswered,
 )
@@ -156,6 +158,15 @@ class Deduplicator:
         return None
 
 
+def rules_key(*roots: str) -> str:
+    """What the steps' code contributes to a cache key: the fingerprint of the rule modules `roots` use and, where they
+    parse with spaCy, the pipeline's name and version, so an upgrade of either never reuses old reflections."""
+    key = rules_fingerprint(*roots)
+    if nlp.__name__ in rule_modules(*roots):
+        key += f"|{nlp.pipeline_name()}"
+    return key
+
+
 class Synthesis:
     """One version's run: the generator, the cache and the counters shared by the steps."""
 
@@ -169,10 +180,11 @@ class Synthesis:
         after = ("steps", "entity_summaries", "near_duplicate_threshold", "document_workers", "fail_on_unavailable", "fabricated_negatives_per_document",
                  "hold_out_suspected_injection")
         self.fingerprint = json.dumps({k: v for k, v in asdict(config).items() if k not in after}, sort_keys=True)
+        self.rules = rules_key(type(self.form).__module__, *([document_pairs.__module__] if config.document_phrasings > 0 else []))
 
     def cached(self, docs: list[Document], step: str, compute: Callable[[Counter], list[dict]]) -> list[dict]:
         key = hashlib.sha256(
-            f"{'+'.join(d.sha256 for d in docs)}|{step}|{PROMPT_VERSION}|{self.strategy}|{self.generator_name}|{self.fingerprint}".encode()
+            f"{'+'.join(d.sha256 for d in docs)}|{step}|{PROMPT_VERSION}|{self.rules}|{self.strategy}|{self.generator_name}|{self.fingerprint}".encode()
         ).hexdigest()
         hit = self.cache.get_json(f"{key}.json") if self.cache is not None else None
         missed = hit is None
