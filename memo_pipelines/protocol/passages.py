@@ -1,0 +1,63 @@
+"""Passages of the live corpus for the reader and the hybrid route: documents cut into chunks with their character
+spans, ranked by BM25 (rank_bm25), and the reader's prompt that answers from them.
+
+A chunk remembers its document id and where it lies in the document's normalised text, so an answer can quote the
+passage that supports it ("doc.md", characters 120-410)."""
+
+from dataclasses import dataclass
+
+from memo_pipelines.qa import normalise
+
+READER_PROMPT = """Answer the question using the passages. Reply with only the short answer (a name, a date, a number).
+Passages:
+{passages}
+Question: {question}"""
+
+
+@dataclass(frozen=True)
+class Passage:
+    doc_id: str
+    start: int
+    end: int
+    text: str
+
+
+def chunk_document(doc_id: str, text: str, max_chars: int = 800) -> list[Passage]:
+    """Consecutive pieces of at most about `max_chars`, cut at paragraph or sentence ends, with their spans in `text`."""
+    passages, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + max_chars)
+        if end < len(text):
+            cut = max(text.rfind("\n\n", start, end), text.rfind(". ", start, end))
+            end = cut + 1 if cut > start + max_chars // 3 else end
+        piece = text[start:end].strip()
+        if piece:
+            offset = text.index(piece, start)
+            passages.append(Passage(doc_id, offset, offset + len(piece), piece))
+        start = end
+    return passages
+
+
+class PassageIndex:
+    """BM25 over passages; `top(question, k)` gives the k best."""
+
+    def __init__(self, passages: list[Passage]):
+        from rank_bm25 import BM25Okapi
+
+        self.passages = passages
+        self.index = BM25Okapi([normalise(f"{p.doc_id} {p.text}").split() or ["_"] for p in passages]) if passages else None
+
+    @classmethod
+    def of_documents(cls, documents: dict[str, str], max_chars: int = 800) -> "PassageIndex":
+        return cls([p for doc_id, text in documents.items() for p in chunk_document(doc_id, text, max_chars)])
+
+    def top(self, question: str, k: int) -> list[Passage]:
+        if self.index is None:
+            return []
+        scores = self.index.get_scores(normalise(question).split())
+        return [self.passages[i] for i in sorted(range(len(self.passages)), key=lambda i: -scores[i])[:k]]
+
+
+def reader_messages(question: str, passages: list[Passage]) -> list[dict[str, str]]:
+    context = "\n".join(f"[{rank}] {p.text}" for rank, p in enumerate(passages, start=1))
+    return [{"role": "user", "content": READER_PROMPT.format(passages=context, question=question)}]

@@ -1,0 +1,60 @@
+"""The hybrid route (protocol/hybrid.py): a memory answer a retrieved passage supports is kept and quoted with its
+document id and character span; one no passage supports goes to the reader (a scripted OpenAI-compatible endpoint
+standing in for a remote LLM), and what no passage supports is marked unverified or declined by the setting."""
+
+import pytest
+
+from memo_pipelines.llm.backends import LLMSpec, load_chat_model
+from memo_pipelines.protocol.hybrid import HybridConfig, HybridRoute
+from memo_pipelines.protocol.passages import PassageIndex, chunk_document
+from memo_pipelines.qa import IDK
+from tests.openai_stub import ScriptedOpenAI
+
+DOCUMENTS = {
+    "plant_kesby.txt": "The Kesby plant is the factory of Quillfeather Labs in the town of Kesby. The Kesby plant opened in 2019 "
+                       "beside the river Olm. The manager of the Kesby plant is Rafael Ondo.",
+    "product_tern.md": "# Tern battery cell\n\nTern is the sodium-ion battery cell made by Quillfeather Labs. "
+                       "In 2022 the Tern cell won the Corvel Prize for energy storage.",
+    "policy_travel.txt": "Employees of Quillfeather Labs must travel by train for trips shorter than 500 kilometres.",
+}
+
+
+def ask(reader_reply: str, question: str, memory_answer: str, **config):
+    """The route's answer to one question, with the scripted reader that stood behind it (its requests)."""
+    with ScriptedOpenAI(lambda request: reader_reply) as server:
+        reader = load_chat_model(LLMSpec("openai", "scripted-model", server.base_url))
+        [answer] = HybridRoute(reader, PassageIndex.of_documents(DOCUMENTS), HybridConfig(**config)).answer([question], [memory_answer])
+    return answer, server
+
+
+def test_a_supported_memory_answer_is_verified_and_quoted_with_its_span():
+    answer, server = ask("unused", "Who is the manager of the Kesby plant?", "Rafael Ondo manages the Kesby plant.")
+    assert answer.verified and answer.route == "memory" and answer.answer == "Rafael Ondo manages the Kesby plant."
+    assert answer.evidence.doc_id == "plant_kesby.txt" and "Rafael Ondo" in answer.evidence.quote
+    assert DOCUMENTS["plant_kesby.txt"][answer.evidence.start:answer.evidence.end] == answer.evidence.quote
+    assert server.requests == []  # a supported answer costs no reader call
+
+
+def test_an_answer_no_passage_supports_goes_to_the_reader_and_is_verified_from_the_passages():
+    answer, server = ask("the Corvel Prize", "Which prize did the Tern cell win?", "The Tern cell won the Nobel Prize.")
+    assert answer.verified and answer.route == "passages" and answer.answer == "the Corvel Prize"
+    assert answer.evidence.doc_id == "product_tern.md" and "Corvel Prize" in answer.evidence.quote
+    assert "Nobel" in server.requests[0]["messages"][0]["content"]  # the reader saw the memory's answer beside the passages
+
+
+@pytest.mark.parametrize("unsupported, expected", [("mark", "The Tern cell won the Nobel Prize."), ("decline", IDK)])
+def test_what_no_passage_supports_is_marked_or_declined(unsupported, expected):
+    answer, _ = ask("a medal", "Which prize did the Tern cell win?", "The Tern cell won the Nobel Prize.", unsupported=unsupported)
+    assert not answer.verified and answer.evidence is None and answer.answer == expected
+
+
+def test_an_exact_value_question_goes_to_the_passages_first():
+    answer, server = ask("2019", "In what year did the Kesby plant open?", "The Kesby plant opened in 2019.")
+    assert len(server.requests) == 1 and answer.route == "passages" and answer.answer == "2019" and answer.verified
+
+
+def test_chunks_keep_their_spans_in_the_document():
+    text = " ".join(f"Sentence number {i} says something about the Kesby plant." for i in range(60))
+    chunks = chunk_document("long.txt", text, max_chars=300)
+    assert len(chunks) > 5 and all(text[c.start:c.end] == c.text and len(c.text) <= 300 for c in chunks)
+    assert " ".join(c.text for c in chunks).split() == text.split()  # nothing lost between chunks
