@@ -1,6 +1,7 @@
 """Text extraction and snapshots: unreadable documents are quarantined with a reason, readable ones kept once."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -163,6 +164,38 @@ def test_documents_not_in_english_are_quarantined_with_the_language_found():
     assert reasons["hamburg.txt"].startswith("not English") and "'de'" in reasons["hamburg.txt"]
     assert reasons["lyon.txt"].startswith("not English") and "'fr'" in reasons["lyon.txt"]
     assert reasons["moskva.txt"].startswith("not English") and "cyrillic" in reasons["moskva.txt"]
+
+
+SHORT_FOREIGN = {  # a paragraph a user might upload, each under 20 words
+    "de": "Der kleine Hafen liegt am Ende der Bucht. Im Sommer kommen viele Gäste, um dort zu baden und zu segeln.",
+    "fr": "Le chat dort sur le toit de la maison. Il attend chaque jour le facteur qui vient avec les lettres.",
+    "es": "El gato duerme en el tejado de la casa y espera cada día al cartero que trae las cartas.",
+    "it": "Il gatto dorme sul tetto della casa e aspetta ogni giorno il postino che porta le lettere.",
+    "nl": "De kat slaapt op het dak van het huis en wacht elke dag op de postbode met de brieven.",
+    "sv": "Katten sover på taket och väntar varje dag på brevbäraren som kommer med breven.",
+}
+
+
+def test_a_short_paragraph_not_in_english_is_quarantined_and_short_english_passages_are_kept():
+    from memo_pipelines.corpus.language import language_problem
+
+    assert len(SHORT_FOREIGN["de"]) == 103
+    snapshot = snapshot_of({f"{code}.txt": text.encode() for code, text in SHORT_FOREIGN.items()} | {"good.txt": GOOD.encode()}, max_bytes=10_000)
+    assert [d.doc_id for d in snapshot.documents] == ["good.txt"]
+    reasons = {q["doc_id"]: q["reason"] for q in snapshot.quarantine}
+    assert all(reasons[f"{code}.txt"].startswith("not English") and f"'{code}'" in reasons[f"{code}.txt"] for code in SHORT_FOREIGN), reasons
+
+    # short English text from public data, titles and foreign names in it included: the opening 100 and 200 characters
+    # and the first sentence of every HotpotQA passage, the openings of MuSiQue's
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (data / "hotpotqa").exists():
+        pytest.skip("the shared public data is not here")
+    short = []
+    for sentences in json.loads((data / "hotpotqa" / "hotpotqa_train_corpus.json").read_text()).values():
+        text = "".join(sentences)
+        short += [text[:100], text[:200], sentences[0]]
+    short += [p["text"][:100] for p in json.loads((data / "musique" / "musique_train_corpus.json").read_text())]
+    assert len(short) > 4000 and [t for t in short if language_problem(t)] == []
 
 
 def test_the_sample_corpus_and_public_passages_are_english():
