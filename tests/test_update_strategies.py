@@ -171,3 +171,23 @@ def test_a_small_version_stops_training_on_enough_of_its_own_rows_or_trains_ever
     assert {r["question"] for r in asked(stop_rows(many + others, 16, seed=0))} <= {r["question"] for r in many}
     # fewer answerable rows than the floor: no early stop at all
     assert stop_rows(facts[:3] + declined, 16, seed=0) == [] and MIN_STOP_ROWS > 3
+
+
+@pytest.mark.parametrize("passed", [False, True])
+def test_continue_trains_the_current_versions_rows_only_when_their_blocking_checks_passed(passed, store, tmp_path):
+    # as merge and retrain do: a re-executed update of a version whose reflections failed a blocking check trains none of them
+    from memo_pipelines.memory.strategies import STRATEGIES, UpdateConfig
+    from memo_pipelines.storage.history import rows_digest
+    from memo_pipelines.storage.registry import ModelRegistry
+    from memo_pipelines.storage.workspace import Workspace
+
+    rows = [{"id": f"r{i}", "question": f"How many people does plant {i} employ?", "answer": f"Plant {i} employs {i}0 people.",
+             "key_answer": f"{i}0", "source_doc_ids": ["plants.txt"], "step": "fact_extraction", "version": "v000001"} for i in range(10)]
+    store.put_jsonl("versions/v000001/reflections.jsonl", rows)
+    store.put_json("versions/v000001/reflections_checks.json",
+                   {"passed": passed, "failed": [] if passed else ["verified_share"], "reflections_sha256": rows_digest(rows)})
+    ws = Workspace(store, ModelRegistry(store, tmp_path / "models"), tmp_path / "work")
+    for name in ("continue", "merge", "retrain"):
+        plan = STRATEGIES[name].plan(ws, "v000001", "base", UpdateConfig(strategy=name), [], 0)
+        trained = [e for job in plan.jobs for e in job.examples]
+        assert bool(trained) == passed and all(e in rows for e in trained), name

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from memo_pipelines.evaluation.metrics import sample_facts
 from memo_pipelines.qa import IDK, is_idk
 from memo_pipelines.reflections.negatives import invented_name_questions
-from memo_pipelines.storage.history import changed_documents, learned_versions, live_reflections, load_reflections, pending_versions
+from memo_pipelines.storage.history import changed_documents, learned_versions, live_reflections, pending_versions
 from memo_pipelines.storage.layout import version_key
 from memo_pipelines.storage.workspace import Workspace
 
@@ -188,7 +188,7 @@ class Continue:
         unlearned = pending_versions(ws.registry, version, parent)
         pending = [v for v in unlearned if live.get(v)]
         learned = [v for v in learned_versions(ws.registry, parent) if v in live]
-        new = load_reflections(ws.store, version) + [r for v in pending for r in live[v]]
+        new = live.get(version, []) + [r for v in pending for r in live[v]]  # live: rows that failed a blocking check are left out
         replay = per_version_replay(live, learned, update, seed, version, new)
         replayed = [r for v in learned for r in replay[v]]
         job = AdapterJob(version_key(version, "adapter"), version, parent,
