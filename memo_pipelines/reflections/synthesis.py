@@ -98,7 +98,9 @@ class ReflectionStats:
 
 
 def make_row(question: str, answer: str, source_doc_ids: list[str], step: str, method: str, version: str,
-             key_answer: str | None = None, chunk: int | None = None, verified: bool = False) -> dict:
+             key_answer: str | None = None, chunk: int | None = None, verified: bool = False, entity: str | None = None) -> dict:
+    """One reflection row; `entity` is the name a fabricated negative invented (a later document naming it retires the
+    row: storage/history.py), None on every other row."""
     return {
         "id": reflection_id(question, answer),
         "question": question,
@@ -110,6 +112,7 @@ def make_row(question: str, answer: str, source_doc_ids: list[str], step: str, m
         "version": version,
         "chunk": chunk,
         "verified": verified,
+        "entity": entity,
     }
 
 
@@ -288,7 +291,8 @@ def synthesise_reflections(
         templates = list(rows.rows.values())
         for doc in trusted:
             for negative in fabricated_questions(templates, doc, known, config.fabricated_negatives_per_document, f"train-{version}"):
-                rows.add(make_row(negative["question"], IDK, [doc.doc_id], "unanswerable", "fabricated_entity", version, IDK, verified=True))
+                rows.add(make_row(negative["question"], IDK, [doc.doc_id], "unanswerable", "fabricated_entity", version, IDK, verified=True,
+                                  entity=negative["entity"]))
                 known += " " + normalise(negative["entity"])
     for row in rows.rows.values():
         stats.kept[row["method"]] += 1

@@ -3,7 +3,9 @@ the manifests, which earlier rows are still live, and which versions a registere
 
 import hashlib
 import json
+import re
 
+from memo_pipelines.qa import normalise
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.layout import LANDING_PREFIX, doc_id_for, version_key
 from memo_pipelines.storage.objectstore import ObjectStore
@@ -63,12 +65,14 @@ def live_records(store: ObjectStore, version: str, name: str = "reflections.json
     A row of version u is retired when one of its source documents was deleted, or rewritten (a newer ETag, whose rows
     replace it), in a version after u and up to `version`. Decided from the manifests alone, so a backfill of an old
     version sees the corpus as it was then. Every row of a version whose reflections failed a blocking check (or are
-    not the rows that were checked) is left out too, counted as "failed_checks".
+    not the rows that were checked) is left out too, counted as "failed_checks"; so is a fabricated "I don't know"
+    row whose invented name a document of a later version (up to `version`) names, counted as "stale_negatives".
     """
     changes = document_changes(store, version, landing_prefix)
-    live, retired = {}, {"deleted": 0, "rewritten": 0, "failed_checks": 0}
-    records = version_records(store, [name, "reflections.jsonl", layout.REFLECTION_CHECKS])
+    live, retired = {}, {"deleted": 0, "rewritten": 0, "failed_checks": 0, "stale_negatives": 0}
+    records = version_records(store, [name, "reflections.jsonl", layout.REFLECTION_CHECKS, "snapshot.json"])
     versions = sorted(v for v in records if name in records[v] and (v < version or include_self and v == version))
+    named = LaterNames(store, sorted(v for v in records if "snapshot.json" in records[v] and v <= version))
     for earlier in versions:
         rows = store.get_jsonl(version_key(earlier, name))
         if blocked_reflections(store, earlier, records[earlier], rows if name == "reflections.jsonl" else None):
@@ -81,10 +85,38 @@ def live_records(store: ObjectStore, version: str, name: str = "reflections.json
                 retired["deleted"] += 1
             elif later:
                 retired["rewritten"] += 1
+            elif row.get("method") == FABRICATED and named.after(earlier, invented_entities(row)):
+                retired["stale_negatives"] += 1
             else:
                 kept.append(row)
         live[earlier] = kept
     return live, retired
+
+
+FABRICATED = "fabricated_entity"  # an "I don't know" row about a name no document of its version had (reflections/negatives.py)
+
+
+def invented_entities(row: dict) -> list[str]:
+    """The name a fabricated row invented: its `entity`; for rows written before they kept it, the capitalised names of
+    its question after the opening word."""
+    if row.get("entity"):
+        return [row["entity"]]
+    return re.findall(r"(?<=\s)[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*", row["question"])
+
+
+class LaterNames:
+    """Whether a document of a version after a given one (up to the newest of `versions`) names an entity: the snapshots
+    are read once, when a fabricated row is first asked about, so a history without such rows reads none."""
+
+    def __init__(self, store: ObjectStore, versions: list[str]):
+        self.store, self.versions, self.texts = store, versions, None
+
+    def after(self, earlier: str, entities: list[str]) -> bool:
+        if self.texts is None:
+            self.texts = {v: f" {normalise(' '.join(d['text'] for d in self.store.get_json(version_key(v, 'snapshot.json'))['documents']))} "
+                          for v in self.versions}
+        names = [f" {normalise(e)} " for e in entities if normalise(e)]
+        return any(name in text for v, text in self.texts.items() if v > earlier for name in names)
 
 
 def live_earlier_reflections(store: ObjectStore, version: str, landing_prefix: str = LANDING_PREFIX) -> tuple[dict[str, list[dict]], dict[str, int]]:
