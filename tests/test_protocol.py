@@ -162,3 +162,26 @@ def test_a_memory_that_times_out_leaves_the_question_unanswered_without_retiring
         result = Protocol(None, executive_at(server), config).ask(MANAGER_Q)
     assert result.answer == "I don't know" and result.retired == [] and result.memory_calls == 1
     assert any("memory call failed in direct: CallTimeout" in note for note in result.notes)
+
+
+class AnsweringMemory:
+    """A memory that knows an answer to everything, so every stage has facts to work with."""
+
+    name = "answering"
+
+    def chat(self, conversations, max_new_tokens=64):
+        return ["Rafael Ondo manages the Kesby plant." for _ in conversations]
+
+
+def test_a_tiny_local_executive_runs_all_three_stages_and_every_reply_parses(tiny_base):
+    """A random 2-layer model writes no JSON by itself; decoding under each stage's schema makes every reply parse, so
+    the protocol never takes its degraded path."""
+    executive = LocalChatModel(tiny_base)
+    config = ProtocolConfig(narrow_turns=1, executive_max_new_tokens=64)  # a budget the replies must close within
+    result = Protocol(executive, AnsweringMemory(), config).ask(QUESTION)
+    degraded = ("no usable JSON", "no decomposition", "narrowing stopped", "no usable synthesis", "failed")
+    assert not [note for note in result.notes if any(d in note for d in degraded)], result.notes
+    stages = [turn.stage for turn in result.trace]
+    assert stages[0] == "decompose" and stages[-1] == "gather" and result.target, result
+    assert result.executive_calls == 4  # decompose, narrow, gather, synthesise: each reply used at the first try
+    assert result.answer.strip() and result.answer != "I don't know"

@@ -5,6 +5,7 @@ The generator, the executive and the memory all speak to models through `ChatMod
 
 import os
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -35,6 +36,9 @@ class LLMSpec:
     timeout_s: float = 60.0
     max_retries: int = 4
     concurrency: int = 4
+    # streamed replies: timeout_s then bounds the wait between tokens, not the whole reply, and a stream cut off
+    # (a server that died mid-reply) is asked again like a failed request
+    stream: bool = False
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], prefix: str = "", upper: bool = False, **overrides) -> "LLMSpec":
@@ -47,6 +51,8 @@ class LLMSpec:
             if value in (None, ""):
                 name = prefix + (spec_field.name.upper() if upper else spec_field.name)
                 value = values.get(name)
+            if isinstance(spec_field.default, bool) and isinstance(value, str):
+                value = value.strip().lower() in ("1", "true", "yes", "on")
             if value not in (None, ""):
                 chosen[spec_field.name] = type(spec_field.default)(value)
         return cls(**chosen)
@@ -70,7 +76,8 @@ def inference_device(requested: str | None = None) -> tuple[str, str]:
 
 class LocalChatModel:
     """A transformers causal LM in this process on the best device present (inference_device), greedy decoding,
-    batched with left padding; prompts are grouped by length so a batch pads little, and replies keep the input order."""
+    batched with left padding; prompts are grouped by length so a batch pads little, and replies keep the input order.
+    A `response_format` with a JSON schema is honoured by grammar-constrained decoding, so such replies always parse."""
 
     _load_lock = threading.Lock()
 
@@ -102,7 +109,21 @@ class LocalChatModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         return self
 
-    def _generate(self, texts: list[str], max_new_tokens: int) -> list[str]:
+    structured_output = True  # chat() takes response_format: a JSON schema's replies decode under its grammar
+
+    def _schema_logits(self, schema: dict, rows: int, max_new_tokens: int):
+        """A logits processor that keeps each of `rows` replies inside the schema's grammar (llm/constrained.py)."""
+        from memo_pipelines.llm.constrained import ClosingTokens, LLGuidanceGrammar, SchemaLogits
+
+        with self._load_lock:
+            if getattr(self, "_grammar", None) is None:
+                vocab_size = max(self.model.config.vocab_size, len(self.tokenizer))
+                self._grammar = LLGuidanceGrammar(self.tokenizer, vocab_size), ClosingTokens(self.tokenizer, vocab_size)
+        grammar, closing = self._grammar
+        return SchemaLogits(grammar, [grammar.matcher(schema) for _ in range(rows)], closing, max_new_tokens,
+                            self.tokenizer.eos_token_id)
+
+    def _generate(self, texts: list[str], max_new_tokens: int, schema: dict | None = None) -> list[str]:
         import torch
 
         # longest first, so the first batch shows an out-of-memory at once; each batch holds prompts of similar length
@@ -112,6 +133,7 @@ class LocalChatModel:
         for start in range(0, len(order), self.batch_size):
             indices = order[start : start + self.batch_size]
             batch = self.tokenizer([texts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            constrained = {"logits_processor": [self._schema_logits(schema, len(indices), max_new_tokens)]} if schema else {}
             with torch.no_grad():
                 out = self.model.generate(
                     **batch,
@@ -119,6 +141,7 @@ class LocalChatModel:
                     do_sample=False,
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=self.tokenizer.eos_token_id,
+                    **constrained,
                 )
             self.usage["prompt_tokens"] += int(batch["attention_mask"].sum())
             for i, row in zip(indices, out[:, batch["input_ids"].shape[1] :]):
@@ -126,9 +149,12 @@ class LocalChatModel:
                 replies[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
         return replies
 
-    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64, errors: str = "raise") -> list[str]:
+    def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64, errors: str = "raise",
+             response_format: dict | None = None) -> list[str]:
+        from memo_pipelines.llm.constrained import schema_of
+
         texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
-        return self._generate(texts, max_new_tokens)
+        return self._generate(texts, max_new_tokens, schema_of(response_format))
 
     def complete(self, prompts: list[str], max_new_tokens: int = 32, stop: str | None = None, errors: str = "raise") -> list[str]:
         replies = self._generate(prompts, max_new_tokens)
@@ -136,7 +162,7 @@ class LocalChatModel:
 
 
 class OpenAIChatModel:
-    """Any OpenAI-compatible endpoint (OpenAI, Gemini, vLLM), at most `concurrency` requests in flight.
+    """Any OpenAI-compatible endpoint (OpenAI, Gemini, vLLM, llama.cpp's server), at most `concurrency` requests in flight.
 
     The client retries timeouts, connection errors, 429s and 5xx `max_retries` times with exponential backoff (honouring
     Retry-After); with errors="none" a request that still fails gives None and is counted in usage["failed_requests"].
@@ -167,6 +193,39 @@ class OpenAIChatModel:
 
     structured_output = True  # chat() takes response_format (a JSON schema); an endpoint that refuses it is asked without
 
+    def _create(self, messages: list[Message], max_new_tokens: int, structured: dict) -> tuple[str, Any]:
+        """(reply text, usage) of one request; a streamed reply is gathered from its chunks."""
+        request = dict(model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0, **structured)
+        if not self.spec.stream:
+            reply = self.client.chat.completions.create(**request)
+            return reply.choices[0].message.content or "", reply.usage
+        return self._streamed(request)
+
+    def _streamed(self, request: dict) -> tuple[str, Any]:
+        """A streamed reply; a stream broken before its finish_reason is asked again, `max_retries` times, with backoff."""
+        import httpx
+        import openai
+
+        for attempt in range(self.spec.max_retries + 1):
+            parts, usage, finished = [], None, False
+            try:
+                for chunk in self.client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}):
+                    usage = chunk.usage or usage
+                    for choice in chunk.choices:
+                        parts.append(choice.delta.content or "")
+                        finished = finished or choice.finish_reason is not None
+                if finished:
+                    return "".join(parts), usage
+                error = "the stream ended before the reply was finished"
+            except (httpx.TransportError, openai.APIConnectionError) as broken:
+                error = f"the stream broke after {len(parts)} chunks: {type(broken).__name__}: {broken}"
+            with self._usage_lock:
+                self.usage["broken_streams"] += 1
+            if attempt < self.spec.max_retries:
+                time.sleep(min(8.0, 0.5 * 2**attempt))
+        raise openai.APIConnectionError(message=f"{error} (asked {self.spec.max_retries + 1} times)",
+                                        request=httpx.Request("POST", f"{self.client.base_url}chat/completions"))
+
     def chat(self, conversations: list[list[Message]], max_new_tokens: int = 64, errors: str = "raise",
              response_format: dict | None = None) -> list[str | None]:
         import openai
@@ -176,16 +235,12 @@ class OpenAIChatModel:
                 with self._slots:
                     structured = {"response_format": response_format} if response_format and not self._schema_refused else {}
                     try:
-                        reply = self.client.chat.completions.create(
-                            model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0, **structured
-                        )
+                        content, usage = self._create(messages, max_new_tokens, structured)
                     except openai.BadRequestError:
                         if not structured:
                             raise
                         self._schema_refused = True  # the endpoint does not do structured output: the caller repairs replies
-                        reply = self.client.chat.completions.create(
-                            model=self.spec.model, messages=messages, max_tokens=max_new_tokens, temperature=0
-                        )
+                        content, usage = self._create(messages, max_new_tokens, {})
             except openai.OpenAIError:
                 if errors == "raise":
                     raise
@@ -194,10 +249,10 @@ class OpenAIChatModel:
                 return None
             with self._usage_lock:
                 self.usage["requests"] += 1
-                if reply.usage:
-                    self.usage["prompt_tokens"] += reply.usage.prompt_tokens or 0
-                    self.usage["completion_tokens"] += reply.usage.completion_tokens or 0
-            return (reply.choices[0].message.content or "").strip()
+                if usage:
+                    self.usage["prompt_tokens"] += usage.prompt_tokens or 0
+                    self.usage["completion_tokens"] += usage.completion_tokens or 0
+            return content.strip()
 
         return self._map(one, conversations)
 

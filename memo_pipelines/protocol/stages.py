@@ -38,6 +38,34 @@ class ProtocolConfig:
             raise ValueError(f"unknown protocol mode {self.mode!r}; choose one of {MODES}")
 
 
+def _texts(max_items: int, max_length: int = 200, min_items: int = 0) -> dict:
+    item = {"type": "string", "minLength": 1, "maxLength": max_length}
+    return {"type": "array", "items": item, "minItems": min(min_items, max_items), "maxItems": max_items}
+
+
+def _reply(name: str, properties: dict) -> dict:
+    """An OpenAI `response_format` for one stage's JSON object (bounded, so a small model cannot ramble past its budget)."""
+    schema = {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def reply_formats(config: ProtocolConfig) -> dict[str, dict]:
+    """The schema of each executive prompt's reply, sent as `response_format` to an executive that takes one."""
+    # a plan asks at least one sub-question and names at least one candidate: the next stage always has work
+    subs, first_subs = _texts(config.max_sub_questions), _texts(config.max_sub_questions, min_items=1)
+    fact_numbers = {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 999}, "maxItems": 8}
+    answer = {"type": "string", "pattern": r"^\S(.*\S)?$", "maxLength": 120}  # a phrase, not blank
+    return {
+        "decompose": _reply("decompose", {"clues": _texts(6), "sub_questions": first_subs}),
+        "narrow": _reply("narrow", {"candidates": _texts(config.max_candidates, 120, min_items=1),
+                                    "confirmed": {"type": ["string", "null"], "maxLength": 120}, "sub_questions": subs}),
+        "gather": _reply("gather", {"sub_questions": first_subs}),
+        "synthesise": _reply("synthesise", {"answer": answer, "facts_used": fact_numbers,
+                                            "clues_satisfied": {"type": "integer", "minimum": 0, "maximum": 99}}),
+        "single": _reply("single", {"answer": answer, "facts_used": fact_numbers}),
+    }
+
+
 @dataclass
 class Turn:
     stage: str
@@ -82,6 +110,7 @@ class Protocol:
     def __init__(self, executive: ChatModel | None, memory: ChatModel, config: ProtocolConfig = ProtocolConfig(),
                  sources: SourceIndex | None = None):
         self.executive, self.memory, self.config, self.sources = executive, memory, config, sources
+        self.reply_formats = reply_formats(config)
 
     # -- calls --------------------------------------------------------------------------------------------------
     def _memory_turn(self, run: "Run", stage: str, questions: list[str]) -> list[str]:
@@ -114,10 +143,12 @@ class Protocol:
                 run.facts.append((question, answer))
         return answers
 
-    def _executive_json(self, run: "Run", prompt: str, expect: type = dict):
-        """The executive's JSON reply, asking once more for JSON if it gave none; None when it cannot be had."""
+    def _executive_json(self, run: "Run", stage: str, prompt: str, expect: type = dict):
+        """The executive's JSON reply, asked for with the stage's schema where the executive takes one (then it always
+        parses), else repaired or asked for once more; None when it cannot be had."""
         if self.executive is None:
             return None
+        structured = {"response_format": self.reply_formats[stage]} if getattr(self.executive, "structured_output", False) else {}
         conversation = [{"role": "user", "content": prompt}]
         for attempt in range(1 + self.config.json_retries):
             if run.deadline.passed():
@@ -126,7 +157,7 @@ class Protocol:
             run.answer.executive_calls += 1
             try:
                 reply = call_with_timeout(
-                    lambda: self.executive.chat([conversation], max_new_tokens=self.config.executive_max_new_tokens)[0],
+                    lambda: self.executive.chat([conversation], max_new_tokens=self.config.executive_max_new_tokens, **structured)[0],
                     min(self.config.call_timeout_s, run.deadline.remaining()),
                 )
             except Exception as error:  # a failing executive degrades the answer, it never fails the question
@@ -141,7 +172,7 @@ class Protocol:
 
     # -- stages -------------------------------------------------------------------------------------------------
     def decompose(self, run: "Run") -> None:
-        plan = self._executive_json(run, prompts.DECOMPOSE.format(question=run.question, n=self.config.max_sub_questions))
+        plan = self._executive_json(run, "decompose", prompts.DECOMPOSE.format(question=run.question, n=self.config.max_sub_questions))
         subs = []
         if plan is None:
             run.answer.notes.append("no decomposition; asked the memory the question directly")
@@ -153,7 +184,7 @@ class Protocol:
 
     def narrow(self, run: "Run") -> None:
         for _ in range(self.config.narrow_turns):
-            reply = self._executive_json(run, prompts.NARROW.format(
+            reply = self._executive_json(run, "narrow", prompts.NARROW.format(
                 question=run.question, clues=run.clues, facts=prompts.numbered(run.facts), retired=list(run.retired.values()),
                 n=self.config.max_sub_questions))
             if reply is None:
@@ -177,7 +208,7 @@ class Protocol:
         if not run.answer.target:
             return
         for _ in range(self.config.gather_turns):
-            reply = self._executive_json(run, prompts.GATHER.format(
+            reply = self._executive_json(run, "gather", prompts.GATHER.format(
                 question=run.question, target=run.answer.target, facts=prompts.numbered(run.facts), n=self.config.max_sub_questions))
             questions = _strings((reply or {}).get("sub_questions")) or [f"What is known about {run.answer.target}?"]
             self._memory_turn(run, "gather", questions[: self.config.max_sub_questions])
@@ -185,7 +216,7 @@ class Protocol:
     def synthesise(self, run: "Run", template: str) -> None:
         reply = None
         if run.facts and run.planned:  # an executive that could not plan gets no second chance at the answer
-            reply = self._executive_json(run, template.format(
+            reply = self._executive_json(run, "synthesise" if template == prompts.SYNTHESISE else "single", template.format(
                 question=run.question, clues=run.clues, candidates=run.answer.candidates, facts=prompts.numbered(run.facts)))
         answer = (reply or {}).get("answer")
         if isinstance(answer, str) and answer.strip() and not (is_idk(answer) and not is_idk(run.direct)):
