@@ -126,3 +126,25 @@ def test_a_deletion_after_the_promoted_version_still_counts(lineage, store):
     index = SourceIndex.from_registry(lineage, "v000002-m")
     assert index.attribute("Which company owns the Kesby plant?", "Quillfeather Labs") == []
     assert [r["id"] for r in index.reflections] == ["lorne-new"]
+
+
+def test_a_version_learned_late_is_cited_and_rows_blocked_by_failed_checks_are_not(lineage, store, tiny_base):
+    # v000003 was rejected by its gates; v000004's update learned its rows as pending. v000004's own reflections failed
+    # a blocking check (its update trained them anyway, as a re-executed `continue` once did): never cited
+    from memo_pipelines.storage.history import rows_digest
+
+    wren = fact("wren", "How many floors does the Wren building have?", "4 floors", "plant_wren.txt")
+    store.put_jsonl(version_key("v000003", "reflections.jsonl"), [wren])
+    land(store, "v000004", {"plant_tern.txt": "The Tern ships in May."}, Cursor({o.key: o.etag for o in store.list_objects(LANDING_PREFIX)}, [], "v000003"))
+    tern = [fact("tern", "When does the Tern ship?", "May", "plant_tern.txt")]
+    store.put_jsonl(version_key("v000004", "reflections.jsonl"), tern)
+    store.put_json(version_key("v000004", "reflections_checks.json"), {"passed": False, "failed": ["verified_share"], "reflections_sha256": rows_digest(tern)})
+    lineage.register("v000003-m", tiny_base, {"kind": "candidate", "version": "v000003", "parent": "v000002-m",
+                                              "update": {"learned_versions": ["v000001", "v000002", "v000003"]}})
+    lineage.register("v000004-m", tiny_base, {"kind": "candidate", "version": "v000004", "parent": "v000002-m",
+                                              "update": {"learned_versions": ["v000001", "v000002", "v000003", "v000004"]}})
+
+    index = SourceIndex.from_registry(lineage, "v000004-m")
+    assert [r["id"] for r in index.attribute("How many floors does the Wren building have?", "It has 4 floors.")] == ["wren"]
+    assert index.attribute("When does the Tern ship?", "In May.") == []
+    assert {r["id"] for r in index.reflections} == {"owner", "lorne-new", "wren"}

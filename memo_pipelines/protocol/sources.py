@@ -2,7 +2,8 @@
 
 The memory keeps no pointers to its training data, so an answer is attributed after the fact: a memory answer used
 in the final answer is matched against the reflections the memory was trained on (the promoted model's lineage: its
-version's reflections and every ancestor's), and the `source_doc_ids` of the best-matching reflections are the
+version's reflections, every ancestor's, and those of versions an update learned late; never rows that failed a
+blocking check), and the `source_doc_ids` of the best-matching reflections are the
 answer's sources. A reflection matches only when the memory's answer states the reflection's key answer (the name,
 number or date, normalised and word-bounded), so "10 people" is never cited to the document that says 340; among
 those, the ones whose question is closest to the sub-question win; a name the answer repeats from the sub-question (what
@@ -16,8 +17,8 @@ cited: a reflection whose document was deleted or rewritten in a later version n
 import re
 
 from memo_pipelines.qa import IDK, normalise, recalled, token_f1
-from memo_pipelines.storage.history import document_changes, version_records
-from memo_pipelines.storage.layout import LANDING_PREFIX, version_key
+from memo_pipelines.storage.history import blocked_reflections, document_changes, load_reflections, version_records
+from memo_pipelines.storage.layout import LANDING_PREFIX, REFLECTION_CHECKS
 
 
 def key_answer(row: dict) -> str:
@@ -74,15 +75,20 @@ class SourceIndex:
 
     @classmethod
     def from_registry(cls, registry, model_id: str, landing_prefix: str = LANDING_PREFIX) -> "SourceIndex":
-        """Reflections of every version in the model's lineage (it was trained on them, or on top of models that were),
-        less those whose documents have since been deleted or rewritten."""
-        rows_by_version, seen = {}, set()
+        """Reflections of every version the model's lineage learned (its own and its ancestors', and the versions each
+        update learned late: a rejected version's rows that the next update trained as pending), less rows that failed
+        a blocking check and those whose documents have since been deleted or rewritten."""
+        learned, seen = set(), set()
         record = registry.get(model_id)
         while record is not None and record["model_id"] not in seen:
             seen.add(record["model_id"])
-            if record.get("version"):
-                key = version_key(record["version"], "reflections.jsonl")
-                if registry.store.exists(key):
-                    rows_by_version.setdefault(record["version"], []).extend(registry.store.get_jsonl(key))
+            learned |= {record["version"]} if record.get("version") else set()
+            learned |= set(record.get("update", {}).get("learned_versions", []))
             record = registry.get(record["parent"]) if record.get("parent") else None
+        records = version_records(registry.store, ["reflections.jsonl", REFLECTION_CHECKS])
+        rows_by_version = {}
+        for version in sorted(v for v in learned if "reflections.jsonl" in records.get(v, [])):
+            rows = load_reflections(registry.store, version)
+            if blocked_reflections(registry.store, version, records[version], rows) is None:
+                rows_by_version[version] = rows
         return cls(live_rows(rows_by_version, registry.store, landing_prefix))
