@@ -6,6 +6,7 @@ from assets import md_table
 from assets.partitions import VERSION_ASSET
 from assets.retries import FLAKY_STEP_RETRY
 from memo_pipelines.corpus.reading import snapshot_corpus
+from memo_pipelines.protocol.passages import PASSAGES_FILE, write_version_passages
 from memo_pipelines.storage.layout import version_key
 from resources import ModelRegistryResource
 
@@ -40,3 +41,12 @@ def corpus_snapshot(context: dg.AssetExecutionContext, config: SnapshotConfig, r
             "uri": dg.MetadataValue.path(f"s3://{ws.store.bucket}/{version_key(context.partition_key, 'snapshot.json')}"),
         }
     )
+
+
+@dg.asset(**VERSION_ASSET, deps=[corpus_snapshot], kinds={"s3"}, retry_policy=FLAKY_STEP_RETRY,
+          description="This version's documents cut into passages with their character spans: what the hybrid route retrieves "
+                      "and quotes (memo ask --hybrid). Only the version's own documents, so its cost follows the new data.")
+def passages(context: dg.AssetExecutionContext, registry: ModelRegistryResource) -> dg.MaterializeResult:
+    store = registry.workspace().store
+    figures = write_version_passages(store, context.partition_key)
+    return dg.MaterializeResult(metadata={**figures, "uri": dg.MetadataValue.path(f"s3://{store.bucket}/{version_key(context.partition_key, PASSAGES_FILE)}")})

@@ -58,3 +58,27 @@ def test_chunks_keep_their_spans_in_the_document():
     chunks = chunk_document("long.txt", text, max_chars=300)
     assert len(chunks) > 5 and all(text[c.start:c.end] == c.text and len(c.text) <= 300 for c in chunks)
     assert " ".join(c.text for c in chunks).split() == text.split()  # nothing lost between chunks
+
+
+def test_the_live_index_never_retrieves_a_deleted_document(store, tmp_path):
+    """Passages per version in the real bucket; a document deleted from landing/ is gone from the index at once."""
+    from memo_pipelines.corpus.landing import Cursor, diff_landing, manifest
+    from memo_pipelines.corpus.reading import snapshot_corpus
+    from memo_pipelines.protocol.passages import live_passages, write_version_passages
+    from memo_pipelines.storage import layout
+    from memo_pipelines.storage.registry import ModelRegistry
+    from memo_pipelines.storage.workspace import Workspace
+
+    for doc_id, text in DOCUMENTS.items():
+        store.put_bytes(f"{layout.LANDING_PREFIX}{doc_id}", text.encode())
+    diff = diff_landing(list(store.list_objects(layout.LANDING_PREFIX)), Cursor())
+    store.put_json(layout.version_key("v000001", "manifest.json"), manifest("v000001", diff))
+    snapshot_corpus(Workspace(store, ModelRegistry(store, tmp_path / "models"), tmp_path / "work"), "v000001", max_bytes=1_000_000)
+    assert write_version_passages(store, "v000001")["documents"] == 3
+    index = PassageIndex(live_passages(store))
+    assert index.top("Who is the manager of the Kesby plant?", 1)[0].doc_id == "plant_kesby.txt"
+
+    store.delete(f"{layout.LANDING_PREFIX}plant_kesby.txt")  # a takedown: no new version has been made yet
+    index = PassageIndex(live_passages(store))
+    assert {p.doc_id for p in index.passages} == {"product_tern.md", "policy_travel.txt"}
+    assert all(p.doc_id != "plant_kesby.txt" for p in index.top("Who is the manager of the Kesby plant?", 3))

@@ -124,18 +124,38 @@ def degradations(result) -> list[str]:
 def cmd_ask(args) -> int:
     from memo_pipelines.apps.serve import reply_text
 
-    protocol, memory_spec = build_protocol(args, Settings.from_env())
+    settings = Settings.from_env()
+    protocol, memory_spec = build_protocol(args, settings)
     result = protocol.ask(args.question)
+    checked = hybrid_check(args, settings, protocol, result) if args.hybrid else None
     if args.json:
-        print(json.dumps(result.to_json(), indent=1))
+        print(json.dumps(result.to_json() | ({"hybrid": checked.to_json()} if checked else {}), indent=1))
         return 0
     if args.trace:
         print_trace(result, memory_spec)
     if degraded := degradations(result):
         more = f" (and {len(degraded) - 1} more; --trace shows them)" if len(degraded) > 1 else ""
         print(f"memo: degraded answer: {' '.join(degraded[0].split())}{more}", file=sys.stderr)
+    if checked:
+        print(checked.answer)
+        if checked.evidence:
+            e = checked.evidence
+            print(f'  verified: {e.doc_id}, characters {e.start}-{e.end}: "{e.quote}"')
+        else:
+            print(f"  {checked.route}: no retrieved passage states it")
+        return 0
     print(reply_text(result))
     return 0
+
+
+def hybrid_check(args, settings: Settings, protocol, result):
+    """The protocol's answer checked against the live corpus's passages (protocol/hybrid.py); the executive reads them."""
+    from memo_pipelines.protocol.hybrid import HybridConfig, HybridRoute
+    from memo_pipelines.protocol.passages import PassageIndex, live_passages
+
+    index = PassageIndex(live_passages(settings.store()))
+    reader = protocol.executive or protocol.memory
+    return HybridRoute(reader, index, HybridConfig(unsupported=args.unsupported)).answer([args.question], [result.answer])[0]
 
 
 def memory_follower(args, memory_spec) -> str | None:
@@ -223,6 +243,10 @@ def add_protocol_flags(parser) -> None:
     parser.add_argument("--memory-base-url", default="", help="OpenAI-compatible base URL of the memory (e.g. vLLM serving it)")
     parser.add_argument("--mode", default=None, choices=MODES,
                         help="staged (three stages), single (one turn) or direct (memory only); default: staged, or direct with the embedded executive")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="check the answer against passages retrieved from the live corpus and quote the one that supports it")
+    parser.add_argument("--unsupported", choices=("mark", "decline"), default="mark",
+                        help="--hybrid: an answer no passage supports is marked unverified, or declined")
     parser.add_argument("--paraphrases", type=int, default=defaults.paraphrases, help="ask each sub-question k ways and take the majority answer")
     parser.add_argument("--narrow-turns", type=int, default=defaults.narrow_turns, help="turn budget of the narrowing stage")
     parser.add_argument("--gather-turns", type=int, default=defaults.gather_turns, help="turn budget of the gathering stage")

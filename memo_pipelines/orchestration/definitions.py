@@ -4,7 +4,7 @@ from enum import Enum
 
 import dagster as dg
 
-from assets.corpus import corpus_snapshot
+from assets.corpus import corpus_snapshot, passages
 from assets.evaluation import memory_eval
 from assets.memory import memory_adapter, memory_model
 from assets.promotion import promoted_memory
@@ -13,7 +13,7 @@ from memo_pipelines.storage.layout import LANDING_PREFIX
 from memo_pipelines.orchestration.sensors import build_failure_sensors, build_landing_sensor
 from resources import EvaluationResource, GeneratorResource, ModelRegistryResource, ObjectStoreResource, TrainerResource
 
-ASSETS = [corpus_snapshot, reflections, heldout_probes, memory_adapter, memory_model, memory_eval, promoted_memory]
+ASSETS = [corpus_snapshot, passages, reflections, heldout_probes, memory_adapter, memory_model, memory_eval, promoted_memory]
 
 
 class Environment(str, Enum):

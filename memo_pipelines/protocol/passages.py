@@ -61,3 +61,35 @@ class PassageIndex:
 def reader_messages(question: str, passages: list[Passage]) -> list[dict[str, str]]:
     context = "\n".join(f"[{rank}] {p.text}" for rank, p in enumerate(passages, start=1))
     return [{"role": "user", "content": READER_PROMPT.format(passages=context, question=question)}]
+
+
+PASSAGES_FILE = "passages.jsonl"
+
+
+def write_version_passages(store, version: str, max_chars: int = 800) -> dict:
+    """Chunk this version's accepted documents into `versions/{v}/passages.jsonl`: only the version's own documents, so
+    the index's cost follows the new data. Figures for the asset's metadata."""
+    from memo_pipelines.corpus.reading import load_snapshot
+    from memo_pipelines.storage.layout import version_key
+
+    snapshot = load_snapshot(store, version)
+    rows = [{"doc_id": p.doc_id, "start": p.start, "end": p.end, "text": p.text, "version": version}
+            for doc in snapshot.documents for p in chunk_document(doc.doc_id, doc.text, max_chars)]
+    store.put_jsonl(version_key(version, PASSAGES_FILE), rows)
+    return {"passages": len(rows), "documents": len(snapshot.documents), "characters": sum(len(r["text"]) for r in rows)}
+
+
+def live_passages(store) -> list[Passage]:
+    """The passages of every document still in the landing prefix, each from the newest version that chunked it: a
+    deleted document's passages are never retrieved, even before a version records the deletion."""
+    from memo_pipelines.storage.history import version_records
+    from memo_pipelines.storage.layout import LANDING_PREFIX, doc_id_for, version_key
+
+    landed = {doc_id_for(o.key, LANDING_PREFIX) for o in store.list_objects(LANDING_PREFIX)}
+    newest: dict[str, list[dict]] = {}
+    for version in sorted(version_records(store, [PASSAGES_FILE])):
+        by_doc: dict[str, list[dict]] = {}
+        for row in store.get_jsonl(version_key(version, PASSAGES_FILE)):
+            by_doc.setdefault(row["doc_id"], []).append(row)
+        newest.update(by_doc)
+    return [Passage(r["doc_id"], r["start"], r["end"], r["text"]) for doc_id in sorted(newest) if doc_id in landed for r in newest[doc_id]]
