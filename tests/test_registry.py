@@ -163,3 +163,29 @@ def test_a_versions_outcome_is_read_from_its_evaluation_and_the_promoted_stack(r
     registry.register("v000002-abc", tiny_base, {"kind": "candidate", "version": "v000002", "parent": "base"})
     registry.promote("v000002-abc", "v000002 passed its gates", expected_current="base")
     assert version_outcome(store, registry, "v000002") == ("promoted", [])
+
+
+def test_a_lease_released_as_another_run_takes_it_over_is_left_to_that_run(store):
+    # the holder's lease expired; a rival takes it over between the holder's last look at it and its delete
+    from memo_pipelines.storage.lease import Lease
+    from memo_pipelines.storage.objectstore import ObjectStore, make_s3_client
+    from tests.conftest import CREDENTIALS
+
+    key = "locks/training/v000001.json"
+    rival_store = ObjectStore(make_s3_client(store.client.meta.endpoint_url, *CREDENTIALS.values()), store.bucket)
+    holder = Lease(store, key, "run-a", ttl_s=-1).acquire()
+    taken = []
+
+    def rival_takes_over(request, **_):
+        if request.method == "DELETE" and request.url.split("?")[0].endswith(key) and not taken:
+            taken.append(Lease(rival_store, key, "run-b", ttl_s=60).acquire())
+
+    store.client.meta.events.register("before-send.s3.DeleteObject", rival_takes_over, unique_id="lease-rival")
+    try:
+        holder.release()
+    finally:
+        store.client.meta.events.unregister("before-send.s3.DeleteObject", unique_id="lease-rival")
+    assert taken and store.get_json(key)["owner"] == "run-b"
+    taken[0].renew()  # the rival still holds it
+    taken[0].release()
+    assert not store.exists(key)

@@ -46,9 +46,10 @@ class Lease:
         self.renewed_at = time.time()
 
     def release(self) -> None:
-        holder, etag = self.store.get_json_versioned(self.key)
-        if holder is not None and etag == self.etag:
-            self.store.delete(self.key)
+        """Delete the lease only while it is still the one this holder wrote (a conditional delete): a lease that
+        expired and was taken over by another run, even at this moment, stays that run's."""
+        if self.etag is not None:
+            self.store.delete_if(self.key, self.etag)
         self.etag = None
 
     def __enter__(self) -> "Lease":

@@ -166,6 +166,22 @@ class ObjectStore:
         with self._call("delete_object", key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
+    def delete_if(self, key: str, etag: str) -> bool:
+        """Delete only if the object still has `etag`; False, and nothing deleted, when it changed or is gone. A store
+        without conditional deletes gets a compare, then a delete (a narrow window instead of none)."""
+        try:
+            with self._call("conditional delete_object", key):
+                self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=f'"{etag}"')
+        except StoreError as error:
+            if error.not_found or error.code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return False
+            if error.code not in ("NotImplemented", "501"):
+                raise
+            if self.head_etag(key) != etag:
+                return False
+            self.delete(key)
+        return True
+
     def upload_dir(self, local_dir: Path, prefix: str) -> list[str]:
         keys = []
         for path in sorted(Path(local_dir).rglob("*")):
