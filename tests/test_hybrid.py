@@ -2,13 +2,22 @@
 document id and character span; one no passage supports goes to the reader (a scripted OpenAI-compatible endpoint
 standing in for a remote LLM), and what no passage supports is marked unverified or declined by the setting."""
 
+import os
+
 import pytest
 
+from memo_pipelines.corpus.landing import Cursor, diff_landing, manifest
+from memo_pipelines.corpus.reading import snapshot_corpus
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model
 from memo_pipelines.protocol.hybrid import HybridConfig, HybridRoute
-from memo_pipelines.protocol.passages import PassageIndex, chunk_document
+from memo_pipelines.protocol.passages import PassageIndex, chunk_document, live_passages, write_version_passages
 from memo_pipelines.qa import IDK
+from memo_pipelines.storage import layout
+from memo_pipelines.storage.registry import ModelRegistry
+from memo_pipelines.storage.workspace import Workspace
+from tests.conftest import CREDENTIALS
 from tests.openai_stub import ScriptedOpenAI
+from tests.test_serve import QUESTION, client, executive, memory, start_serve, stop, wait_for
 
 DOCUMENTS = {
     "plant_kesby.txt": "The Kesby plant is the factory of Quillfeather Labs in the town of Kesby. The Kesby plant opened in 2019 "
@@ -60,21 +69,19 @@ def test_chunks_keep_their_spans_in_the_document():
     assert " ".join(c.text for c in chunks).split() == text.split()  # nothing lost between chunks
 
 
-def test_the_live_index_never_retrieves_a_deleted_document(store, tmp_path):
-    """Passages per version in the real bucket; a document deleted from landing/ is gone from the index at once."""
-    from memo_pipelines.corpus.landing import Cursor, diff_landing, manifest
-    from memo_pipelines.corpus.reading import snapshot_corpus
-    from memo_pipelines.protocol.passages import live_passages, write_version_passages
-    from memo_pipelines.storage import layout
-    from memo_pipelines.storage.registry import ModelRegistry
-    from memo_pipelines.storage.workspace import Workspace
-
+def landed_version(store, tmp_path) -> dict:
+    """DOCUMENTS uploaded under landing/ and taken as version v000001 up to its passages, as the pipeline's stages do."""
     for doc_id, text in DOCUMENTS.items():
         store.put_bytes(f"{layout.LANDING_PREFIX}{doc_id}", text.encode())
     diff = diff_landing(list(store.list_objects(layout.LANDING_PREFIX)), Cursor())
     store.put_json(layout.version_key("v000001", "manifest.json"), manifest("v000001", diff))
     snapshot_corpus(Workspace(store, ModelRegistry(store, tmp_path / "models"), tmp_path / "work"), "v000001", max_bytes=1_000_000)
-    assert write_version_passages(store, "v000001")["documents"] == 3
+    return write_version_passages(store, "v000001")
+
+
+def test_the_live_index_never_retrieves_a_deleted_document(store, tmp_path):
+    """Passages per version in the real bucket; a document deleted from landing/ is gone from the index at once."""
+    assert landed_version(store, tmp_path)["documents"] == 3
     index = PassageIndex(live_passages(store))
     assert index.top("Who is the manager of the Kesby plant?", 1)[0].doc_id == "plant_kesby.txt"
 
@@ -82,3 +89,28 @@ def test_the_live_index_never_retrieves_a_deleted_document(store, tmp_path):
     index = PassageIndex(live_passages(store))
     assert {p.doc_id for p in index.passages} == {"product_tern.md", "policy_travel.txt"}
     assert all(p.doc_id != "plant_kesby.txt" for p in index.top("Who is the manager of the Kesby plant?", 3))
+
+
+def test_memo_serve_hybrid_quotes_the_supporting_passage_and_follows_a_deletion(store, tmp_path):
+    landed_version(store, tmp_path)
+    env = {**os.environ, "MEMO_S3_ENDPOINT": store.client.meta.endpoint_url, "MEMO_BUCKET": store.bucket, "MEMO_HOME": str(tmp_path / "home"),
+           **CREDENTIALS}
+    with ScriptedOpenAI(executive) as executive_server, ScriptedOpenAI(memory) as memory_server:
+        process, port, _ = start_serve(["--mode", "single", "--executive", "openai", "--executive-model", "scripted", "--executive-base-url",
+                                        executive_server.base_url, "--memory", "openai", "--memory-model", "memory", "--memory-base-url",
+                                        memory_server.base_url, "--no-follow", "--hybrid", "--follow-interval", "0.2"], env)
+        try:
+            openai_client = client(port)
+            ask = lambda: openai_client.chat.completions.create(model="memo", messages=[{"role": "user", "content": QUESTION}]).choices[0].message.content  # noqa: E731
+            reply = ask()
+            assert reply.startswith("Rafael Ondo") and "Verified: plant_kesby.txt, characters" in reply
+            assert "The manager of the Kesby plant is Rafael Ondo." in reply  # the quote, in the document's words
+
+            store.delete(f"{layout.LANDING_PREFIX}plant_kesby.txt")  # taken down: never quoted again
+            def after_deletion():
+                reply = ask()
+                return reply if "plant_kesby" not in reply else None
+
+            assert "Unverified" in wait_for(after_deletion, 30, "the deletion to reach the index")
+        finally:
+            stop(process)

@@ -158,6 +158,19 @@ def hybrid_check(args, settings: Settings, protocol, result):
     return HybridRoute(reader, index, HybridConfig(unsupported=args.unsupported)).answer([args.question], [result.answer])[0]
 
 
+def hybrid_verifier(args, settings: Settings):
+    """For memo serve --hybrid: each answer checked against the live corpus, whose index follows uploads and deletions."""
+    from memo_pipelines.protocol.hybrid import HybridConfig, HybridRoute, verified_answer
+    from memo_pipelines.protocol.passages import LivePassages
+
+    live, config = LivePassages(settings.store(), refresh_s=args.follow_interval), HybridConfig(unsupported=args.unsupported)
+
+    def verify(question: str, answer, reader):
+        return verified_answer(answer, HybridRoute(reader, live.index(), config).answer([question], [answer.answer])[0])
+
+    return verify
+
+
 def memory_follower(args, memory_spec) -> str | None:
     """How `memo serve` follows the promoted pointer: the name of a loader in apps.deployments, or None (a fixed memory)."""
     if args.memory_launch:
@@ -212,7 +225,7 @@ def cmd_serve(args) -> int:
         executive, config = build_executive(args, settings, concurrency=args.max_active)
         limits = ServeLimits(args.max_active, args.max_waiting, args.max_body_bytes, args.body_timeout)
         server = ProtocolServer(switch, shared_model(executive, "executive", stats, window_s) if executive else None, config, args.model_name,
-                                args.host, args.port, limits, watcher, stats, api_key=api_key)
+                                args.host, args.port, limits, watcher, stats, api_key=api_key, verify=hybrid_verifier(args, settings) if args.hybrid else None)
         serving = switch.current
         following = f"following the promoted pointer every {args.follow_interval:g} s ({follower})" if watcher else "not following the registry"
         key = f"API key required (from ${args.api_key_env})" if api_key else "no API key"

@@ -119,13 +119,14 @@ class ProtocolServer:
 
     def __init__(self, switch: ModelSwitch, executive, config: ProtocolConfig, model_name: str = "memo", host: str = "127.0.0.1",
                  port: int = 8000, limits: ServeLimits = ServeLimits(), watcher: PointerWatcher | None = None, stats: Tally | None = None,
-                 api_key: str | None = None):
+                 api_key: str | None = None, verify=None):
         import uvicorn
 
         if not api_key and not is_loopback(host):
             raise ValueError(f"an API key is required to serve on {host}: set {API_KEY_ENV} (or bind to 127.0.0.1)")
         self.switch, self.executive, self.config, self.model_name = switch, executive, config, model_name
         self.limits, self.watcher, self._api_key = limits, watcher, (api_key or "").encode() or None
+        self.verify = verify  # verify(question, answer, reader) -> answer: the hybrid route's check against the live corpus
         self.admission = Admission(limits)
         self.stats = stats if stats is not None else Tally()
         self._threads = ThreadPoolExecutor(max_workers=limits.max_active, thread_name_prefix="memo-answer")
@@ -165,6 +166,8 @@ class ProtocolServer:
             executive = RequestModel(self.executive, "executive", usage["executive"], on_call) if self.executive is not None else None
             memory = RequestModel(deployment.memory, "memory", usage["memory"], on_call)
             answer = Protocol(executive, memory, self.config, deployment.sources).ask(question)
+            if self.verify is not None:
+                answer = self.verify(question, answer, executive or memory)
         self.stats.add({"requests": 1, **{f"{role}_{k}": v for role, counter in usage.items() for k, v in counter.items()}})
         return answer, usage, deployment
 

@@ -127,3 +127,15 @@ class HybridRoute:
                     kept = memory if not is_idk(memory) else reader_answer.strip()
                     out[i] = HybridAnswer(question, kept, False, "unverified", memory)
         return out
+
+
+def verified_answer(answer, checked: HybridAnswer):
+    """The protocol's Answer with the hybrid route's verdict: its text, then the quote that supports it (or that none
+    does), and the quoted document as its source."""
+    if checked.evidence:
+        e = checked.evidence
+        answer.answer = f'{checked.answer}\n\nVerified: {e.doc_id}, characters {e.start}-{e.end}: "{e.quote}"'
+        answer.sources = [e.doc_id]
+    else:
+        answer.answer = checked.answer + ("" if checked.route == "declined" else "\n\nUnverified: no retrieved passage states it.")
+    return answer

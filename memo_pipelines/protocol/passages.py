@@ -93,3 +93,21 @@ def live_passages(store) -> list[Passage]:
             by_doc.setdefault(row["doc_id"], []).append(row)
         newest.update(by_doc)
     return [Passage(r["doc_id"], r["start"], r["end"], r["text"]) for doc_id in sorted(newest) if doc_id in landed for r in newest[doc_id]]
+
+
+class LivePassages:
+    """The live index, rebuilt at most every `refresh_s` seconds: a long-running server follows uploads and deletions."""
+
+    def __init__(self, store, refresh_s: float = 30.0):
+        import threading
+
+        self.store, self.refresh_s = store, refresh_s
+        self._index, self._built_at, self._lock = None, float("-inf"), threading.Lock()
+
+    def index(self) -> PassageIndex:
+        import time
+
+        with self._lock:
+            if time.monotonic() - self._built_at >= self.refresh_s:
+                self._index, self._built_at = PassageIndex(live_passages(self.store)), time.monotonic()
+            return self._index
