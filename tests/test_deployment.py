@@ -43,3 +43,19 @@ def test_unknown_or_missing_executors_say_what_to_do():
             assert f"memo-pipelines[{name}]" in str(error)
         else:
             assert executor.name == name
+
+
+@pytest.mark.parametrize("config", ["dagster.yaml", "configs/dagster.prod.yaml"])
+def test_every_instance_config_runs_one_run_per_version_at_a_time(config, tmp_path):
+    # the real instance reads the file (its storage swapped for SQLite here: the PostgreSQL test starts a server)
+    from pathlib import Path
+
+    import yaml
+
+    settings = yaml.safe_load((Path(__file__).resolve().parents[1] / config).read_text())
+    settings.pop("storage", None)
+    settings.pop("run_launcher", None)
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(settings))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits

@@ -189,3 +189,20 @@ def test_a_lease_released_as_another_run_takes_it_over_is_left_to_that_run(store
     taken[0].renew()  # the rival still holds it
     taken[0].release()
     assert not store.exists(key)
+
+
+def test_prune_keeps_a_candidate_its_version_has_not_decided_on_yet(registry, store, tiny_base):
+    from memo_pipelines.storage.layout import version_key
+
+    registry.ensure_base("base", tiny_base)
+    # v000001's candidate waits for its evaluation; v000002's passed and waits for its promotion step; v000003's was
+    # rejected; two newer candidates of no version follow
+    for model_id, version in [("v000001-a", "v000001"), ("v000002-b", "v000002"), ("v000003-c", "v000003"), ("c4", None), ("c5", None)]:
+        registry.register(model_id, tiny_base, {"kind": "candidate", "version": version, "parent": "base"})
+        if version:
+            store.put_json(version_key(version, "candidate.json"), {"model_id": model_id, "parent": "base"})
+    store.put_json(version_key("v000002", "evaluation.json"), {"candidate": {"model_id": "v000002-b"}, "gates": [{"name": "recall", "passed": True}]})
+    store.put_json(version_key("v000003", "evaluation.json"), {"candidate": {"model_id": "v000003-c"}, "gates": [{"name": "recall", "passed": False}]})
+
+    assert registry.prune_candidates(keep_latest=1) == ["v000003-c", "c4"]
+    assert registry.get("v000001-a") and registry.get("v000002-b")

@@ -140,9 +140,11 @@ class ModelRegistry:
         return stack[-1]
 
     def prune_candidates(self, keep_latest: int = 2) -> list[str]:
-        """Delete candidates that were never promoted, except the newest keep_latest; promoted models are kept for rollback."""
+        """Delete candidates that were never promoted, except the newest keep_latest and any whose version is still
+        deciding on it (awaiting_decision); promoted models are kept for rollback."""
         ever_promoted = {h["model_id"] for h in self.pointer()["history"]}
-        candidates = sorted((m for m in self.models() if m["model_id"] not in ever_promoted), key=lambda m: m["registered_at"])
+        candidates = sorted((m for m in self.models() if m["model_id"] not in ever_promoted and not self.awaiting_decision(m)),
+                            key=lambda m: m["registered_at"])
         pruned = [m["model_id"] for m in candidates[: max(0, len(candidates) - keep_latest)]]
         for model_id in pruned:
             for obj in list(self.store.list_objects(layout.model_files_prefix(model_id) + "/")):
@@ -150,6 +152,18 @@ class ModelRegistry:
             self.store.delete(layout.model_record_key(model_id))
             shutil.rmtree(self.cache_dir / model_id, ignore_errors=True)
         return pruned
+
+    def awaiting_decision(self, record: dict) -> bool:
+        """The model is its version's current candidate (candidate.json) and its evaluation has not judged it yet, or
+        it passed and its promotion step has not run."""
+        version = record.get("version")
+        if not version or (self.store.get_json(layout.version_key(version, "candidate.json")) or {}).get("model_id") != record["model_id"]:
+            return False
+        evaluation = self.store.get_json(layout.version_key(version, "evaluation.json"))
+        if evaluation is None or evaluation["candidate"]["model_id"] != record["model_id"]:
+            return True
+        promotion = self.store.get_json(layout.promotion_key(version))
+        return all(g["passed"] for g in evaluation["gates"]) and (promotion or {}).get("model_id") != record["model_id"]
 
     def ensure_base(self, base_id: str, base_dir: Path) -> str:
         """Register and promote the base memory model when the registry is empty."""
