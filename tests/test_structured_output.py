@@ -51,3 +51,24 @@ def test_an_endpoint_without_structured_output_is_asked_plainly_and_its_reply_re
     assert [r["question"] for r in rows] == [PAIR["question"]]
     # refused once, then every request goes without it (Ondo's empty list is asked again once)
     assert ["response_format" in r for r in requests] == [True, False, False, False]
+
+
+def test_a_local_model_replies_in_every_schema_we_send_even_when_its_budget_cuts_it_short(tiny_base):
+    """In-process decoding under the schema's grammar: a random tiny model writes no JSON of itself, yet every reply
+    parses and matches, rows of one batch keep their own state, and a budget too short for the model's ramble still
+    ends in a closed value."""
+    import jsonschema
+
+    from memo_pipelines.llm.backends import LocalChatModel
+    from memo_pipelines.protocol import ProtocolConfig
+    from memo_pipelines.protocol.stages import reply_formats
+    from memo_pipelines.reflections.steps import json_schema
+    from memo_pipelines.reflections.text import parse_json_list
+
+    model = LocalChatModel(tiny_base)
+    conversations = [[{"role": "user", "content": "Kesby"}], [{"role": "user", "content": "Who manages the Kesby plant, and since when?"}]]
+    assert all(parse_json_list(reply, ("question", "answer")) is None for reply in model.chat(conversations, max_new_tokens=48))
+    formats = [*reply_formats(ProtocolConfig()).values(), json_schema(("question", "answer")), json_schema(("id", "verdict"))]
+    for response_format in formats:
+        for reply in model.chat(conversations, max_new_tokens=48, response_format=response_format):
+            jsonschema.validate(json.loads(reply), response_format["json_schema"]["schema"])
