@@ -206,3 +206,27 @@ def test_prune_keeps_a_candidate_its_version_has_not_decided_on_yet(registry, st
 
     assert registry.prune_candidates(keep_latest=1) == ["v000003-c", "c4"]
     assert registry.get("v000001-a") and registry.get("v000002-b")
+
+
+def test_a_lease_held_through_work_that_reports_no_progress_stays_held(store):
+    # fetching models, generating the general reference, uploading, merge's jobs one after another: no training
+    # progress renews the lease then, the heartbeat does
+    import time
+
+    from memo_pipelines.storage.lease import Lease, LeaseHeld
+
+    key = "locks/training/v000001.json"
+    with Lease(store, key, "run-a", ttl_s=1.5) as lease, lease.heartbeat(0.3):
+        time.sleep(3)  # twice the lease's ttl without a renew() from the work itself
+        with pytest.raises(LeaseHeld, match="held by run-a"):
+            Lease(store, key, "run-b", ttl_s=60).acquire()
+    assert not store.exists(key)
+
+    # a heartbeat that finds its lease taken over stops the holder at its next renewal and at the end of the block
+    with pytest.raises(LeaseHeld, match="taken over"):
+        with Lease(store, key, "run-a", ttl_s=60) as lease, lease.heartbeat(0.3):
+            store.put_json(key, {"owner": "run-b", "acquired_at": time.time(), "expires_at": time.time() + 60})
+            time.sleep(1)
+            with pytest.raises(LeaseHeld, match="taken over"):
+                lease.renew()
+    assert store.get_json(key)["owner"] == "run-b"

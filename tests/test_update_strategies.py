@@ -191,3 +191,27 @@ def test_continue_trains_the_current_versions_rows_only_when_their_blocking_chec
         plan = STRATEGIES[name].plan(ws, "v000001", "base", UpdateConfig(strategy=name), [], 0)
         trained = [e for job in plan.jobs for e in job.examples]
         assert bool(trained) == passed and all(e in rows for e in trained), name
+
+
+def test_merge_retrains_an_earlier_versions_delta_only_under_that_versions_lease(store, tiny_base, tmp_path):
+    # a backfill of version 1 holds its lease: version 2's merge update must not write version 1's delta meanwhile
+    from memo_pipelines.memory.strategies import UpdateConfig
+    from memo_pipelines.memory.training import TrainConfig
+    from memo_pipelines.memory.update import train_memory_adapter
+    from memo_pipelines.storage.lease import Lease, LeaseHeld
+    from memo_pipelines.storage.registry import ModelRegistry
+    from memo_pipelines.storage.workspace import Workspace
+
+    ws = Workspace(store, ModelRegistry(store, tmp_path / "models"), tmp_path / "work")
+    ws.registry.ensure_base("base", tiny_base)
+    for version in ("v000001", "v000002"):
+        store.put_jsonl(f"versions/{version}/reflections.jsonl", [
+            {"id": f"{version}-{i}", "question": f"How many people does plant {version}-{i} employ?", "answer": f"{i}0 people.",
+             "key_answer": f"{i}0", "source_doc_ids": [f"{version}.txt"], "step": "fact_extraction", "version": version} for i in range(4)])
+    backfill = Lease(store, "locks/training/v000001.json", "backfill-of-v000001", ttl_s=600).acquire()
+    with pytest.raises(LeaseHeld, match="v000001.json is held by backfill-of-v000001"):
+        train_memory_adapter(ws, "v000002", "base", TrainConfig(epochs=1, max_length=256), UpdateConfig(strategy="merge", general_replay_size=0),
+                             lambda figures: None, lambda text: None, owner="run-of-v000002")
+    assert not list(store.list_objects("versions/v000001/deltas/"))
+    assert not store.exists("locks/training/v000002.json")  # its own lease is released on the way out
+    backfill.release()

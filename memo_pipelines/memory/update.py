@@ -54,12 +54,12 @@ def train_memory_adapter(ws: Workspace, version: str, base_id: str, config: Trai
     an old version the model the registry history says was promoted then. One run at a time trains a version: the
     others find its lease in the bucket and fail (their re-execution succeeds once the lease is released or expired).
     """
-    with Lease(ws.store, layout.training_lock_key(version), owner, update.lease_ttl_s) as lease:
+    with Lease(ws.store, layout.training_lock_key(version), owner, update.lease_ttl_s) as lease, lease.heartbeat(update.lease_ttl_s / 3):
         def renewing_progress(figures: dict) -> None:
-            lease.renew(every_s=update.lease_ttl_s / 3)
+            lease.renew(every_s=update.lease_ttl_s / 3)  # raises at once when the heartbeat found the lease taken over
             on_progress(figures)
 
-        return _train_memory_adapter(ws, version, base_id, config, update, renewing_progress, log, launch)
+        return _train_memory_adapter(ws, version, base_id, config, update, renewing_progress, log, launch, owner)
 
 
 def train_job(ws: Workspace, job: AdapterJob, config: TrainConfig, on_progress, log, launch: dict | None) -> dict:
@@ -80,11 +80,21 @@ def train_job(ws: Workspace, job: AdapterJob, config: TrainConfig, on_progress, 
     return figures
 
 
-def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on_progress, log, launch) -> dict:
+def train_leased_job(ws: Workspace, version: str, job: AdapterJob, config: TrainConfig, update: UpdateConfig, on_progress, log,
+                     launch: dict | None, owner: str) -> dict:
+    """train_job, holding the lease of the job's version too when it is another one (merge retrains an earlier
+    version's delta): a run of that version, a backfill, never writes the same delta at the same time."""
+    if job.version == version:
+        return train_job(ws, job, config, on_progress, log, launch)
+    with Lease(ws.store, layout.training_lock_key(job.version), owner, update.lease_ttl_s) as lease, lease.heartbeat(update.lease_ttl_s / 3):
+        return train_job(ws, job, config, on_progress, log, launch)
+
+
+def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on_progress, log, launch, owner: str = "memo") -> dict:
     current_id = ws.registry.promoted_id()
     general = general_reference(ws, base_id, update.general_replay_size)["replay"]
     plan = STRATEGIES[update.strategy].plan(ws, version, base_id, update, general, config.seed)
-    runs = [train_job(ws, job, config, on_progress, log, launch) for job in plan.jobs]
+    runs = [train_leased_job(ws, version, job, config, update, on_progress, log, launch, owner) for job in plan.jobs]
     own = next((a["key"] for a in plan.adapters if a["version"] == version), plan.adapters[-1]["key"] if plan.adapters else None)
     figures = runs[-1] if runs else (ws.store.get_json(f"{own}/training.json") if own else None)
     if figures is None:

@@ -2,7 +2,9 @@
 a holder that died does not block the thing forever."""
 
 import json
+import threading
 import time
+from contextlib import contextmanager
 
 from memo_pipelines.storage.objectstore import ObjectStore, WriteConflict
 
@@ -16,6 +18,8 @@ class Lease:
         self.store, self.key, self.owner, self.ttl_s = store, key, owner, ttl_s
         self.etag: str | None = None
         self.renewed_at = 0.0
+        self.lock = threading.Lock()  # the heartbeat and the holder's own renewals take turns on the ETag
+        self.lost: LeaseHeld | None = None  # set when the heartbeat found the lease taken over
 
     def _body(self) -> bytes:
         now = time.time()
@@ -37,13 +41,43 @@ class Lease:
 
     def renew(self, every_s: float | None = None) -> None:
         """Push the expiry out; with every_s, only when the last renewal is older than that."""
-        if every_s is not None and time.time() - self.renewed_at < every_s:
-            return
+        with self.lock:
+            if self.lost is not None:
+                raise self.lost
+            if every_s is not None and time.time() - self.renewed_at < every_s:
+                return
+            try:
+                self.etag = self.store.put_bytes_if(self.key, self._body(), self.etag)
+            except WriteConflict:
+                raise LeaseHeld(f"{self.key} expired and was taken over by another run; stopping") from None
+            self.renewed_at = time.time()
+
+    @contextmanager
+    def heartbeat(self, every_s: float):
+        """Renew the lease every `every_s` seconds from a thread while the block runs, whatever it is doing (fetching
+        models, generating references, uploading, training one job after another); a lease found taken over stops the
+        renewals and is raised by the holder's next renew() and at the end of the block."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(every_s):
+                try:
+                    self.renew()
+                except LeaseHeld as error:
+                    self.lost = error
+                    return
+                except Exception:  # a store hiccup: the next beat tries again, well within the lease's ttl
+                    continue
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.key}", daemon=True)
+        thread.start()
         try:
-            self.etag = self.store.put_bytes_if(self.key, self._body(), self.etag)
-        except WriteConflict:
-            raise LeaseHeld(f"{self.key} expired and was taken over by another run; stopping") from None
-        self.renewed_at = time.time()
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+        if self.lost is not None:
+            raise self.lost
 
     def release(self) -> None:
         """Delete the lease only while it is still the one this holder wrote (a conditional delete): a lease that
