@@ -9,8 +9,9 @@ from resources import EvaluationResource, ModelRegistryResource
 
 GATES = {
     "weights_finite": "Every weight of the candidate is finite (and there are weights to check).",
-    "heldout_recall_new_version": "The candidate answers at least min_heldout_recall of this version's held-out probes (never trained on).",
-    "retention_earlier_versions": "No earlier version's held-out recall is more than max_forgetting below its best value ever.",
+    "reworded_recall_new_version": "The candidate answers at least min_heldout_recall of this version's reworded probes (its facts asked in a form never trained on: "
+                                  "rewordings, not people's questions; the evals/ sets people wrote are shown beside them).",
+    "retention_earlier_versions": "No earlier version's reworded-probe recall is more than max_forgetting below its best value ever.",
     "abstention": "The candidate says \"I don't know\" to at least min_abstention of the probes about entities the corpus never names.",
     "general_ability": "The gold answers of public general questions lose at most max_general_drop nats per token against the base model.",
 }
@@ -26,7 +27,7 @@ def figure(value) -> float:
 
 
 @dg.asset(**VERSION_ASSET, deps=[memory_model, heldout_probes], kinds={"python"},
-          description="The candidate's report card on held-out probes (R matrix, ACC, BWT, forgetting, abstention, general ability); "
+          description="The candidate's report card on reworded probes and people's evals/ sets (R matrix, ACC, BWT, forgetting, abstention, general ability); "
                       "blocking checks are the promotion gates. Numeric metadata plot over versions in the asset's Plots tab.",
           check_specs=blocking_checks("memory_eval", GATES))
 def memory_eval(context: dg.AssetExecutionContext, registry: ModelRegistryResource, evaluation: EvaluationResource) -> dg.MaterializeResult:
@@ -41,7 +42,7 @@ def memory_eval(context: dg.AssetExecutionContext, registry: ModelRegistryResour
 
     checks = [check(name, by_name[name]["passed"], {"value": str(by_name[name]["value"]), "threshold": str(by_name[name]["threshold"]),
                                                     "reason": by_name[name]["reason"]})
-              for name in ("weights_finite", "heldout_recall_new_version", "abstention", "general_ability")]
+              for name in ("weights_finite", "reworded_recall_new_version", "abstention", "general_ability")]
     checks.append(check("retention_earlier_versions", all(g["passed"] for g in retention),
                         {g["name"]: f"{g['value']} (floor {g['threshold']}; {g['reason']})" for g in retention} or {"earlier_versions": "none measured before"}))
     general = card.general

@@ -24,7 +24,7 @@ counts of probes_report.json and the wall time of each stage.
 
 With the grounded form, the held-out fact probes of Wikipedia-style passages come almost entirely from the generator's
 phrasing (the rule forms, fronted and reverse-copula questions, rarely fit such sentences): a generator that cannot phrase
-(the tiny random model) leaves most versions without a fact probe, and heldout_recall_new_version then fails at any floor
+(the tiny random model) leaves most versions without a fact probe, and reworded_recall_new_version then fails at any floor
 ("measured nothing"). The benchmark then promotes the candidate itself through the registry and lists it under
 forced_promotions, so the chain of K versions continues.
 """
@@ -156,7 +156,7 @@ def land_version(ws: Workspace, cursor: Cursor, existing: list[str], documents: 
 
 def promote(ws: Workspace, version: str, results: list[dict]) -> dict:
     """promote_version; where even the open gates refuse the candidate because a gate measured nothing (a version whose
-    passages gave no held-out fact probe fails heldout_recall_new_version at any floor), the pointer is moved with the
+    passages gave no held-out fact probe fails reworded_recall_new_version at any floor), the pointer is moved with the
     registry's own compare-and-set, and the run says so: the benchmark reports, it does not gate."""
     try:
         outcome = ws.registry.promote_version(version)

@@ -91,7 +91,7 @@ def test_a_memory_trained_never_to_say_i_dont_know_is_blocked_by_abstention(mode
     confident = train(models["base_dir"], rows(V1) + rows(invented), models["root"] / "confident")
     card = card_for(models, confident, "v000001", {"v000001": probes(V1, "v000001")})
     results = gates_by_name(card, OPEN)
-    assert results["heldout_recall_new_version"]["passed"]  # it knows its facts ...
+    assert results["reworded_recall_new_version"]["passed"]  # it knows its facts ...
     assert results["abstention"]["passed"] is False and card.hallucination >= 0.75, card.to_json()  # ... and invents the rest
 
 
@@ -111,7 +111,7 @@ def test_a_gate_that_measured_nothing_fails_with_a_reason():
     card = build_card(None, "v000001", {}, {}, [], {"n": 0}, {"n": 0})
     results = gates_by_name(card, Gates())
     assert {name: g["passed"] for name, g in results.items()} == {
-        "weights_finite": False, "heldout_recall_new_version": False, "abstention": False, "general_ability": False}
-    assert results["heldout_recall_new_version"]["reason"] == "no held-out fact probes for this version"
+        "weights_finite": False, "reworded_recall_new_version": False, "abstention": False, "general_ability": False}
+    assert results["reworded_recall_new_version"]["reason"] == "no reworded fact probes for this version"
     assert results["abstention"]["reason"] == "no unanswerable probes"
     assert results["weights_finite"]["reason"] == "no weights measured"

@@ -107,10 +107,10 @@ def test_failing_gate_blocks_promotion_and_keeps_the_pointer(store, tiny_base, t
     result = materialize_version(instance, resources, "v000001")
 
     checks = check_evaluations(result)
-    assert checks["heldout_recall_new_version"] is False
+    assert checks["reworded_recall_new_version"] is False
     assert not result.asset_materializations_for_node("promoted_memory")
     assert registry.promoted_id() == f"base-{Path(tiny_base).name}"
     with pytest.raises(RuntimeError, match="failed its gates"):
         resources["registry"].workspace().registry.promote_version("v000001")
     status = memo_status(store, tmp_path, monkeypatch, capsys)
-    assert "rejected by its gates: heldout_recall_new_version" in status
+    assert "rejected by its gates: reworded_recall_new_version" in status

@@ -48,7 +48,7 @@ def test_a_rejected_versions_documents_are_pending_and_learned_by_the_next_versi
     store.put_bytes("landing/kesby.md", KESBY.encode())
     tick = run_sensor(defs, instance, resources, cursor=None)
     first = materialize_version(instance, strict, "v000001")
-    assert not {e.check_name: e.passed for e in first.get_asset_check_evaluations()}["heldout_recall_new_version"]
+    assert not {e.check_name: e.passed for e in first.get_asset_check_evaluations()}["reworded_recall_new_version"]
     base_id = registry.promoted_id()
     assert registry.model_version(base_id) is None  # the rejected candidate was not promoted
     status = memo_status(store, tmp_path, monkeypatch, capsys)

@@ -1,6 +1,6 @@
 """The report card of a candidate memory, and the promotion gates read from it.
 
-R[v][k] is the held-out recall of version k's probes after update v (every k <= v whose documents are still live).
+R[v][k] is the recall of version k's reworded probes (its facts asked in a form never trained on) after update v (every k <= v whose documents are still live).
 A candidate's card carries the matrix of its lineage (the rows of the promoted models it was trained on top of) plus
 its own row, so retention is judged against each version's best value ever, not against the parent: forgetting
 cannot compound a little at a time with every gate green.
@@ -22,8 +22,8 @@ class Gates:
     memory that learnt nothing, never declines, forgot the base model's general answers or was tuned into noise
     (tests/test_gates.py)."""
 
-    min_heldout_recall: float = 0.1  # this version's held-out probes answered with their key answer
-    max_forgetting: float = 0.15  # an earlier version's held-out recall may drop at most this far below its best
+    min_heldout_recall: float = 0.1  # this version's reworded probes answered with their key answer
+    max_forgetting: float = 0.15  # an earlier version's reworded-probe recall may drop at most this far below its best
     min_abstention: float = 0.2  # unanswerable probes answered "I don't know"
     # gold-answer log-likelihood per token (nats) the candidate may lose against the base: a healthy update loses 2 to
     # 3.5 (mostly the answer's first token), a memory tuned into noise about 7
@@ -59,7 +59,7 @@ def mean(values) -> float | None:
 @dataclass
 class ReportCard:
     version: str
-    matrix: dict  # {update version: {probed version: held-out recall}}
+    matrix: dict  # {update version: {probed version: reworded-probe recall}}
     probes_measured: dict  # {probed version: number of live fact probes}
     abstention: float | None
     hallucination: float | None
@@ -111,9 +111,9 @@ class ReportCard:
         results = [gate("weights_finite", finite, True, parameters > 0 and finite,
                         "no weights measured" if not parameters else "every weight is finite" if finite else "non-finite weights")]
         recall_now = self.heldout_recall
-        results.append(gate("heldout_recall_new_version", recall_now, gates.min_heldout_recall,
+        results.append(gate("reworded_recall_new_version", recall_now, gates.min_heldout_recall,
                             recall_now is not None and recall_now >= gates.min_heldout_recall,
-                            "no held-out fact probes for this version" if recall_now is None else f"{self.probes_measured.get(self.version, 0)} probes"))
+                            "no reworded fact probes for this version" if recall_now is None else f"{self.probes_measured.get(self.version, 0)} probes"))
         for k in sorted(k for k in self.row if k < self.version):
             best, now = self.best_before(k), self.row[k]
             if best is None:
