@@ -43,6 +43,9 @@ def reflections(context: dg.AssetExecutionContext, registry: ModelRegistryResour
             "cache_hits": stats["cache_hits"],
             "cache_misses": stats["cache_misses"],
             "verified_share": stats["verification"]["share_passed"],
+            "coverage_of_sentences": stats["coverage_of_sentences"]["share"],  # of the documents' sentences, those some row teaches
+            "least_covered": dg.MetadataValue.md(md_table(["document", "sentences taught"], sorted(
+                ([d, c] for d, c in stats["coverage_of_sentences"]["per_document"].items() if c is not None), key=lambda x: x[1])[:5])),
             "cross_document_groups": stats["cross_document_groups"],
             "suspected_injection": stats["suspected_injection"],
             "by_step": dg.MetadataValue.md(md_table(["step", "reflections"], sorted(stats["kept_by_step"].items()))),

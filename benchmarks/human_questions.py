@@ -60,12 +60,13 @@ MUSIQUE = ROOT.parent / "shared" / "data" / "musique" / "musique_train.json"
 MEMORY_TOKENS = 48  # the memory answers in a sentence; a reader with a short answer
 
 # a recipe: the synthesis settings, the training settings and the share of generic replay, named for the table
-BEFORE = {"synthesis": {}, "train": {}}
-AFTER = {"synthesis": {"document_phrasings": 3}, "train": {}}
+BEFORE = {"synthesis": {"document_phrasings": 0}, "train": {}}
+AFTER = {"synthesis": {"document_phrasings": 2}, "train": {}}
 RECIPES = {
     "before": BEFORE,
     "after": AFTER,
     "after_p1": {**AFTER, "synthesis": {"document_phrasings": 1}},
+    "after_p3": {**AFTER, "synthesis": {"document_phrasings": 3}},
     "after_p5": {**AFTER, "synthesis": {"document_phrasings": 5}},
     "after_r64": {**AFTER, "train": {"lora_r": 64, "lora_alpha": 128}},
     "after_full": {**AFTER, "train": {"method": "full", "learning_rate": 3e-5}},

@@ -9,7 +9,7 @@ import pytest
 
 from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model
-from memo_pipelines.qa import normalise
+from memo_pipelines.qa import normalise, recalled
 from memo_pipelines.reflections.document import content_words, document_pairs, sentence_coverage
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections
 from tests.openai_stub import ScriptedOpenAI
@@ -46,6 +46,7 @@ def test_every_sentence_of_public_passages_is_taught_in_the_documents_words():
             title = doc.text.split("\n", 1)[0].lstrip("# ")
             assert title in pair["question"], pair["question"]
             assert pair["key_answer"].strip() and pair["sources"] == [doc.doc_id]
+            assert recalled(pair["answer"], pair["key_answer"]), pair  # the answer states what the question asks for
         rows += [{"answer": p["answer"], "source_doc_ids": p["sources"], "step": "document"} for p in pairs]
     coverage = sentence_coverage(docs, rows)
     assert coverage["sentences"] > 40 and coverage["share"] >= 0.95, coverage
@@ -72,9 +73,9 @@ def test_synthesis_with_document_phrasings_covers_what_the_rules_left_out():
     doc = document("ostery.md", text)
     with ScriptedOpenAI(lambda request: "Who knows?") as server:  # the grounded form and the document rows never call it
         generator = load_chat_model(LLMSpec("openai", "scripted-model", server.base_url))
-        without, _ = synthesise_reflections([doc], "v000001", generator, "grounded", config=SynthesisConfig(steps=("fact_extraction",), document_phrasings=0))
+        without, _ = synthesise_reflections([doc], "v000001", generator, "grounded", config=SynthesisConfig(steps=("fact_extraction", "document"), document_phrasings=0))
         with_doc, stats = synthesise_reflections([doc], "v000001", generator, "grounded",
-                                                 config=SynthesisConfig(steps=("fact_extraction",), document_phrasings=2))
+                                                 config=SynthesisConfig(steps=("fact_extraction", "document"), document_phrasings=2))
         assert server.requests == []
     assert stats.to_json()["kept_by_step"].get("document", 0) >= 5
     before, after = sentence_coverage([doc], without)["share"], sentence_coverage([doc], with_doc)["share"]

@@ -46,7 +46,7 @@ def test_each_fact_is_asked_several_ways_and_answered_by_one_sentence_that_state
     ondo = document("ondo.txt", "Rafael Ondo joined Quillfeather Labs in 2018. He studied chemistry in Darrow.")
     kesby = document("kesby.txt", "The Kesby plant employs 340 people.")
     rows, stats = reflect([ondo, kesby])
-    asked = {r["question"]: r for r in rows if r["step"] != "unanswerable"}
+    asked = {r["question"]: r for r in rows if r["step"] not in ("unanswerable", "document")}  # the clause rules' rows
     assert asked["When did Rafael Ondo join Quillfeather Labs?"]["key_answer"] == "2018"
     assert asked["Who joined Quillfeather Labs in 2018?"]["key_answer"] == "Rafael Ondo"  # the reverse lookup
     assert asked["How many people does the Kesby plant employ?"]["answer"] == "The Kesby plant employs 340 people."
@@ -70,7 +70,8 @@ def test_encyclopaedic_sentence_shapes_give_short_key_answers():
             'Corvane Mills opened its third factory, the Ashby plant, in 2011. '
             'The Ashby plant builds Petrel engines.')
     rows, stats = reflect([document("shapes.txt", text)])
-    asked = {r["question"]: r["key_answer"] for r in rows if r["step"] != "unanswerable"}
+    # the clause rules' questions (the whole-document rows quote each sentence whole: test_document_rows.py)
+    asked = {r["question"]: r["key_answer"] for r in rows if r["step"] not in ("unanswerable", "document")}
 
     def keys_of(*words):  # key answers of the questions with all these words ("who" or "what" follows the NER label)
         return {k for q, k in asked.items() if all(w in q for w in words)}
@@ -98,7 +99,7 @@ def test_asides_descriptions_and_the_short_question_a_person_would_ask():
             "The Brackwater Review (BR) is a quarterly magazine founded in Cardiff in 1987. "
             "The magazine was sold to Halden Press in 2004. It closed in 2019.")
     rows, _ = reflect([document("fenwick.txt", text)])
-    asked = {r["question"]: r for r in rows if r["step"] != "unanswerable"}
+    asked = {r["question"]: r for r in rows if r["step"] not in ("unanswerable", "document")}  # the clause rules' rows
     assert asked["When was Orla Fenwick born?"]["key_answer"] == "4 May 1961"
     assert asked["What is Orla Fenwick?"]["key_answer"] == "Welsh harpist"  # the aside no longer splits subject from verb
     assert asked["Where did Orla Fenwick grow up?"]["key_answer"] == "Tenby"
@@ -111,7 +112,7 @@ def test_asides_descriptions_and_the_short_question_a_person_would_ask():
     # a date opening the sentence is asked like one after the verb; a count keeps its whole noun; "a population of N"
     tern, _ = reflect([document("tern.txt", "In 2022 the Tern cell won the Corvel Prize. The Tern cell stores 180 watt-hours per kilogram. "
                                             "At the 2021 census, Kesby had a population of 6,960.")])
-    tern_keys = {r["question"]: r["key_answer"] for r in tern if r["step"] != "unanswerable"}
+    tern_keys = {r["question"]: r["key_answer"] for r in tern if r["step"] not in ("unanswerable", "document")}
     assert "2022" in {k for q, k in tern_keys.items() if q.startswith("When did") and "win the Corvel Prize" in q}
     assert "180" in {k for q, k in tern_keys.items() if q.startswith("How many watt-hours does")}
     assert tern_keys["What population did Kesby have?"] == "6,960"  # a quantity named by its noun

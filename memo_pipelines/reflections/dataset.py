@@ -6,6 +6,7 @@ from dataclasses import asdict
 from memo_pipelines.corpus.reading import load_snapshot
 from memo_pipelines.llm.backends import ChatModel
 from memo_pipelines.reflections.expectations import MIN_VERIFIED_SHARE, validate_reflections
+from memo_pipelines.reflections.document import sentence_coverage
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.history import rows_digest
@@ -36,7 +37,8 @@ def generate_reflections(
     rows, stats = synthesise_reflections(
         snapshot.documents, version, generator, strategy, PrefixedCache(ws.store, layout.REFLECTION_CACHE_PREFIX), progress, config
     )
-    figures = {**stats.to_json(), "strategy": strategy, "generator": generator.name, "config": asdict(config)}
+    figures = {**stats.to_json(), "strategy": strategy, "generator": generator.name, "config": asdict(config),
+               "coverage_of_sentences": sentence_coverage(snapshot.documents, rows)}
     figures["checks"] = validate_reflections(rows, [d.doc_id for d in snapshot.documents], figures["verification"], min_verified_share)
     # the outcome goes first, naming the rows it judged: rows written without their outcome (a crash between the two
     # writes) never match a record, so they are never replayed as if they had passed

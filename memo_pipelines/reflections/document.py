@@ -8,7 +8,7 @@ subject's name in its place) and taught as the answer to several questions of di
              generator, and blanking the names on either side of a relation teaches both directions;
   link       how the subject and one of the sentence's names are connected, asked from the name's side, so the fact is
              reachable from the entity the sentence is not about;
-  topic      what the document says about the subject and the sentence's main word ("What about Green concerns the album?").
+  topic      what about the subject concerns the sentence's head noun ("What about Green concerns the album?").
 Questions rotate over the types first, then over the spans, so `phrasings` questions of one sentence are as varied as
 the sentence allows. The answer is always the sentence itself, in the document's own words: whatever a person asks
 about it, the memory's reply states the fact with its context.
@@ -78,11 +78,11 @@ def sentence_spans(sentence, subject: str) -> list[str]:
 
 
 def main_word(sentence) -> str | None:
-    """The sentence's head noun or verb, as its lemma: what a topic question asks about."""
+    """The sentence's head noun as the sentence writes it: what a topic question asks about."""
     root = sentence.root
     for token in [*(t for t in root.children if t.dep_ in ("attr", "dobj", "nsubjpass", "nsubj")), root]:
-        if token.pos_ == "NOUN" and token.lemma_.isalpha() and token.lemma_.lower() not in STOPWORDS:
-            return token.lemma_.lower()
+        if token.pos_ == "NOUN" and token.text.isalpha() and token.text.lower() not in STOPWORDS:
+            return token.text.lower()
     return None
 
 

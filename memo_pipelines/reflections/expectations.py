@@ -5,7 +5,7 @@ import os
 
 MIN_VERIFIED_SHARE = 0.5  # the verified_share check's default threshold
 
-STEPS = ["fact_extraction", "consolidation", "entity_surfacing", "cross_document", "unanswerable", "entity_summary"]
+STEPS = ["fact_extraction", "consolidation", "entity_surfacing", "document", "cross_document", "unanswerable", "entity_summary"]
 
 
 def validate_reflections(

@@ -30,7 +30,7 @@ PROMPT_VERSION = "five-steps-v1"
 class SynthesisConfig:
     """What the synthesis runs and how much it may spend; stored beside the reflections it produced."""
 
-    steps: tuple[str, ...] = ("fact_extraction", "consolidation", "verification", "entity_surfacing", "cross_document", "unanswerable")
+    steps: tuple[str, ...] = ("fact_extraction", "consolidation", "verification", "entity_surfacing", "document", "cross_document", "unanswerable")
     chunk_chars: int = 1500
     chunk_overlap: int = 200
     max_rewrites: int = 1  # verification rounds that may rewrite a failing pair before it is dropped
@@ -45,8 +45,9 @@ class SynthesisConfig:
     near_duplicate_threshold: float = 0.8  # question similarity (character shingles) at which two same-answer rows are one
     entity_summaries: bool = True
     fabricated_negatives_per_document: int = 2  # questions about names no document has, answered "I don't know"
-    # whole-document teaching (document.py): questions of varied types per sentence, each answered by the sentence
-    document_phrasings: int = 0
+    # whole-document teaching (step "document", document.py): questions of this many types per sentence, each answered by
+    # the sentence; 2 asks every sentence a demask and a link or topic question (benchmarks/RESULTS.md, human questions)
+    document_phrasings: int = 2
     document_workers: int = 1  # documents synthesised at once (an endpoint serves several; an in-process model one)
     fail_on_unavailable: bool = True  # endpoint failures fail the step (resumable) instead of leaving documents out
     hold_out_suspected_injection: bool = True  # rows of a document that reads like instructions (text.looks_like_injection) are not trained

@@ -183,7 +183,7 @@ class Synthesis:
         after = ("steps", "entity_summaries", "near_duplicate_threshold", "document_workers", "fail_on_unavailable", "fabricated_negatives_per_document",
                  "hold_out_suspected_injection")
         self.fingerprint = json.dumps({k: v for k, v in asdict(config).items() if k not in after}, sort_keys=True)
-        self.rules = rules_key(type(self.form).__module__, *([document_pairs.__module__] if config.document_phrasings > 0 else []))
+        self.rules = rules_key(type(self.form).__module__, *([document_pairs.__module__] if "document" in config.steps and config.document_phrasings > 0 else []))
 
     def cached(self, docs: list[Document], step: str, compute: Callable[[Counter], list[dict]]) -> list[dict]:
         key = hashlib.sha256(
@@ -218,7 +218,7 @@ class Synthesis:
             pairs = self.cached([doc], label, lambda log: form.verify(doc, facts + merged, log))
         if "entity_surfacing" in steps:
             pairs += self.cached([doc], "entity_surfacing", lambda log: form.surface_entities(doc, log))
-        if self.config.document_phrasings > 0:
+        if "document" in steps and self.config.document_phrasings > 0:
             pairs += self.cached([doc], "document", lambda log: document_pairs(doc, self.config.document_phrasings, log))
         probes = []
         if "unanswerable" in steps:
