@@ -22,8 +22,9 @@ def _llm_spec(prefix: str, backend: str, model: str, base_url: str):
     return LLMSpec.from_values(os.environ, prefix=f"MEMO_{prefix}_", upper=True, backend=backend, model=model, base_url=base_url)
 
 
-EMBEDDED_DIRECT = ("memo: the embedded executive writes no JSON the protocol's stages can use, so the memory answers directly "
-                   "(--mode single or staged runs the protocol anyway; --executive openai ... names a capable executive)")
+EMBEDDED_DIRECT = ("memo: the embedded 135M executive's replies parse (each stage's schema constrains its decoding) but it plans "
+                   "poorly and slowly, so the memory answers directly (--mode single or staged runs the protocol with it; "
+                   "--executive openai ... names a capable executive)")
 
 
 def choose_mode(args, executive_spec) -> str:
