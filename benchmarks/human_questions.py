@@ -15,8 +15,8 @@ the early stop the training stage uses), and every way of answering is scored on
   memory_with_passages  (--with-passages) the reader given the memory's answer beside the BM25 passages
   hybrid         (--with-passages) the hybrid route (protocol/hybrid.py): the memory's answer kept where a retrieved
                  passage supports it, else the reader's; verified_share, and verified_quote_has_gold (of the verified
-                 answers, the share whose quoted sentence contains the gold answer); hybrid_choose: the same route
-                 whose reader does not see the memory's answer (choosing between the two instead of reading both);
+                 answers, the share whose quoted sentence contains the gold answer); hybrid_read_both: the same route
+                 whose reader is also shown the memory's answer (reading both instead of choosing between them);
   best_of_memory_and_bm25  per question the better of the memory's and the BM25 reader's answer: what a perfect
                  chooser between them would get
 
@@ -266,8 +266,8 @@ def main() -> None:
         examples[name] = [[q, it["golds"][0], a] for q, it, a in list(zip(questions, items, answers))[:8]]
         if args.with_passages and name == args.recipes.split(",")[-1]:
             results["memory_with_passages"] = score(with_passages(base, items, index, answers, args.top_k), items) | {"memory": name}
-            results["hybrid"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=True) | {"memory": name}
-            results["hybrid_choose"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=False) | {"memory": name}
+            results["hybrid"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=False) | {"memory": name}
+            results["hybrid_read_both"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=True) | {"memory": name}
             best = [max(m, r, key=lambda x: x["answer_recall"]) for m, r in zip(per_question(answers, items), per_question(bm25_answers, items))]
             results["best_of_memory_and_bm25"] = mean(best) | {"memory": name}
         print(f"{name}: answer recall {results[name]['answer_recall']}, F1 {results[name]['f1']}, contains {results[name]['contains']}, "

@@ -45,10 +45,12 @@ def test_a_supported_memory_answer_is_verified_and_quoted_with_its_span():
 
 
 def test_an_answer_no_passage_supports_goes_to_the_reader_and_is_verified_from_the_passages():
-    answer, server = ask("the Corvel Prize", "Which prize did the Tern cell win?", "The Tern cell won the Nobel Prize.")
+    answer, server = ask("the Corvel Prize", "Which prize did the Tern cell win?", "The Tern cell won the Nobel Prize.", read_with_memory=True)
     assert answer.verified and answer.route == "passages" and answer.answer == "the Corvel Prize"
     assert answer.evidence.doc_id == "product_tern.md" and "Corvel Prize" in answer.evidence.quote
     assert "Nobel" in server.requests[0]["messages"][0]["content"]  # the reader saw the memory's answer beside the passages
+    _, server = ask("the Corvel Prize", "Which prize did the Tern cell win?", "The Tern cell won the Nobel Prize.")
+    assert "Nobel" not in server.requests[0]["messages"][0]["content"]  # by default it reads the passages alone
 
 
 @pytest.mark.parametrize("unsupported, expected", [("mark", "The Tern cell won the Nobel Prize."), ("decline", IDK)])
