@@ -18,7 +18,7 @@ WREN = "# Wren Building\n\nThe Wren Building was designed by Lotte Brask.\nThe W
 WREN_REWRITTEN = "# Wren Building\n\nThe Wren Building was designed by Tamsin Crole.\nThe Wren Building stands in Marrowby.\n"
 HERON = "# Heron project\n\nThe Heron project is led by Ines Halloran.\nThe Heron project started in 2021.\n"
 # a random tiny model answers no held-out probe: a floor of 1.0 rejects the version
-REJECTING = dict(min_heldout_recall=1.0)
+REJECTING = dict(min_heldout_recall=1.01)  # above 100 %: a gate no candidate passes
 
 
 def rows_of(store, version: str, doc_id: str, containing: str = "") -> list[dict]:
