@@ -31,11 +31,9 @@ training row teaches, reflections/document.py).
 """
 
 import argparse
-import hashlib
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -47,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from memo_pipelines.corpus.snapshot import Document  # noqa: E402
+from reflections import make_document  # noqa: E402
+
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
 from memo_pipelines.memory.training import TrainConfig  # noqa: E402
 from memo_pipelines.protocol.hybrid import HybridConfig, HybridRoute  # noqa: E402
@@ -75,13 +74,6 @@ RECIPES = {
 }
 
 
-def passage_document(title: str, text: str) -> Document:
-    text = f"# {title}\n\n{text.strip()}"
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    doc_id = f"{re.sub(r'[^a-z0-9]+', '_', title.lower()).strip('_')[:40]}-{digest[:8]}.md"
-    return Document(doc_id, f"landing/{doc_id}", digest[:16], len(text), digest, text)
-
-
 def plain_question(question: str) -> str:
     """A Wikidata-style item ("Hello Love >> performer") as a plain question; other questions as they are."""
     if ">>" not in question:
@@ -102,7 +94,7 @@ def single_hop_questions(limit: int) -> tuple[list[dict], list]:
                 question = question.replace(f"#{index}", answer)
             answers.append(hop["answer"])
             paragraph = item["paragraphs"][hop["paragraph_support_idx"]]
-            doc = passage_document(paragraph["title"], paragraph["paragraph_text"])
+            doc = make_document(paragraph["title"], paragraph["paragraph_text"])
             documents.setdefault(doc.doc_id, doc)
             golds = [hop["answer"]] + (item.get("answer_aliases", []) if position == len(hops) - 1 else [])
             items.append({"question": plain_question(question), "golds": golds, "doc_id": doc.doc_id})
