@@ -7,6 +7,7 @@ questions about plausible entities that appear nowhere in the corpus, which a me
 check drops any probe whose wording is close to a training question (word-bigram Jaccard) and reports the overlap.
 """
 
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -15,7 +16,7 @@ from memo_pipelines.llm.backends import ChatModel
 from memo_pipelines.qa import IDK, STOPWORDS, normalise
 from memo_pipelines.reflections.probe_rules import FACT_PROBES, grounded_fact_probes, probe_row, unanswerable_probes
 from memo_pipelines.reflections.steps import json_schema
-from memo_pipelines.reflections.text import content_tokens, delimited, parse_json_list
+from memo_pipelines.reflections.text import chunks, content_tokens, delimited, parse_json_list
 from memo_pipelines.storage.history import load_reflections, version_records
 from memo_pipelines.storage.layout import version_key
 from memo_pipelines.storage.workspace import Workspace
@@ -72,14 +73,29 @@ Questions already used for training (do not reuse their wording):
 {document}"""
 
 
+PROBE_WINDOW_CHARS = 3000  # the document text one probe prompt holds
+
+
+def probe_windows(text: str, most: int) -> list[str]:
+    """The document in windows of PROBE_WINDOW_CHARS, at most `most` of them spread evenly over it: probes of a long
+    document ask about its whole length, not only its opening."""
+    windows = chunks(text, PROBE_WINDOW_CHARS, 200)
+    if len(windows) <= most:
+        return windows
+    return [windows[round(i * (len(windows) - 1) / max(most - 1, 1))] for i in range(most)]
+
+
 def llm_probes(doc, training_rows: list[dict], version: str, generator, known: str, config: ProbeConfig, log: Counter) -> list[dict]:
     listing = "\n".join(f"- {r['question']}" for r in training_rows[:40] if doc.doc_id in r.get("source_doc_ids", []))
-    prompt = LLM_PROBE_PROMPT.format(facts=config.facts_per_document, unanswerable=config.unanswerable_per_document, training=listing or "(none)",
-                                     document=delimited(doc.doc_id, doc.text[:3000]))
+    windows = probe_windows(doc.text, max(config.facts_per_document, 1))
+    prompts = [LLM_PROBE_PROMPT.format(facts=math.ceil(config.facts_per_document / len(windows)),
+                                       unanswerable=math.ceil(config.unanswerable_per_document / len(windows)),
+                                       training=listing or "(none)", document=delimited(doc.doc_id, window)) for window in windows]
     structured = {"response_format": json_schema(("question", "kind"))} if getattr(generator, "structured_output", False) else {}
-    reply = generator.chat([[{"role": "user", "content": prompt}]], max_new_tokens=1024, errors="none", **structured)[0]
+    replies = generator.chat([[{"role": "user", "content": prompt}] for prompt in prompts], max_new_tokens=1024, errors="none", **structured)
+    items = [item for reply in replies for item in parse_json_list(reply, ("question", "kind")) or []]
     out = []
-    for item in parse_json_list(reply, ("question", "kind")) or []:
+    for item in items:
         question = str(item["question"])
         if item["kind"] == "unanswerable":
             entity = str(item.get("entity", ""))
@@ -93,8 +109,8 @@ def llm_probes(doc, training_rows: list[dict], version: str, generator, known: s
                 log["fact probe key not grounded or in its question"] += 1
                 continue
             out.append(probe_row(question, key, "fact", "llm_json", [doc.doc_id], version))
-    if reply is None:
-        log["generator request failed"] += 1
+    if failed := sum(reply is None for reply in replies):
+        log["generator request failed"] += failed
     return out
 
 
