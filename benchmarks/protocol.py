@@ -9,10 +9,15 @@ cached under MEMO_HOME, so reruns skip training. Side by side, one run:
       for any executive;
   (3) the protocol with the configured executive: three stages, single turn, and the memory asked the question directly;
   (4) retrieval with the same reader (the executive): BM25 top-k passages in context, over the supporting passages of
-      the subset, and over those plus all 1,890 corpus passages (MuSiQue's distractors).
-Exact match and token F1 against the answer and its aliases, memory and executive calls, and wall time per question.
+      the subset, and over those plus all 1,890 corpus passages (MuSiQue's distractors);
+  (5) the hybrid route (protocol/hybrid.py, as `memo ask --hybrid` runs it): the staged protocol's answers checked
+      against the BM25 top-k of the subset's supporting passages, the executive reading them where no passage
+      supports the answer; its seconds per question include the staged protocol's.
+Exact match, token F1 and answer recall (the share of the gold answer's non-stopword words the answer states,
+benchmarks/human_questions.py) against the answer and its aliases, memory and executive calls, wall time per question,
+and for the protocol the share of the executive's replies that parse (counted where the protocol parses them).
 
-    .venv/bin/python benchmarks/protocol.py [--quick] [--json FILE]
+    .venv/bin/python benchmarks/protocol.py [--quick] [--threads N] [--json FILE]
     .venv/bin/python benchmarks/protocol.py --executive openai --executive-model M --executive-base-url URL \\
         --executive-api-key-env VAR [--memory openai --memory-model M --memory-base-url URL]
 """
@@ -34,12 +39,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from human_questions import answer_recall  # noqa: E402
 from incremental_update import single_hop_facts  # noqa: E402
+from reflections import make_document  # noqa: E402
 
 from memo_pipelines.evaluation.metrics import GENERAL_REPLAY, base_answers  # noqa: E402
 from memo_pipelines.qa import ask_memory, recalled, token_f1  # noqa: E402
 from memo_pipelines.llm.backends import LLMSpec, load_chat_model  # noqa: E402
 from memo_pipelines.protocol import Protocol, ProtocolConfig, SourceIndex  # noqa: E402
+from memo_pipelines.protocol.hybrid import HybridConfig, HybridRoute  # noqa: E402
+from memo_pipelines.protocol.passages import PassageIndex  # noqa: E402
 from memo_pipelines.reflections.synthesis import normalise  # noqa: E402
 from memo_pipelines.apps.settings import Settings  # noqa: E402
 from memo_pipelines.memory.training import TrainConfig  # noqa: E402
@@ -67,12 +76,13 @@ def gold_hops(item: dict) -> list[dict]:
 def score(prediction: str, golds: list[str]) -> dict:
     return {"em": float(any(normalise(prediction) == normalise(g) for g in golds)),
             "f1": max(token_f1(prediction, g) for g in golds),
-            "contains": float(any(recalled(prediction, g) for g in golds))}
+            "contains": float(any(recalled(prediction, g) for g in golds)),
+            "answer_recall": max(answer_recall(prediction, g) for g in golds)}
 
 
 def summarise(name: str, scores: list[dict], memory_calls: float, executive_calls: float, seconds: float, extra: dict | None = None) -> dict:
     n = max(1, len(scores))
-    row = {"method": name, "n": len(scores), **{k: round(sum(s[k] for s in scores) / n, 3) for k in ("em", "f1", "contains")},
+    row = {"method": name, "n": len(scores), **{k: round(sum(s[k] for s in scores) / n, 3) for k in ("em", "f1", "contains", "answer_recall")},
            "memory_calls_per_q": round(memory_calls, 2), "executive_calls_per_q": round(executive_calls, 2),
            "seconds_per_q": round(seconds, 2)}
     return {**row, **(extra or {})}
@@ -131,6 +141,18 @@ def retrieval(reader, items: list[dict], passages: list[dict], top_k: int, max_n
     return reader.chat(conversations, max_new_tokens=max_new_tokens), time.time() - started
 
 
+def parse_share(results: list) -> float | None:
+    """The share of the executive's replies, over all the questions, that held usable JSON; None if none came back."""
+    replies = sum(r.executive_replies for r in results)
+    return round(sum(r.executive_replies_parsed for r in results) / replies, 3) if replies else None
+
+
+def hybrid_route(reader, items: list[dict], index: PassageIndex, answers: list[str], top_k: int) -> tuple[list, float]:
+    started = time.time()
+    route = HybridRoute(reader, index, HybridConfig(top_k=top_k, read_with_memory=False))
+    return route.answer([item["question"] for item in items], answers), time.time() - started
+
+
 def llm_spec(args, role: str) -> LLMSpec:
     return LLMSpec.from_values(vars(args), prefix=f"{role}_", timeout_s=args.call_timeout)
 
@@ -153,6 +175,7 @@ def main() -> None:
         parser.add_argument(f"--{role}-model", default="", help="a served model name (openai) or a directory (local)")
         parser.add_argument(f"--{role}-base-url", default="")
         parser.add_argument(f"--{role}-api-key-env", default="OPENAI_API_KEY")
+    parser.add_argument("--threads", type=int, default=0, help="> 0: torch's CPU threads (the local models')")
     parser.add_argument("--quick", action="store_true", help="2 questions, 1 epoch, top-2 passages, short executive replies: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -160,6 +183,11 @@ def main() -> None:
         args.questions, args.epochs, args.top_k, args.executive_max_new_tokens = 2, 1, 2, 32
 
     from memo_pipelines.llm.embedded import embedded_model_dir
+
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     items = sorted(json.loads((MUSIQUE / "musique_train.json").read_text()), key=lambda q: q["id"])
     items = random.Random(args.seed).sample(items, args.questions)
@@ -200,16 +228,19 @@ def main() -> None:
     print(rows[-1], flush=True)
 
     sources = SourceIndex(reflections)
+    protocol_results = {}
     for mode in ("staged", "single", "direct"):
         protocol = Protocol(executive, memory, replace(config, mode=mode), sources)
-        results = [protocol.ask(item["question"]) for item in items]
+        results = protocol_results[mode] = [protocol.ask(item["question"]) for item in items]
         supported = [bool(set(r.sources) & {p["title"] for p in item["paragraphs"] if p["is_supporting"]})
                      for r, item in zip(results, items)]
         rows.append(summarise(f"(3) protocol, {mode}", [score(r.answer, g) for r, g in zip(results, golds)],
                               sum(r.memory_calls for r in results) / n, sum(r.executive_calls for r in results) / n,
                               sum(r.elapsed_s for r in results) / n,
                               {"answers_with_a_supporting_source": round(sum(supported) / n, 3),
-                               "degraded": round(sum(any("directly" in x or "no usable" in x for x in r.notes) for r in results) / n, 3)}))
+                               "degraded": round(sum(any("directly" in x or "no usable" in x for x in r.notes) for r in results) / n, 3),
+                               "executive_replies_per_q": round(sum(r.executive_replies for r in results) / n, 2),
+                               "executive_replies_parsed": parse_share(results)}))
         details[f"protocol_{mode}"] = [r.to_json() for r in results]
         print(rows[-1], flush=True)
 
@@ -222,22 +253,41 @@ def main() -> None:
         details[f"retrieval_{len(passages)}"] = answers
         print(rows[-1], flush=True)
 
+    documents = [make_document(p["title"], p["text"]) for p in supporting]
+    index = PassageIndex.of_documents({d.doc_id: d.text for d in documents})
+    staged = protocol_results["staged"]
+    checked, seconds = hybrid_route(executive, items, index, [r.answer for r in staged], args.top_k)
+    verified = [(c, g) for c, g in zip(checked, golds) if c.verified]
+    rows.append(summarise(f"(5) hybrid route: staged protocol checked against BM25 top-{args.top_k} of the supporting passages",
+                          [score(c.answer, g) for c, g in zip(checked, golds)], sum(r.memory_calls for r in staged) / n,
+                          sum(r.executive_calls for r in staged) / n + sum(c.route != "memory" for c in checked) / n,
+                          sum(r.elapsed_s for r in staged) / n + seconds / n,
+                          {"passages": len(index.passages), "verified_share": round(len(verified) / n, 3),
+                           "verified_quote_has_gold": round(sum(any(recalled(c.evidence.quote, x) for x in g) for c, g in verified) / len(verified), 3)
+                           if verified else None, "routes": {route: sum(c.route == route for c in checked)
+                                                             for route in ("memory", "passages", "unverified", "declined")}}))
+    details["hybrid"] = [c.to_json() for c in checked]
+    print(rows[-1], flush=True)
+    executive_parse_share = parse_share([r for mode in ("staged", "single") for r in protocol_results[mode]])
+
     print()
     print(f"{n} MuSiQue questions (seed {args.seed}); memory {memory.name}, trained on {len(facts)} gold single-hop facts"
           f"{' (reflections ' + str(args.reflections) + ')' if args.reflections else ''}; executive and reader {executive.name}")
-    print("| method | n | EM | F1 | answer contained | memory calls/q | executive calls/q | s/q |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"executive replies that parse (staged and single turn): {executive_parse_share}")
+    print("| method | n | EM | F1 | answer recall | answer contained | memory calls/q | executive calls/q | s/q |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['n']} | {r['em']:.3f} | {r['f1']:.3f} | {r['contains']:.3f} | {r['memory_calls_per_q']} | "
-              f"{r['executive_calls_per_q']} | {r['seconds_per_q']} |")
-    upper, staged = rows[1], rows[2]
-    print(f"\nprotocol (staged) F1 / gold-decomposition F1 = {staged['f1'] / max(1e-9, upper['f1']):.3f}; "
-          f"protocol (staged) F1 / BM25 F1 (with distractors) = {staged['f1'] / max(1e-9, rows[-1]['f1']):.3f}")
+        print(f"| {r['method']} | {r['n']} | {r['em']:.3f} | {r['f1']:.3f} | {r['answer_recall']:.3f} | {r['contains']:.3f} | "
+              f"{r['memory_calls_per_q']} | {r['executive_calls_per_q']} | {r['seconds_per_q']} |")
+    upper, staged_row, bm25_row = rows[1], rows[2], rows[-2]
+    print(f"\nprotocol (staged) F1 / gold-decomposition F1 = {staged_row['f1'] / max(1e-9, upper['f1']):.3f}; "
+          f"protocol (staged) F1 / BM25 F1 (with distractors) = {staged_row['f1'] / max(1e-9, bm25_row['f1']):.3f}")
     if args.json:
         import torch
         import transformers
 
         args.json.write_text(json.dumps({
+            "command": " ".join(["benchmarks/protocol.py", *sys.argv[1:]]), "executive_replies_parsed": executive_parse_share,
             "rows": rows, "configuration": {**{k: str(v) for k, v in vars(args).items()}, "protocol": asdict(config), "train": asdict(train_config)},
             "questions": [item["id"] for item in items], "memory_trained_on": f"{len(facts)} gold single-hop facts of the subset"
             if not args.reflections else str(args.reflections),

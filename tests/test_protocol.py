@@ -113,13 +113,15 @@ def test_malformed_json_is_repaired_or_asked_for_again(memory):
     assert result.answer == "Tarsby" and len(repairs) == 1 and len(repairs[0]["messages"]) == 3
     assert memory.batches[0] == [QUESTION, MANAGER_Q]
     assert any("no usable JSON (attempt 1)" in note for note in result.notes)
+    assert result.executive_replies_parsed == result.executive_replies - 1  # only the narrowing reply without JSON
 
 
 def test_an_executive_without_json_degrades_to_the_memory_asked_directly(memory):
     with ScriptedOpenAI(lambda request: "I would ask about the plant first, then about its manager.") as server:
         result = Protocol(executive_at(server), memory, ProtocolConfig(json_retries=1)).ask(MANAGER_Q)
     assert result.answer == "Rafael Ondo" and memory.batches == [[MANAGER_Q]]
-    assert result.executive_calls == 2  # the request and one repair request, then no more
+    assert result.executive_calls == result.executive_replies == 2  # the request and one repair request, then no more
+    assert result.executive_replies_parsed == 0
     assert any("asked the memory the question directly" in note for note in result.notes)
 
 
@@ -183,5 +185,5 @@ def test_a_tiny_local_executive_runs_all_three_stages_and_every_reply_parses(tin
     assert not [note for note in result.notes if any(d in note for d in degraded)], result.notes
     stages = [turn.stage for turn in result.trace]
     assert stages[0] == "decompose" and stages[-1] == "gather" and result.target, result
-    assert result.executive_calls == 4  # decompose, narrow, gather, synthesise: each reply used at the first try
+    assert result.executive_calls == result.executive_replies_parsed == 4  # decompose, narrow, gather, synthesise: each used at the first try
     assert result.answer.strip() and result.answer != "I don't know"

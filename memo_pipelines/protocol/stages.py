@@ -83,6 +83,8 @@ class Answer:
     facts_used: list[dict] = field(default_factory=list)  # {question, answer, reflection_ids, source_doc_ids}
     trace: list[Turn] = field(default_factory=list)
     executive_calls: int = 0
+    executive_replies: int = 0  # executive calls that returned a reply (not an error or a timeout)
+    executive_replies_parsed: int = 0  # ... of which the reply held usable JSON
     memory_calls: int = 0
     retired: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -164,7 +166,9 @@ class Protocol:
                 run.answer.notes.append(f"executive call failed: {type(error).__name__}: {error}")
                 return None
             value = parse_json_reply(reply, expect)
+            run.answer.executive_replies += 1
             if value is not None:
+                run.answer.executive_replies_parsed += 1
                 return value
             run.answer.notes.append(f"executive reply had no usable JSON (attempt {attempt + 1})")
             conversation = conversation + [{"role": "assistant", "content": reply}, {"role": "user", "content": prompts.REPAIR}]

@@ -59,17 +59,19 @@ REQUEST_FAILED = "generator request failed"
 
 
 OPTIONAL_FIELDS = ("key", "kind", "entity", "question", "answer", "verdict")
+MAX_FIELD_CHARS, MAX_PAIRS = 400, 64  # bounds of json_schema; 64 pairs of ~20 tokens already exceed a 1,024-token reply
 
 
 def json_schema(required: tuple[str, ...]) -> dict:
     """The reply a step asks for as an OpenAI `response_format`: an object whose "items" is the list of pairs (structured
     output wants an object at the top), each with the required fields; parse_json_list reads it, and repairs replies of an
-    endpoint without structured output."""
-    value = {"type": ["string", "integer"]}
+    endpoint without structured output. Bounded, as the protocol's reply formats are, so a small model cannot ramble: a
+    field is at most a few sentences, and a list holds more pairs than a reply's token budget fits anyway."""
+    value = {"type": ["string", "integer"], "maxLength": MAX_FIELD_CHARS}  # no numeric bound: it would cut a large number short
     fields = dict.fromkeys([*required, *OPTIONAL_FIELDS])
     item = {"type": "object", "properties": {f: value for f in fields}, "required": list(required)}
     return {"type": "json_schema", "json_schema": {"name": "reflection_pairs", "schema": {
-        "type": "object", "properties": {"items": {"type": "array", "items": item}}, "required": ["items"]}}}
+        "type": "object", "properties": {"items": {"type": "array", "items": item, "maxItems": MAX_PAIRS}}, "required": ["items"]}}}
 
 
 class Generator:
