@@ -52,6 +52,9 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
             "promoted_at_training": figures["promoted_at_training"] or "",
             "steps": figures["steps"],
             "planned_steps": figures.get("planned_steps", figures["steps"]),
+            # an update that also learned pending versions: its steps and seconds against a normal update's, and the bound
+            "steps_vs_normal_update": (figures.get("pending_cost") or {}).get("steps_vs_normal", 1.0),
+            "pending_cost": figures.get("pending_cost") or {},
             "stopped_early": figures.get("stopped_early") or "no",
             "stop_checks": dg.MetadataValue.md(md_table(["step", "training-fact recall", "unknown names declined"],
                                                         [[c["step"], c["recall"], "-" if c.get("declined") is None else c["declined"]]

@@ -10,7 +10,7 @@ from resources import EvaluationResource, GeneratorResource, ModelRegistryResour
 from tests.conftest import CREDENTIALS
 
 # the tiny model memorises in a few hundred steps of a few milliseconds each
-TINY_GATES = dict(min_heldout_recall=0.0, max_forgetting=1.0, min_abstention=0.0, max_general_drop=100.0, general_size=20,
+TINY_GATES = dict(min_new_version_probes=1, min_heldout_recall=0.0, max_forgetting=1.0, min_abstention=0.0, max_general_drop=100.0, general_size=20,
                   executive_backend="none")
 # general_mix 0.1: a random base's own "answers" to generic questions are long random strings that take a 2-layer model's
 # capacity; 0.1 keeps them in every training set (the path is exercised) without drowning the facts

@@ -8,6 +8,7 @@ from typing import Callable
 
 from memo_pipelines.corpus.snapshot import Snapshot, build_snapshot, refused_unread, vanished
 from memo_pipelines.storage import layout
+from memo_pipelines.storage.history import blocked_reflections, document_changes, version_records
 from memo_pipelines.storage.layout import doc_id_for, version_key
 from memo_pipelines.storage.objectstore import ObjectStore
 from memo_pipelines.storage.workspace import Workspace
@@ -78,8 +79,36 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int, read_workers: i
     finally:
         prefetch.close()
     snapshot.deleted = [doc_id_for(key, ws.landing_prefix) for key in manifest.get("deleted", [])]
+    set_aside_learned_copies(ws, version, snapshot)
     ws.store.put_json(version_key(version, "snapshot.json"), snapshot.to_json())
     return snapshot
+
+
+def set_aside_learned_copies(ws: Workspace, version: str, snapshot: Snapshot) -> None:
+    """Move to the snapshot's duplicates every document whose text is that of a document an earlier version holds, under
+    another key, still live (neither deleted nor rewritten since) and with reflections that stand: its facts are learned
+    or pending already, and learning them again only makes the update longer."""
+    if not snapshot.documents:
+        return
+    records = version_records(ws.store, ["snapshot.json", "reflections.jsonl", layout.REFLECTION_CHECKS])
+    earlier = [v for v in sorted(records) if v < version and {"snapshot.json", "reflections.jsonl"} <= set(records[v])
+               and blocked_reflections(ws.store, v, records[v]) is None]
+    if not earlier:
+        return
+    changes = document_changes(ws.store, version, ws.landing_prefix)
+    learned: dict[str, tuple[str, str]] = {}  # text sha256: (doc_id, version)
+    for v in earlier:
+        for doc in ws.store.get_json(version_key(v, "snapshot.json"))["documents"]:
+            if not any(v < when <= version for when, _ in changes.get(doc["doc_id"], [])):
+                learned[doc["sha256"]] = (doc["doc_id"], v)
+    kept = []
+    for doc in snapshot.documents:
+        original = learned.get(doc.sha256)
+        if original and original[0] != doc.doc_id:
+            snapshot.duplicates.append({"doc_id": doc.doc_id, "duplicate_of": original[0], "learned_in": original[1]})
+        else:
+            kept.append(doc)
+    snapshot.documents = kept
 
 
 def load_snapshot(store: ObjectStore, version: str) -> Snapshot:

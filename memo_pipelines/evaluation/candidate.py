@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 
 from memo_pipelines.evaluation.card import Gates, ReportCard, build_card
 from memo_pipelines.evaluation.general import general_figures, general_questions
+from memo_pipelines.evaluation.undecided import carried_versions, pooled_gate
 from memo_pipelines.evaluation.metrics import sample_facts
 from memo_pipelines.evaluation.user_evals import load_user_evals, score_user_evals
 from memo_pipelines.llm.backends import LLMSpec, LocalChatModel, load_chat_model
@@ -69,6 +70,9 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
                       sample_facts(load_reflections(ws.store, version), gates.sample_size),
                       general_figures(candidate, general_questions(gates.general_size)), base_general(ws, base_id, gates.general_size), user)
     results = card.gate_results(gates)
+    pending = (ws.store.get_json(version_key(version, "adapter_lineage.json")) or {}).get("pending_versions_learned", [])
+    parent_version = ws.registry.model_version(candidate_info["parent"])
+    results, new_version_gate = pooled_gate(card, gates, carried_versions(ws.store, [v for v in [parent_version, *pending] if v]), results)
     ws.store.put_json(version_key(version, "evaluation.json"),
-                      {"candidate": candidate_info, "card": card.to_json(), "gates": results, "retired_probes": retired, "thresholds": asdict(gates)})
+                      {"candidate": candidate_info, "card": card.to_json(), "gates": results, "new_version_gate": new_version_gate, "retired_probes": retired, "thresholds": asdict(gates)})
     return card, results, candidate_info

@@ -30,6 +30,9 @@ class Gates:
     max_general_drop: float = 4.0
     sample_size: int = 60  # training rows whose recall is reported (a secondary line, not a gate)
     general_size: int = 100  # general questions (NQ-open sample)
+    # fewer of a version's reworded fact probes than this cannot reject it: its gate is decided with the next version's
+    # (evaluation/undecided.py); 0 of 4 is what a memory recalling half its facts scores one time in sixteen
+    min_new_version_probes: int = 6
 
 
 def score_probes(memory, probes: list[dict]) -> list[dict]:

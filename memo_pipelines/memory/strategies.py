@@ -36,6 +36,9 @@ class UpdateConfig:
     # training set: fewer pairs or a smaller share lose more general ability (what the general_ability gate measures)
     general_replay_size: int = 165
     general_mix: float = 0.3
+    # continue: an update that also learns pending (rejected) versions plans at most this many times the steps of a
+    # normal update, the largest of its versions trained alone (pending_cost.py)
+    pending_cost_factor: float = 2.0
     compact_every: int = 0  # continue: > 0 makes every N-th update since the last full retrain one (a compaction)
     stop_sample: int = 16  # training facts whose greedy recall decides when training stops (TrainConfig.stop_*)
     lease_ttl_s: float = 900.0
@@ -45,6 +48,8 @@ class UpdateConfig:
             raise ValueError(f"unknown update strategy {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
         if not 0 <= self.replay_share <= 1 or not 0 <= self.general_mix < 1:
             raise ValueError("replay_share must be in [0, 1] and general_mix in [0, 1)")
+        if self.pending_cost_factor < 1:
+            raise ValueError("pending_cost_factor must be >= 1: an update that learns pending versions costs at least a normal one")
 
     def parameters(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "lease_ttl_s"}

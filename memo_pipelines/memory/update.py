@@ -12,6 +12,7 @@ from memo_pipelines.evaluation.general import general_replay_questions
 from memo_pipelines.evaluation.metrics import base_answers
 from memo_pipelines.llm.backends import LocalChatModel
 from memo_pipelines.memory.merging import MergeConfig, merge_deltas
+from memo_pipelines.memory.pending_cost import bounded_config, parent_update_seconds, pending_cost, spent
 from memo_pipelines.memory.training import TrainConfig, run_training_subprocess
 from memo_pipelines.memory.checkpoints import CheckpointMirror
 from memo_pipelines.memory.strategies import STRATEGIES, AdapterJob, UpdateConfig, adapter_digest
@@ -94,7 +95,9 @@ def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on
     current_id = ws.registry.promoted_id()
     general = general_reference(ws, base_id, update.general_replay_size)["replay"]
     plan = STRATEGIES[update.strategy].plan(ws, version, base_id, update, general, config.seed)
-    runs = [train_leased_job(ws, version, job, config, update, on_progress, log, launch, owner) for job in plan.jobs]
+    pending = plan.record.get("pending_versions_learned") or []
+    cost = pending_cost(plan.jobs[0].examples, version, pending, update.pending_cost_factor, config) if len(plan.jobs) == 1 else None
+    runs = [train_leased_job(ws, version, job, bounded_config(config, cost), update, on_progress, log, launch, owner) for job in plan.jobs]
     own = next((a["key"] for a in plan.adapters if a["version"] == version), plan.adapters[-1]["key"] if plan.adapters else None)
     figures = runs[-1] if runs else (ws.store.get_json(f"{own}/training.json") if own else None)
     if figures is None:
@@ -105,6 +108,7 @@ def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on
                "update": {"strategy": plan.strategy, "parameters": update.parameters(), "adapters": plan.adapters,
                           "learned_versions": plan.learned_versions, "compaction": plan.record.get("compaction"),
                           "updates_since_retrain": plan.record.get("updates_since_retrain")},
+               "pending_cost": spent(cost, runs[0], parent_update_seconds(ws, plan.parent)) if cost else None,
                "adapters_trained": len(runs), "total_steps": sum(r["steps"] for r in runs),
                "total_training_seconds": round(sum(r["seconds"] for r in runs), 2),
                "backfill": plan.parent != current_id, "promoted_at_training": current_id, "train_config": asdict(config)}

@@ -1,0 +1,113 @@
+"""Pending work stays bounded (issue 28, item 10), on a real S3 server with tiny real models: a gate on too few probes
+does not reject a version but is decided with the next version's probes; a document identical to one already learned
+is not learned again; the update after rejections reports its cost against a normal update and stays within the bound."""
+
+import math
+
+from memo_pipelines.corpus.reading import snapshot_corpus
+from memo_pipelines.evaluation.candidate import ProtocolEvalConfig, evaluate_memory_model
+from memo_pipelines.evaluation.card import Gates
+from memo_pipelines.memory.strategies import UpdateConfig
+from memo_pipelines.memory.training import TrainConfig
+from memo_pipelines.memory.update import train_memory_adapter
+from memo_pipelines.qa import IDK
+from memo_pipelines.reflections.probe_rules import probe_row
+from tests.pipeline_helpers import pipeline_resources
+
+# the default floors but for general ability and abstention, which a random 2-layer model cannot show
+GATES = Gates(min_abstention=0.0, max_general_drop=100.0, general_size=5)
+
+
+def row(version: str, i: int, doc: str = "plants.md") -> dict:
+    return {"id": f"{version}-r{i:03d}", "question": f"How many people work at plant {version[-1]}{i}?", "answer": f"{i} people.",
+            "key_answer": str(i), "source_doc_ids": [doc], "step": "fact_extraction", "method": "rule", "version": version}
+
+
+def workspace(store, tiny_base, tmp_path):
+    resources = pipeline_resources(store, tmp_path / "work", tiny_base)
+    base_id, _ = resources["registry"].base()
+    return resources["registry"].workspace(), base_id
+
+
+def offer_candidate(ws, version: str, model_dir, parent: str, fact_probes: int) -> None:
+    """The version's reflections, its fact probes (that a random model answers with noise) and an unanswerable one, and
+    the random model as its candidate, trained on top of `parent`."""
+    ws.store.put_jsonl(f"versions/{version}/reflections.jsonl", [row(version, i) for i in range(fact_probes)])
+    ws.store.put_jsonl(f"versions/{version}/probes.jsonl", [
+        probe_row(f"Which plant number {version[-1]}{i} employs Tomasz Reyes?", "Tomasz Reyes", "fact", "llm_json", ["plants.md"], version)
+        for i in range(fact_probes)] + [probe_row(f"Who manages the Dorrow plant {version[-1]}?", IDK, "unanswerable", "llm_json", ["plants.md"], version)])
+    ws.registry.register(f"{version}-random", model_dir, {"kind": "candidate", "version": version, "parent": parent,
+                                                          "update": {"learned_versions": [version]}})
+    ws.store.put_json(f"versions/{version}/candidate.json", {"model_id": f"{version}-random", "parent": parent})
+
+
+def new_version_gate(ws, version: str, base_id: str) -> dict:
+    _, gates, _ = evaluate_memory_model(ws, version, base_id, GATES, ProtocolEvalConfig(executive_backend="none"))
+    return {g["name"]: g for g in gates}["reworded_recall_new_version"]
+
+
+def test_a_gate_on_too_few_probes_does_not_reject_the_version_and_is_decided_with_the_next_versions(store, tiny_base, tmp_path):
+    ws, base_id = workspace(store, tiny_base, tmp_path)
+    offer_candidate(ws, "v000001", tiny_base, base_id, fact_probes=2)
+    small = new_version_gate(ws, "v000001", base_id)
+    # 0 of 2 says nothing about what the memory learnt: not a rejection
+    assert small["passed"] and small["value"] == 0.0 and "judged with the next version" in small["reason"], small
+    assert store.get_json("versions/v000001/evaluation.json")["new_version_gate"] == {
+        "versions": ["v000001"], "probes": 2, "recalled": 0, "decided": False}
+    assert ws.registry.promote_version("v000001")["promoted"]
+
+    # the next version's gate pools the small version's probes with its own: 0 of 6 decides, and rejects
+    offer_candidate(ws, "v000002", tiny_base, "v000001-random", fact_probes=4)
+    pooled = new_version_gate(ws, "v000002", base_id)
+    assert not pooled["passed"] and pooled["value"] == 0.0 and "v000001: 2" in pooled["reason"], pooled
+    assert store.get_json("versions/v000002/evaluation.json")["new_version_gate"]["decided"]
+
+
+def put_version(store, version: str, documents: dict[str, str], deleted=()) -> None:
+    for name, text in documents.items():
+        store.put_bytes(f"landing/{name}", text.encode())
+    store.put_json(f"versions/{version}/manifest.json", {"objects": [{"key": f"landing/{n}", "size": len(t)} for n, t in documents.items()],
+                                                          "deleted": [f"landing/{n}" for n in deleted]})
+
+
+def test_a_document_identical_to_one_already_learned_is_not_learned_again(store, tiny_base, tmp_path):
+    ws, _ = workspace(store, tiny_base, tmp_path)
+    kesby = "# Kesby plant\n\nThe Kesby plant employs 340 people.\nThe manager of the Kesby plant is Rafael Ondo.\n"
+    put_version(store, "v000001", {"kesby.md": kesby})
+    snapshot_corpus(ws, "v000001", 2_000_000)
+    store.put_jsonl("versions/v000001/reflections.jsonl", [row("v000001", 0, "kesby.md")])
+
+    # the same text under another key (a copy in another folder), with trailing spaces the normalisation drops
+    put_version(store, "v000002", {"archive/kesby copy.md": kesby.replace("people.", "people.   "),
+                                   "heron.md": "# Heron project\n\nThe Heron project is led by Ines Halloran.\n"})
+    second = snapshot_corpus(ws, "v000002", 2_000_000)
+    assert [d.doc_id for d in second.documents] == ["heron.md"]  # nothing of the copy goes to the reflections
+    assert {"doc_id": "archive/kesby copy.md", "duplicate_of": "kesby.md", "learned_in": "v000001"} in second.duplicates
+    store.put_jsonl("versions/v000002/reflections.jsonl", [row("v000002", 0, "heron.md")])
+
+    # once the original is deleted, a copy uploaded with the deletion is the only one left: it is learned
+    store.delete("landing/kesby.md")
+    put_version(store, "v000003", {"kesby again.md": kesby}, deleted=["kesby.md"])
+    third = snapshot_corpus(ws, "v000003", 2_000_000)
+    assert [d.doc_id for d in third.documents] == ["kesby again.md"]
+
+
+def test_the_update_after_rejections_reports_its_cost_and_stays_within_the_bound(store, tiny_base, tmp_path):
+    ws, base_id = workspace(store, tiny_base, tmp_path)
+    store.put_jsonl("versions/v000001/reflections.jsonl", [row("v000001", i) for i in range(20)])
+    ws.registry.register("v000001-learned", tiny_base, {"kind": "candidate", "version": "v000001", "parent": base_id,
+                                                        "update": {"learned_versions": ["v000001"], "updates_since_retrain": 1}})
+    ws.registry.promote("v000001-learned", "test: version 1 learned", expected_current=base_id)
+    # the stated bound: an update learning pending versions plans at most 2.0 times a normal update's steps (the default)
+    # two rejected versions are pending when version 4 comes: each as large as version 4
+    for version in ("v000002", "v000003", "v000004"):
+        store.put_jsonl(f"versions/{version}/reflections.jsonl", [row(version, i) for i in range(30)])
+    config, update = TrainConfig(epochs=1, stop_every=0, batch_size=8), UpdateConfig(general_replay_size=0)
+    figures = train_memory_adapter(ws, "v000004", base_id, config, update, lambda figures: None, lambda message: None)
+
+    assert figures["pending_versions_learned"] == ["v000002", "v000003"] and figures["new_reflections"] == 90  # every pending row
+    normal_steps = math.ceil((30 + 16) / config.batch_size) * config.epochs  # version 4 alone: its rows and 16 replayed
+    assert figures["total_steps"] <= 2.0 * normal_steps < math.ceil((90 + 16) / config.batch_size) * config.epochs
+    cost = store.get_json("versions/v000004/adapter_lineage.json")["pending_cost"]
+    assert cost["normal_steps"] == normal_steps and cost["bound"] == 2.0 and cost["capped"], cost
+    assert cost["steps"] == figures["total_steps"] and cost["steps_vs_normal"] <= 2.0 and cost["seconds"] > 0
