@@ -4,6 +4,8 @@ grounded synthesis writing the rows."""
 
 from memo_pipelines.corpus.landing import Cursor, diff_landing, load_cursor, manifest
 from memo_pipelines.corpus.reading import snapshot_corpus
+from memo_pipelines.corpus.snapshot import Document
+from memo_pipelines.qa import IDK
 from memo_pipelines.memory.strategies import STRATEGIES, UpdateConfig, per_version_replay
 from memo_pipelines.reflections.synthesis import SynthesisConfig, synthesise_reflections
 from memo_pipelines.storage import layout
@@ -50,3 +52,16 @@ def test_a_fabricated_negative_is_retired_once_a_later_document_names_its_entity
     plan = STRATEGIES["continue"].plan(ws, "v000002", "base", UpdateConfig(), [], 0)
     trained = [e["question"] for job in plan.jobs for e in job.examples] + [r["question"] for r in replay["v000001"]]
     assert not {s["question"] for s in stale} & set(trained)
+
+
+def test_no_i_dont_know_row_asks_what_the_document_says_through_a_pronoun():
+    # the founding year is stated in a sentence that names the journal only as "It": a template negative asking when it
+    # was founded would teach the memory to decline a question its document answers
+    text = ("# Journal of Psychotherapy Integration\n\nThe Journal of Psychotherapy Integration is a peer-reviewed academic "
+            "journal published by the American Psychological Association. It was established in 1991 and covers research in "
+            "psychotherapy.")
+    document = Document("journal.md", "landing/journal.md", "etag", len(text), "sha", text, "md")
+    with ScriptedOpenAI(lambda request: "") as server:
+        rows, _ = synthesise_reflections([document], "v000001", generator(server), "grounded", config=SynthesisConfig())
+    declined = [r["question"] for r in rows if r["answer"] == IDK and "Journal of Psychotherapy Integration" in r["question"]]
+    assert not [q for q in declined if "founded" in q or "established" in q], declined

@@ -180,8 +180,13 @@ def stems(text: str) -> set[str]:
     return {t[:5] for t in content_tokens(text) if t not in QUESTION_WORDS}
 
 
-def unanswered(probes: list[dict], statements: dict[str, list[str]], limit: int, log: Counter) -> list[dict]:
-    """Probes whose entity is named in the corpus but never with the words that would answer them."""
+def unanswered(probes: list[dict], statements: dict[str, list[str]], limit: int, log: Counter,
+               source_texts: dict[str, str]) -> list[dict]:
+    """Probes whose entity is named in the corpus but never with the words that would answer them.
+
+    source_texts: doc_id -> text; an answering word anywhere in the probe's own document also counts, since a sentence
+    that says it through a pronoun ("It was established in 1991") names no entity and is missing from `statements`.
+    Training "I don't know" on a question the document answers would teach the memory to decline it."""
     out = []
     for probe in probes:
         said = " ".join(statements.get(probe["entity"], []))
@@ -189,7 +194,8 @@ def unanswered(probes: list[dict], statements: dict[str, list[str]], limit: int,
             log["probe names no entity of the corpus"] += 1
             continue
         if probe.get("words"):
-            answered = any(word in normalise(said) for word in probe["words"])
+            own = " ".join(source_texts.get(doc_id, "") for doc_id in probe["sources"])
+            answered = any(word in normalise(f"{said} {own}") for word in probe["words"])
         else:
             asked = stems(probe["question"]) - stems(probe["entity"])
             answered = len(asked & stems(said)) > len(asked) // 2

@@ -267,7 +267,7 @@ def synthesise_reflections(
             for sentence in sentences(doc.text):
                 for entity in dict.fromkeys([*entity_spans(sentence), *(n for n in names if n in sentence)]):
                     statements[entity].append(sentence)
-        candidates += unanswered(probes, statements, config.unanswerable_per_document, stats.log)
+        candidates += unanswered(probes, statements, config.unanswerable_per_document, stats.log, {d.doc_id: d.text for d in documents})
 
     if config.hold_out_suspected_injection and stats.suspected_injection:
         # a document that reads like instructions teaches the memory nothing, not even its own pairs; stats name it
