@@ -7,6 +7,8 @@ import re
 from collections import Counter
 
 STOPWORDS = set("a an the of in on at by for to from with and or is was were are be been its it this that as into than".split())
+# a question's own words, which say nothing about its topic
+QUESTION_WORDS = set("what which who whom whose when where why how many much does did do year".split())
 
 MEMORY_SYSTEM = "You are a memory. Answer the question from what you know, in one short sentence. If you do not know, say: I don't know."
 IDK = "I don't know"

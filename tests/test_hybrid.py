@@ -116,3 +116,11 @@ def test_memo_serve_hybrid_quotes_the_supporting_passage_and_follows_a_deletion(
             assert "Unverified" in wait_for(after_deletion, 30, "the deletion to reach the index")
         finally:
             stop(process)
+
+
+def test_a_sentence_that_only_names_the_answer_is_not_evidence():
+    # "# Tern battery cell" states the answer's words but nothing the question asks: it must not verify the answer
+    answer, _ = ask("a medal", "Which product did Rafael Ondo design?", "Tern battery cell")
+    assert not answer.verified and answer.evidence is None
+    answer, _ = ask("unused", "Which battery cell is made by Quillfeather Labs?", "The Tern sodium-ion cell")
+    assert answer.verified and answer.evidence.quote.startswith("Tern is the sodium-ion battery cell")

@@ -11,7 +11,7 @@ answer least to be trusted. An answer no passage supports is kept and marked unv
 import re
 from dataclasses import asdict, dataclass
 
-from memo_pipelines.qa import IDK, STOPWORDS, is_idk, normalise
+from memo_pipelines.qa import IDK, QUESTION_WORDS, STOPWORDS, is_idk, normalise
 
 from .passages import Passage, PassageIndex, reader_messages
 
@@ -74,19 +74,28 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def asked_words(question: str) -> set[str]:
+    """The question's content words: what a supporting sentence must be about."""
+    return {w for w in normalise(question).split() if w not in STOPWORDS and w not in QUESTION_WORDS}
+
+
 def support(answer: str, question: str, passages: list[Passage], share: float) -> Evidence | None:
-    """The passage sentence that states most of the answer's own words, if it states at least `share` of them."""
+    """The passage sentence that states most of the answer's own words (ties: the one saying most of the question's
+    words), if it states at least `share` of them and at least one of the question's words. A sentence that only
+    names the answer (a heading "# Tennessee" for "Which state ...? Tennessee") says nothing about what was asked."""
     words = own_words(answer, question)
     if not words or is_idk(answer):
         return None
-    best, best_share = None, 0.0
+    asked = asked_words(question)
+    best, best_score = None, (0.0, 0)
     for passage in passages:
         for start, end in sentence_spans(passage.text):
             stated = set(normalise(passage.text[start:end]).split())
-            found = sum(w in stated for w in words) / len(words)
-            if found > best_share:
-                best, best_share = Evidence(passage.doc_id, passage.start + start, passage.start + end, passage.text[start:end].strip()), found
-    return best if best_share >= share else None
+            about = len(asked & stated)
+            score = (sum(w in stated for w in words) / len(words), about)
+            if (about or not asked) and score > best_score:
+                best, best_score = Evidence(passage.doc_id, passage.start + start, passage.start + end, passage.text[start:end].strip()), score
+    return best if best_score[0] >= share else None
 
 
 class HybridRoute:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from memo_pipelines.corpus.snapshot import Document
 from memo_pipelines.llm.backends import ChatModel
+from memo_pipelines.qa import QUESTION_WORDS
 from memo_pipelines.reflections.text import chunks, content_tokens, entity_spans, normalise, parse_json_list, sentences, verification_problem
 
 PROMPT_VERSION = "five-steps-v1"
@@ -170,9 +171,6 @@ def related_groups(documents: list[Document], config: SynthesisConfig, statement
                 seen.add((a, b))
                 groups.append((entity, [a, b]))
     return groups
-
-
-QUESTION_WORDS = set("what which who whom whose when where why how many much does did do year".split())
 
 
 def stems(text: str) -> set[str]:
