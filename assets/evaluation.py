@@ -14,6 +14,8 @@ GATES = {
     "retention_earlier_versions": "No earlier version's reworded-probe recall is more than max_forgetting below its best value ever.",
     "abstention": "The candidate says \"I don't know\" to at least min_abstention of the probes about entities the corpus never names.",
     "general_ability": "The gold answers of public general questions lose at most max_general_drop nats per token against the base model.",
+    "deleted_documents_forgotten": "At most max_deleted_answer_rate of the questions (reflections and reworded probes) of documents deleted since "
+                                   "the parent model's version still get their deleted answer: a takedown reaches the served memory.",
 }
 
 
@@ -43,6 +45,9 @@ def memory_eval(context: dg.AssetExecutionContext, registry: ModelRegistryResour
     checks = [check(name, by_name[name]["passed"], {"value": str(by_name[name]["value"]), "threshold": str(by_name[name]["threshold"]),
                                                     "reason": by_name[name]["reason"]})
               for name in ("weights_finite", "reworded_recall_new_version", "abstention", "general_ability")]
+    forgotten = by_name.get("deleted_documents_forgotten")
+    checks.append(check("deleted_documents_forgotten", forgotten["passed"], {k: str(forgotten[k]) for k in ("value", "threshold", "reason")})
+                  if forgotten else check("deleted_documents_forgotten", True, {"reason": "no document the parent model learned was deleted since"}))
     checks.append(check("retention_earlier_versions", all(g["passed"] for g in retention),
                         {g["name"]: f"{g['value']} (floor {g['threshold']}; {g['reason']})" for g in retention} or {"earlier_versions": "none measured before"}))
     general = card.general

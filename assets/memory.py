@@ -31,12 +31,18 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
                                    context.log.debug, trainer.launch(), owner=f"dagster run {context.run.run_id}")
     if figures["update"]["compaction"]:
         context.log.info(f"compaction: a full retrain from the base ({figures['update']['compaction']})")
+    if figures.get("forget"):
+        check = figures["forget_check"]
+        context.log.info(f"forget update for {figures['forget']['documents']}: {check['answered']} of {check['asked']} deleted answers still given, "
+                         f"{check['declined']} declined" + ("" if check["passed"] else "; compacted instead"))
     if figures["backfill"]:
         context.log.info(f"backfill: trained on {figures['parent_model']}, the model promoted after the version before; {figures['promoted_at_training']} is promoted now")
     return dg.MaterializeResult(
         metadata={
             "strategy": figures["update"]["strategy"],
             "compaction": figures["update"]["compaction"] or "",
+            "forgotten_documents": (figures.get("forget") or {}).get("documents", []),
+            "forget_check": figures.get("forget_check") or {},
             "learned_versions": figures["update"]["learned_versions"],
             "pending_versions_learned": figures.get("pending_versions_learned", []),
             "adapters_trained": figures["adapters_trained"],

@@ -198,11 +198,21 @@ def print_report(results: dict) -> None:
               f"{fmt(r['rewrite_old_value_rate'])} | {fmt(r['deleted_fact_rate'])} | {fmt(r['general_loglik_delta'])} |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--versions", type=int, default=8)
-    parser.add_argument("--facts-per-version", type=int, default=6)
-    parser.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
+def memory_base(kind: str, facts: list[dict], work: Path, seed: int) -> tuple[str, Path, str]:
+    """(base id, model directory, description): a tiny random Llama whose tokenizer is trained on the facts, or the
+    embedded SmolLM2-135M."""
+    if kind == "tiny":
+        from tests.tiny_models import build_tiny_llama
+
+        texts = [f"{f['question']} {f['answer']}." for f in facts]
+        return "base-tiny-llama", build_tiny_llama(work / "tiny-llama", texts, seed=seed), "tiny random 2-layer Llama"
+    from memo_pipelines.llm.embedded import EMBEDDED_NAME, embedded_model_dir
+
+    return EMBEDDED_NAME, embedded_model_dir(ROOT / ".memo" / "work" / "embedded"), "SmolLM2-135M-Instruct (embedded)"
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The base model, training and replay options the update benchmarks share."""
     parser.add_argument("--base-model", default="embedded", help="'embedded' (SmolLM2-135M) or 'tiny' (a random 2-layer Llama)")
     parser.add_argument("--epochs", type=int, default=12, help="the most passes; early stopping ends sooner")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
@@ -211,6 +221,14 @@ def main() -> None:
     parser.add_argument("--replay-share", type=float, default=UpdateConfig.replay_share)
     parser.add_argument("--general-replay-size", type=int, default=UpdateConfig.general_replay_size)
     parser.add_argument("--general-mix", type=float, default=UpdateConfig.general_mix)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--versions", type=int, default=8)
+    parser.add_argument("--facts-per-version", type=int, default=6)
+    parser.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
+    add_training_arguments(parser)
     parser.add_argument("--compact-every", type=int, default=0)
     parser.add_argument("--merge-method", default="ties")
     parser.add_argument("--merge-density", type=float, default=0.5)
@@ -230,15 +248,8 @@ def main() -> None:
     plan = plan_versions(facts, args.versions, args.facts_per_version, args.seed)
     work = Path(tempfile.mkdtemp(prefix="memo-incremental-"))
     CLEANUPS.append(lambda: shutil.rmtree(work, ignore_errors=True))
-    if args.base_model == "tiny":
-        from tests.tiny_models import build_tiny_llama
-
-        texts = [f"{f['question']} {f['answer']}." for step in plan for f in [*step["landed"].values(), *step["rewritten"].values()]]
-        base_id, base_dir, described = "base-tiny-llama", build_tiny_llama(work / "tiny-llama", texts, seed=args.seed), "tiny random 2-layer Llama"
-    else:
-        from memo_pipelines.llm.embedded import EMBEDDED_NAME, embedded_model_dir
-
-        base_id, base_dir, described = EMBEDDED_NAME, embedded_model_dir(ROOT / ".memo" / "work" / "embedded"), "SmolLM2-135M-Instruct (embedded)"
+    facts_written = [f for step in plan for f in [*step["landed"].values(), *step["rewritten"].values()]]
+    base_id, base_dir, described = memory_base(args.base_model, facts_written, work, args.seed)
     server = SeaweedServer(work / "seaweed", free_s3_port(), env=CREDENTIALS)
     server.start()
     CLEANUPS.append(server.stop)

@@ -85,19 +85,33 @@ def test_outside_prefix_is_ignored_and_deletions_are_recorded(store, landing):
     assert versions(instance) == ["v000001", "v000002"]
 
 
-def test_a_deletion_alone_waits_for_the_next_version_manifest(store, landing):
+def test_a_deletion_alone_makes_a_version_of_its_own(store, landing):
+    # a takedown must not wait for someone to upload something: the deletion's version is what unlearns the document
     tick, instance = landing
     store.put_bytes("landing/a.txt", b"first")
     store.put_bytes("landing/b.txt", b"second")
     first = tick(None)
     store.delete("landing/b.txt")
-    quiet = tick(first.cursor)
-    assert requested(quiet) == [] and versions(instance) == ["v000001"]
+    deletion = tick(first.cursor)
+    assert requested(deletion) == [("v000002", "v000002")] and versions(instance) == ["v000001", "v000002"]
+    assert store.get_json("versions/v000002/manifest.json") | {"version": None} == {"version": None, "objects": [], "deleted": ["landing/b.txt"]}
+    # recorded once: an unchanged bucket makes no further version, and the next upload's manifest does not repeat it
+    quiet = tick(deletion.cursor)
+    assert requested(quiet) == [] and versions(instance) == ["v000001", "v000002"]
     store.put_bytes("landing/c.txt", b"third")
-    later = tick(quiet.cursor)
-    assert requested(later) == [("v000002", "v000002")]
-    assert store.get_json("versions/v000002/manifest.json")["deleted"] == ["landing/b.txt"]
-    # once recorded, the deletion is not repeated in later manifests
-    store.put_bytes("landing/d.txt", b"fourth")
-    tick(later.cursor)
+    tick(deletion.cursor)
     assert store.get_json("versions/v000003/manifest.json")["deleted"] == []
+
+
+def test_a_deletion_an_older_state_left_waiting_is_recorded_by_the_next_tick(store, landing):
+    # a sensor state written while deletions waited for new documents: the first tick after the upgrade records them
+    from memo_pipelines.corpus.landing import save_cursor
+
+    tick, instance = landing
+    etag = store.put_bytes("landing/a.txt", b"first")
+    store.put_bytes("versions/v000001/manifest.json", b"{}")  # the version that learned a.txt and b.txt
+    instance.add_dynamic_partitions("corpus_versions", ["v000001"])
+    waiting = save_cursor(store, {"landing/a.txt": etag}, ["landing/b.txt"], "v000001", None)
+    tick_result = tick(waiting)
+    assert requested(tick_result) == [("v000002", "v000002")]
+    assert store.get_json("versions/v000002/manifest.json")["deleted"] == ["landing/b.txt"]

@@ -27,7 +27,8 @@ class LandingDiff:
 @dataclass
 class Cursor:
     etags: dict[str, str] = field(default_factory=dict)
-    pending_deleted: list[str] = field(default_factory=list)  # deletions wait here for the next version with new documents
+    # deletions not yet in a manifest: a state written when a deletion alone waited for new documents still carries some
+    pending_deleted: list[str] = field(default_factory=list)
     last_version: str = ""  # the newest version this state already accounts for
 
 

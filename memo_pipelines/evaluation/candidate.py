@@ -9,7 +9,9 @@ from memo_pipelines.evaluation.undecided import carried_versions, pooled_gate
 from memo_pipelines.evaluation.metrics import sample_facts
 from memo_pipelines.evaluation.user_evals import load_user_evals, score_user_evals
 from memo_pipelines.llm.backends import LLMSpec, LocalChatModel, load_chat_model
+from memo_pipelines.evaluation.forgetting import check_forgotten
 from memo_pipelines.storage import layout
+from memo_pipelines.storage.deletions import forgotten_questions
 from memo_pipelines.storage.history import live_records, load_reflections
 from memo_pipelines.storage.layout import version_key
 from memo_pipelines.storage.workspace import Workspace
@@ -69,9 +71,11 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
     card = build_card(candidate, version, live_probes, lineage_matrix(ws, candidate_info["parent"]),
                       sample_facts(load_reflections(ws.store, version), gates.sample_size),
                       general_figures(candidate, general_questions(gates.general_size)), base_general(ws, base_id, gates.general_size), user)
+    card.deletions_only = not (ws.store.get_json(version_key(version, "manifest.json")) or {}).get("objects", [None])
+    parent_version = ws.registry.model_version(candidate_info["parent"])
+    card.forgotten = check_forgotten(candidate, forgotten_questions(ws.store, parent_version, version, ws.landing_prefix))
     results = card.gate_results(gates)
     pending = (ws.store.get_json(version_key(version, "adapter_lineage.json")) or {}).get("pending_versions_learned", [])
-    parent_version = ws.registry.model_version(candidate_info["parent"])
     results, new_version_gate = pooled_gate(card, gates, carried_versions(ws.store, [v for v in [parent_version, *pending] if v]), results)
     ws.store.put_json(version_key(version, "evaluation.json"),
                       {"candidate": candidate_info, "card": card.to_json(), "gates": results, "new_version_gate": new_version_gate, "retired_probes": retired, "thresholds": asdict(gates)})

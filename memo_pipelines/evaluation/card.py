@@ -28,6 +28,8 @@ class Gates:
     # gold-answer log-likelihood per token (nats) the candidate may lose against the base: a healthy update loses 2 to
     # 3.5 (mostly the answer's first token), a memory tuned into noise about 7
     max_general_drop: float = 4.0
+    # questions (reflections, fact probes) of documents deleted since the parent's version that may still get their deleted key answer
+    max_deleted_answer_rate: float = 0.0
     sample_size: int = 60  # training rows whose recall is reported (a secondary line, not a gate)
     general_size: int = 100  # general questions (NQ-open sample)
     # fewer of a version's reworded fact probes than this cannot reject it: its gate is decided with the next version's
@@ -72,6 +74,8 @@ class ReportCard:
     weights: dict  # {"parameters": n, "finite": bool}
     user_evals: dict = field(default_factory=dict)
     samples: list = field(default_factory=list)
+    deletions_only: bool = False  # the version's manifest lists deletions and no document: it has no facts of its own to probe
+    forgotten: dict | None = None  # evaluation/forgetting.py check_forgotten over the questions of documents deleted since the parent's version
 
     @property
     def row(self) -> dict:
@@ -114,9 +118,18 @@ class ReportCard:
         results = [gate("weights_finite", finite, True, parameters > 0 and finite,
                         "no weights measured" if not parameters else "every weight is finite" if finite else "non-finite weights")]
         recall_now = self.heldout_recall
-        results.append(gate("reworded_recall_new_version", recall_now, gates.min_heldout_recall,
-                            recall_now is not None and recall_now >= gates.min_heldout_recall,
-                            "no reworded fact probes for this version" if recall_now is None else f"{self.probes_measured.get(self.version, 0)} probes"))
+        if recall_now is None and self.deletions_only:
+            results.append(gate("reworded_recall_new_version", None, gates.min_heldout_recall, True,
+                                "the version records deletions only: it has no facts of its own to probe"))
+        else:
+            results.append(gate("reworded_recall_new_version", recall_now, gates.min_heldout_recall,
+                                recall_now is not None and recall_now >= gates.min_heldout_recall,
+                                "no reworded fact probes for this version" if recall_now is None else f"{self.probes_measured.get(self.version, 0)} probes"))
+        if self.forgotten and self.forgotten["asked"]:
+            rate = self.forgotten["answer_rate"]
+            results.append(gate("deleted_documents_forgotten", rate, gates.max_deleted_answer_rate, rate <= gates.max_deleted_answer_rate,
+                                f"{self.forgotten['answered']} of {self.forgotten['asked']} deleted documents' questions still answered, "
+                                f"{self.forgotten['declined']} declined"))
         for k in sorted(k for k in self.row if k < self.version):
             best, now = self.best_before(k), self.row[k]
             if best is None:

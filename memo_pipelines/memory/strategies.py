@@ -3,8 +3,10 @@ memory update trains, on top of which model, and how its candidate is built from
 
   continue  one adapter on top of the model promoted before the version: its reflections, those of every pending
             version (rejected or not yet promoted), a per-version share of each learned version's reflections as
-            replay, and generic pairs; folded into that model. A deleted or rewritten document, or every
-            compact_every updates, makes the update a full retrain (a compaction), since old facts stay in the weights.
+            replay, and generic pairs; folded into that model. A deleted document is unlearned by a forget update
+            (forget.py: "I don't know" to its questions, on top of the same model) that is checked, and becomes a full
+            retrain (a compaction) when the check finds a deleted fact still given; a rewritten document, or every
+            compact_every updates, makes the update a compaction, since old facts stay in the weights.
   merge     one delta per version, each trained from the fixed anchor (the base) on that version's live reflections
             only; the candidate combines every live version's delta with mergekit. A version costs the same whatever the
             history; a deleted or rewritten document retrains only its version's delta.
@@ -18,6 +20,7 @@ import random
 from dataclasses import asdict, dataclass, field
 
 from memo_pipelines.evaluation.metrics import sample_facts
+from memo_pipelines.storage.deletions import deleted_documents, forget_targets
 from memo_pipelines.qa import IDK, is_idk
 from memo_pipelines.reflections.negatives import invented_name_questions
 from memo_pipelines.storage.history import changed_documents, learned_versions, live_reflections, pending_versions
@@ -40,12 +43,20 @@ class UpdateConfig:
     # normal update, the largest of its versions trained alone (pending_cost.py)
     pending_cost_factor: float = 2.0
     compact_every: int = 0  # continue: > 0 makes every N-th update since the last full retrain one (a compaction)
+    # continue: how a deleted document's facts leave the memory. "unlearn": a forget update on top of the promoted model,
+    # checked, and a compaction only when the check fails; "compact": always a full retrain from the base
+    forget: str = "unlearn"
+    # continue: passes over a forget update's examples when it brings no new rows (so no early stop): "I don't know" is one
+    # short answer, learnt in a few passes, and the check after training catches a forget that did not take
+    forget_epochs: int = 4
     stop_sample: int = 16  # training facts whose greedy recall decides when training stops (TrainConfig.stop_*)
     lease_ttl_s: float = 900.0
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown update strategy {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
+        if self.forget not in FORGET_MODES:
+            raise ValueError(f"unknown forget mode {self.forget!r}; choose one of {FORGET_MODES}")
         if not 0 <= self.replay_share <= 1 or not 0 <= self.general_mix < 1:
             raise ValueError("replay_share must be in [0, 1] and general_mix in [0, 1)")
         if self.pending_cost_factor < 1:
@@ -53,6 +64,9 @@ class UpdateConfig:
 
     def parameters(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "lease_ttl_s"}
+
+
+FORGET_MODES = ("unlearn", "compact")
 
 
 @dataclass
@@ -64,6 +78,7 @@ class AdapterJob:
     start_model: str
     examples: list[dict]
     stop_rows: list[dict]
+    epochs: int | None = None  # passes over the examples, when not the trainer's
 
 
 @dataclass
@@ -75,6 +90,7 @@ class UpdatePlan:
     adapters: list[dict]  # every adapter the candidate combines: {"version", "key", "reflections"}
     learned_versions: list[str]  # versions whose reflections the candidate learns in full
     record: dict = field(default_factory=dict)  # what the registry keeps about this update
+    forget: list[dict] = field(default_factory=list)  # continue's forget update: the questions its candidate must no longer answer
 
 
 def general_rows(general: list[dict], facts: int, mix: float, seed: int = 0) -> list[dict]:
@@ -182,28 +198,39 @@ class Continue:
         parent_record = ws.registry.get(parent) or {}
         since = parent_record.get("update", {}).get("updates_since_retrain", 0 if parent_record.get("version") is None else 1)
         changed = changed_documents(ws.store, parent_record.get("version"), version, ws.landing_prefix)
-        compaction = (f"{len(changed)} documents the parent learned were deleted or rewritten" if changed
+        deleted, rewritten = deleted_documents(ws.store, parent_record.get("version"), version, ws.landing_prefix)
+        forgetting = deleted if changed and not rewritten and update.forget == "unlearn" else []
+        compaction = (f"{len(changed)} documents the parent learned were deleted or rewritten" if changed and not forgetting
                       else f"every {update.compact_every} updates" if update.compact_every and since + 1 >= update.compact_every else None)
         if compaction:
-            plan = Retrain().plan(ws, version, base_id, update, general, seed)
-            plan.strategy, plan.parent = self.name, parent
-            plan.record.update(compaction=compaction, changed_documents=sorted(changed))
-            return plan
+            return self.compaction(ws, version, base_id, update, general, seed, parent, compaction, changed)
         live, retired = live_reflections(ws.store, version, ws.landing_prefix)
+        targets = forget_targets(ws.store, forgetting, version, live, ws.landing_prefix)
         unlearned = pending_versions(ws.registry, version, parent)
         pending = [v for v in unlearned if live.get(v)]
         learned = [v for v in learned_versions(ws.registry, parent) if v in live]
         new = live.get(version, []) + [r for v in pending for r in live[v]]  # live: rows that failed a blocking check are left out
-        replay = per_version_replay(live, learned, update, seed, version, new)
+        # the replay leans to the live facts nearest the forgotten questions as well as the new ones
+        replay = per_version_replay(live, learned, update, seed, version, new + targets)
         replayed = [r for v in learned for r in replay[v]]
+        trained = new + [{"question": t["question"], "answer": t["answer"]} for t in targets]
         job = AdapterJob(version_key(version, "adapter"), version, parent,
-                         new + replayed + general_rows(general, len(new) + len(replayed), update.general_mix, seed),
-                         stop_rows(new, update.stop_sample, seed))
-        record = {"new_reflections": len(new), "pending_versions_learned": pending, "trained_reflections": len(new),
+                         trained + replayed + general_rows(general, len(trained) + len(replayed), update.general_mix, seed),
+                         stop_rows(new, update.stop_sample, seed), update.forget_epochs if targets and not new else None)
+        record = {"new_reflections": len(new), "pending_versions_learned": pending, "trained_reflections": len(trained),
                   "replay_reflections": len(replayed), "replay_by_version": {v: len(rows) for v, rows in replay.items()},
-                  "retired_reflections": retired, "updates_since_retrain": since + 1, "compaction": None}
-        return UpdatePlan(self.name, parent, parent, [job], [{"version": version, "key": job.key, "reflections": len(new)}],
-                          sorted(set(learned) | set(unlearned) | {version}), record)
+                  "retired_reflections": retired, "updates_since_retrain": since + 1, "compaction": None,
+                  "forget": {"documents": forgetting, "questions": len(targets)} if forgetting else None}
+        return UpdatePlan(self.name, parent, parent, [job], [{"version": version, "key": job.key, "reflections": len(trained)}],
+                          sorted(set(learned) | set(unlearned) | {version}), record, targets)
+
+    def compaction(self, ws: Workspace, version: str, base_id: str, update: UpdateConfig, general: list[dict], seed: int, parent: str | None,
+                   reason: str, changed) -> UpdatePlan:
+        """A full retrain from the base on every live reflection, recorded as this strategy's compaction."""
+        plan = Retrain().plan(ws, version, base_id, update, general, seed)
+        plan.strategy, plan.parent = self.name, parent
+        plan.record.update(compaction=reason, changed_documents=sorted(changed))
+        return plan
 
 
 class Merge:

@@ -2,6 +2,7 @@
 in a child process (training.py) with its checkpoints mirrored to the bucket (checkpoints.py), and the candidate model
 built from them (folded, or merged with mergekit) and registered with its lineage."""
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -15,6 +16,7 @@ from memo_pipelines.memory.merging import MergeConfig, merge_deltas
 from memo_pipelines.memory.pending_cost import bounded_config, parent_update_seconds, pending_cost, spent
 from memo_pipelines.memory.training import TrainConfig, run_training_subprocess
 from memo_pipelines.memory.checkpoints import CheckpointMirror
+from memo_pipelines.memory.forget import check_forget_adapter
 from memo_pipelines.memory.strategies import STRATEGIES, AdapterJob, UpdateConfig, adapter_digest
 from memo_pipelines.storage import layout
 from memo_pipelines.storage.layout import version_key
@@ -65,6 +67,7 @@ def train_memory_adapter(ws: Workspace, version: str, base_id: str, config: Trai
 
 def train_job(ws: Workspace, job: AdapterJob, config: TrainConfig, on_progress, log, launch: dict | None) -> dict:
     """Train one adapter in a child process and upload it under job.key; returns its training figures."""
+    config = dataclasses.replace(config, epochs=job.epochs) if job.epochs else config
     start_dir = ws.registry.fetch(job.start_model)
     scratch = ws.scratch(job.version, "adapter")
     (scratch / "examples.jsonl").write_text("".join(json.dumps({"question": e["question"], "answer": e["answer"]}) + "\n" for e in job.examples))
@@ -98,6 +101,14 @@ def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on
     pending = plan.record.get("pending_versions_learned") or []
     cost = pending_cost(plan.jobs[0].examples, version, pending, update.pending_cost_factor, config) if len(plan.jobs) == 1 else None
     runs = [train_leased_job(ws, version, job, bounded_config(config, cost), update, on_progress, log, launch, owner) for job in plan.jobs]
+    forget_check = check_forget_adapter(ws, plan.start_model, plan.jobs[0].key, plan.forget, ws.scratch(version, "forget-check")) if plan.forget else None
+    if forget_check and not forget_check["passed"]:
+        log(f"the forget update still gives {forget_check['answered']} of {forget_check['asked']} deleted answers: compacting")
+        reason = f"the forget update still gave {forget_check['answered']} of {forget_check['asked']} deleted answers"
+        forgot = plan.record["forget"]
+        plan = STRATEGIES[update.strategy].compaction(ws, version, base_id, update, general, config.seed, plan.parent, reason, forgot["documents"])
+        plan.record["forget"] = forgot
+        runs += [train_leased_job(ws, version, job, config, update, on_progress, log, launch, owner) for job in plan.jobs]
     own = next((a["key"] for a in plan.adapters if a["version"] == version), plan.adapters[-1]["key"] if plan.adapters else None)
     figures = runs[-1] if runs else (ws.store.get_json(f"{own}/training.json") if own else None)
     if figures is None:
@@ -111,7 +122,7 @@ def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on
                "pending_cost": spent(cost, runs[0], parent_update_seconds(ws, plan.parent)) if cost else None,
                "adapters_trained": len(runs), "total_steps": sum(r["steps"] for r in runs),
                "total_training_seconds": round(sum(r["seconds"] for r in runs), 2),
-               "backfill": plan.parent != current_id, "promoted_at_training": current_id, "train_config": asdict(config)}
+               "forget_check": forget_check, "backfill": plan.parent != current_id, "promoted_at_training": current_id, "train_config": asdict(config)}
     ws.store.put_json(version_key(version, "adapter_lineage.json"), lineage)
     return {**figures, **lineage}
 

@@ -21,7 +21,7 @@ def build_landing_sensor(job: dg.JobDefinition, landing_prefix: str, interval_s:
         job=job,
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Turns documents that land under '{landing_prefix}' into a new corpus version and runs the pipeline on it.",
+        description=f"Turns documents that land under, or are deleted from, '{landing_prefix}' into a new corpus version and runs the pipeline on it.",
     )
     def landing_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource) -> dg.SensorResult | dg.SkipReason:
         store = object_store.store()
@@ -34,12 +34,11 @@ def build_landing_sensor(job: dg.JobDefinition, landing_prefix: str, interval_s:
             cursor = fold_uncommitted(cursor, uncommitted)
         diff = diff_landing(list(store.list_objects(landing_prefix)), cursor)
         runs = [version_run(v) for v in sorted(uncommitted)]
-        if not diff.new_or_changed:
-            if not (diff.deleted or uncommitted):
-                return dg.SkipReason(f"no new documents under {landing_prefix}")
-            if diff.deleted:
-                context.log.info(f"{len(diff.deleted)} deletions wait for the next version's manifest: {diff.deleted[:10]}")
-            return dg.SensorResult(run_requests=runs, cursor=save_cursor(store, diff.seen, diff.deleted, cursor.last_version, context.cursor))
+        # a deletion is a version of its own: the update that follows takes the document's facts out of the served memory
+        if not (diff.new_or_changed or diff.deleted):
+            if not uncommitted:
+                return dg.SkipReason(f"no new, changed or deleted documents under {landing_prefix}")
+            return dg.SensorResult(run_requests=runs, cursor=save_cursor(store, diff.seen, [], cursor.last_version, context.cursor))
         version = next_version_key(existing)
         # written before the partition exists; a tick that dies here leaves a manifest the next tick rewrites
         written = manifest(version, diff, stranded_documents(store))

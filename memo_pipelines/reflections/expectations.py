@@ -9,12 +9,14 @@ STEPS = ["fact_extraction", "consolidation", "entity_surfacing", "document", "cr
 
 
 def validate_reflections(
-    rows: list[dict], doc_ids: list[str], verification: dict | None = None, min_verified_share: float = MIN_VERIFIED_SHARE
+    rows: list[dict], doc_ids: list[str], verification: dict | None = None, min_verified_share: float = MIN_VERIFIED_SHARE,
+    min_rows: int = 1,
 ) -> dict[str, dict]:
     """{check name: {"passed": bool, "metadata": {...}}} for the reflection checks.
 
     verification: {"passed": n, "failed": m} counts of pairs checked in synthesis (every checked pair is one 0/1 value
-    of the `verified_share` suite, so the share is a Great Expectations column mean)."""
+    of the `verified_share` suite, so the share is a Great Expectations column mean). min_rows 0: a version that records
+    deletions only has no rows to make."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import pandas as pd
@@ -43,7 +45,7 @@ def validate_reflections(
     )
     suites = {
         "fields_not_empty": [
-            gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
+            gx.expectations.ExpectTableRowCountToBeBetween(min_value=min_rows),
             gx.expectations.ExpectColumnValueLengthsToBeBetween(column="question", min_value=1),
             gx.expectations.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1),
         ],
