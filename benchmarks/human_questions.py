@@ -232,6 +232,7 @@ def main() -> None:
     by_id = {d.doc_id: d for d in documents}
     index = PassageIndex.of_documents({d.doc_id: d.text for d in documents})
     print(f"{len(items)} human-written single-hop questions over {len(documents)} passages (first {args.questions} MuSiQue questions)", flush=True)
+    sizes = {"sub_questions": len(items), "passages": len(documents)}
     questions = [it["question"] for it in items]
 
     results, started = {}, time.perf_counter()
@@ -240,12 +241,13 @@ def main() -> None:
         bm25_answers = bm25_reader(base, items, index, args.top_k)
         results["bm25_reader"] = score(bm25_answers, items)
         results["oracle_reader"] = score(oracle_reader(base, items, by_id), items)
-        print(f"readers and base model: {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"readers and base model: {time.perf_counter() - started:.0f} s: " + json.dumps({k: results[k] for k in ("base", "bm25_reader", "oracle_reader")}), flush=True)
+        write_json(args, results, {}, {}, base, sizes)  # a long run's figures so far, should it be stopped
     if args.no_train:
         for name in args.recipes.split(","):
             results[name] = synthesise(RECIPES[name], documents, base, items)[1]
             print(f"{name}: {results[name]}", flush=True)
-        write_json(args, results, {}, {}, base)
+        write_json(args, results, {}, {}, base, sizes)
         return
     general = base_answers(base, general_replay_questions()[: 30 if args.quick else None])
 
@@ -265,6 +267,7 @@ def main() -> None:
         print(f"{name}: answer recall {results[name]['answer_recall']}, F1 {results[name]['f1']}, contains {results[name]['contains']}, "
               f"idk {results[name]['idk']}; {figures['rows']} rows, {figures['steps']} steps in {figures['train_seconds']} s, "
               f"coverage {figures['coverage_of_sentences']}", flush=True)
+        write_json(args, results, {}, examples, base, sizes)
         del memory
 
     print(f"\n{'arm':22} {'answer_recall':>13} {'f1':>7} {'contains':>9} {'idk':>6} {'rows':>6} {'steps':>6} {'train_s':>8} {'coverage':>9} {'gold_taught':>6}")
@@ -277,10 +280,10 @@ def main() -> None:
             if name not in ("before", "base", "bm25_reader", "oracle_reader") and results["before"]["answer_recall"] and "rows" in results[name]:
                 ratios[f"{name}_vs_before"] = round(results[name]["answer_recall"] / results["before"]["answer_recall"], 2)
     for name in results:
-        if name not in ("base", "bm25_reader", "oracle_reader") and results["bm25_reader"]["answer_recall"]:
+        if name not in ("base", "bm25_reader", "oracle_reader") and results.get("bm25_reader", {}).get("answer_recall"):
             ratios[f"{name}_vs_bm25_reader"] = round(results[name]["answer_recall"] / results["bm25_reader"]["answer_recall"], 2)
     print("answer recall ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
-    write_json(args, results, ratios, examples, base, {"sub_questions": len(items), "passages": len(documents)})
+    write_json(args, results, ratios, examples, base, sizes)
 
 
 def write_json(args, results: dict, ratios: dict, examples: dict, base, sizes: dict | None = None) -> None:
@@ -290,12 +293,15 @@ def write_json(args, results: dict, ratios: dict, examples: dict, base, sizes: d
     import transformers
 
     memory_arm = "after" if "after" in results else args.recipes.split(",")[-1]
+    if memory_arm not in results:  # written before any memory was trained
+        memory_arm = None
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "command": " ".join(["benchmarks/human_questions.py", *sys.argv[1:]]),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | (sizes or {}),
-        **results, "memory": results[memory_arm] | {"recipe_name": memory_arm},
-        "coverage_of_sentences": results[memory_arm].get("coverage_of_sentences"), "train_seconds": results[memory_arm].get("train_seconds"),
+        **results, **({"memory": results[memory_arm] | {"recipe_name": memory_arm},
+                       "coverage_of_sentences": results[memory_arm].get("coverage_of_sentences"),
+                       "train_seconds": results[memory_arm].get("train_seconds")} if memory_arm else {}),
         "ratios": ratios, "examples": examples,
         "models": {"memory_base": base.name},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
