@@ -23,7 +23,7 @@ from memo_pipelines.evaluation.metrics import sample_facts
 from memo_pipelines.storage.deletions import deleted_documents, forget_targets
 from memo_pipelines.qa import IDK, is_idk
 from memo_pipelines.reflections.negatives import invented_name_questions
-from memo_pipelines.storage.history import changed_documents, learned_versions, live_reflections, pending_versions
+from memo_pipelines.storage.history import learned_versions, live_reflections, pending_versions
 from memo_pipelines.storage.layout import version_key
 from memo_pipelines.storage.workspace import Workspace
 
@@ -197,8 +197,8 @@ class Continue:
         parent = ws.registry.promoted_before(version)
         parent_record = ws.registry.get(parent) or {}
         since = parent_record.get("update", {}).get("updates_since_retrain", 0 if parent_record.get("version") is None else 1)
-        changed = changed_documents(ws.store, parent_record.get("version"), version, ws.landing_prefix)
         deleted, rewritten = deleted_documents(ws.store, parent_record.get("version"), version, ws.landing_prefix)
+        changed = set(deleted) | set(rewritten)
         forgetting = deleted if changed and not rewritten and update.forget == "unlearn" else []
         compaction = (f"{len(changed)} documents the parent learned were deleted or rewritten" if changed and not forgetting
                       else f"every {update.compact_every} updates" if update.compact_every and since + 1 >= update.compact_every else None)

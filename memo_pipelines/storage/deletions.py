@@ -49,6 +49,8 @@ def still_live(row: dict, live_questions: set[str], live_answers: set[str]) -> b
 def forget_targets(store: ObjectStore, documents: list[str], up_to: str, live: dict[str, list[dict]], landing_prefix: str) -> list[dict]:
     """The questions to decline, one each ({question, answer: IDK, key_answer: the deleted answer, kind, source_doc_ids}):
     the deleted documents' reflections and fact probes that no live row still answers (see the module docstring)."""
+    if not documents:  # the plan of every update asks; most delete nothing, and the manifests need not be read
+        return []
     rows = [r for v in live.values() for r in v]
     live_questions = {normalise(r["question"]) for r in rows}
     live_answers = {normalise(r["key_answer"]) for r in rows if r.get("key_answer") and not is_idk(r["key_answer"])}

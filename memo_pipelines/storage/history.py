@@ -160,15 +160,3 @@ def stranded_documents(store: ObjectStore) -> list[dict]:
             stranded += [{**entry, "carried_from": version} for entry in manifest["objects"] if entry["key"] not in listed_later]
         listed_later |= {entry["key"] for entry in manifest["objects"]} | set(manifest.get("deleted", []))
     return sorted(stranded, key=lambda entry: entry["key"])
-
-
-def changed_documents(store: ObjectStore, after: str | None, up_to: str, landing_prefix: str = LANDING_PREFIX) -> set[str]:
-    """Documents that landed at or before `after` and were deleted or rewritten in a version after it, up to `up_to`:
-    the ones whose old facts a model of version `after` still holds in its weights."""
-    if after is None:
-        return set()
-    changed = set()
-    for doc, history in document_changes(store, up_to, landing_prefix).items():
-        if any(v <= after and kind == "landed" for v, kind in history) and any(after < v <= up_to for v, _ in history):
-            changed.add(doc)
-    return changed
