@@ -43,6 +43,9 @@ class TrainConfig:
     log_every: int = 5
     checkpoint_every: int = 25  # steps; a killed run resumes from the last checkpoint
     pack_length: int = 0  # > 0: pack each step's examples into rows of at most this many tokens instead of padding
+    # each step's examples drawn from a shuffled window of 50 batches sorted by length (transformers' length-grouped
+    # order): a sentence-long answer is no longer padded beside short ones, about a quarter fewer tokens computed
+    group_by_length: bool = True
     # early stopping on the recall of a sample of the version's own training facts (never the gates' held-out probes):
     # every stop_every steps the adapter answers them greedily; training stops at stop_recall, or when recall has not
     # risen for stop_patience checks in a row. Needs stop rows from the caller; 0 turns it off.
@@ -113,6 +116,19 @@ def fit_to_length(measured: list[tuple[list[int], list[int]]], cap: int, max_cut
             f"(share {report['cut_share']} > max_truncated_share {max_cut_share}); the longest is {lengths[-1]} tokens: "
             "raise the trainer's max_length, or shorten the reflections")
     return fitted, report
+
+
+def epoch_order(encoded: list[tuple[list[int], list[int]]], config: TrainConfig, epoch: int) -> list[int]:
+    """The examples' order in one epoch, a function of (seed, epoch) only, so a resumed run takes the same batches."""
+    if config.group_by_length:
+        import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(config.seed + epoch)
+        return get_length_grouped_indices([len(ids) for ids, _ in encoded], config.batch_size, generator=generator)
+    order = list(range(len(encoded)))
+    random.Random(config.seed + epoch).shuffle(order)
+    return order
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, pack_length: int = 0):
@@ -361,8 +377,7 @@ def train_adapter(
     for epoch in range(config.epochs):
         if step >= total_steps or stopped:
             break
-        order = list(range(len(encoded)))
-        random.Random(config.seed + epoch).shuffle(order)
+        order = epoch_order(encoded, config, epoch)
         for batch_index, start in enumerate(range(0, len(order), config.batch_size)):
             if epoch * steps_per_epoch + batch_index < resumed_step:
                 continue
