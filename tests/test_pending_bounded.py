@@ -111,3 +111,20 @@ def test_the_update_after_rejections_reports_its_cost_and_stays_within_the_bound
     cost = store.get_json("versions/v000004/adapter_lineage.json")["pending_cost"]
     assert cost["normal_steps"] == normal_steps and cost["bound"] == 2.0 and cost["capped"], cost
     assert cost["steps"] == figures["total_steps"] and cost["steps_vs_normal"] <= 2.0 and cost["seconds"] > 0
+
+
+def test_a_version_of_deletions_alone_decides_the_gate_its_parent_left_undecided():
+    from memo_pipelines.evaluation.card import ReportCard
+    from memo_pipelines.evaluation.undecided import pooled_gate
+
+    def card(probes_v2: int) -> ReportCard:
+        # v2 had too few probes for a decision; v3 deletes a document and brings no facts of its own
+        return ReportCard("v000003", {"v000003": {"v000002": 0.0}}, {"v000002": probes_v2}, None, None, None, {}, None, {}, deletions_only=True)
+
+    own = [{"name": "reworded_recall_new_version", "passed": True, "value": None, "reason": "no facts of its own"}]
+    decided, record = pooled_gate(card(8), Gates(), ["v000002"], own)
+    assert record["decided"] and record["probes"] == 8 and not decided[0]["passed"]  # 0 of 8: the pool is large enough to reject
+    carried, record = pooled_gate(card(2), Gates(), ["v000002"], own)
+    assert not record["decided"] and carried[0]["passed"] and record["versions"] == ["v000003", "v000002"]  # still too few: carried on
+    alone, record = pooled_gate(card(8), Gates(), [], own)
+    assert alone == own and record["decided"]  # nothing carried: nothing to decide
