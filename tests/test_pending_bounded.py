@@ -111,6 +111,11 @@ def test_the_update_after_rejections_reports_its_cost_and_stays_within_the_bound
     cost = store.get_json("versions/v000004/adapter_lineage.json")["pending_cost"]
     assert cost["normal_steps"] == normal_steps and cost["bound"] == 2.0 and cost["capped"], cost
     assert cost["steps"] == figures["total_steps"] and cost["steps_vs_normal"] <= 2.0 and cost["seconds"] > 0
+    # memo status says which update learned pending versions and what it cost against a normal one
+    from memo_pipelines.apps.status import collect, render
+
+    pointer, versions = collect(store, ws.registry)
+    assert f"v000004  learned v000002, v000003 too: {cost['steps']} steps, {cost['steps_vs_normal']}x a normal update's {normal_steps}" in render(pointer, versions)
 
 
 def test_a_version_of_deletions_alone_decides_the_gate_its_parent_left_undecided():

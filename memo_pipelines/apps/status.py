@@ -33,6 +33,7 @@ class VersionStatus:
     doc_ids: list[str] = field(default_factory=list)
     pending: str | None = None  # why the promoted model has not learned this version's reflections (None: learned, or none to learn)
     carried_from: list[str] = field(default_factory=list)  # failed versions whose documents this version's manifest carries
+    pending_cost: dict | None = None  # memory/pending_cost.py: what its update spent learning pending versions too, against a normal update
 
 
 def version_outcome(store: ObjectStore, registry: ModelRegistry, version: str) -> tuple[str, list[str]] | None:
@@ -73,6 +74,8 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
         status.failed_checks = (store.get_json(reflection_checks_key(version)) or {}).get("failed", [])
     if FAILURE in stages:
         status.failure = store.get_json(failure_key(version))
+    if "adapter_lineage.json" in stages:
+        status.pending_cost = (store.get_json(version_key(version, "adapter_lineage.json")) or {}).get("pending_cost")
     evaluation = store.get_json(version_key(version, "evaluation.json")) if "evaluation.json" in stages else None
     if evaluation:
         status.model_id = evaluation["candidate"]["model_id"]
@@ -186,6 +189,10 @@ def render(pointer: dict, versions: list[VersionStatus], quarantine_limit: int =
                            [f"{version}  {s['doc_id']} by {s['superseded_by']} (similarity {s['similarity']}): {s['reason']}" for version, s in superseded],
                            quarantine_limit)
     lines += failure_lines([v for v in versions if v.failure])
+    lines += document_list("updates that also learned pending versions (steps against the largest version's update alone)",
+                           [f"{v.version}  learned {', '.join(c['pending_versions'])} too: {c['steps']} steps, {c['steps_vs_normal']}x a normal "
+                            f"update's {c['normal_steps']} (bound {c['bound']}x{', capped' if c['capped'] else ''})"
+                            for v in versions if (c := v.pending_cost)], quarantine_limit)
     lines += document_list("pending documents (not learned by the promoted model)",
                            [f"{v.version}  {doc}: {v.pending}" for v in versions if v.pending for doc in v.doc_ids], quarantine_limit)
     return "\n".join(lines)
