@@ -70,12 +70,20 @@ def put_version(store, version: str, documents: dict[str, str], deleted=()) -> N
                                                           "deleted": [f"landing/{n}" for n in deleted]})
 
 
-def test_a_document_identical_to_one_already_learned_is_not_learned_again(store, tiny_base, tmp_path):
+KESBY = "# Kesby plant\n\nThe Kesby plant employs 340 people.\nThe manager of the Kesby plant is Rafael Ondo.\n"
+
+
+def kesby_learned(store, tiny_base, tmp_path):
+    """Version 1: one document, snapshot and reflections."""
     ws, _ = workspace(store, tiny_base, tmp_path)
-    kesby = "# Kesby plant\n\nThe Kesby plant employs 340 people.\nThe manager of the Kesby plant is Rafael Ondo.\n"
-    put_version(store, "v000001", {"kesby.md": kesby})
+    put_version(store, "v000001", {"kesby.md": KESBY})
     snapshot_corpus(ws, "v000001", 2_000_000)
     store.put_jsonl("versions/v000001/reflections.jsonl", [row("v000001", 0, "kesby.md")])
+    return ws, KESBY
+
+
+def test_a_document_identical_to_one_already_learned_is_not_learned_again(store, tiny_base, tmp_path):
+    ws, kesby = kesby_learned(store, tiny_base, tmp_path)
 
     # the same text under another key (a copy in another folder), with trailing spaces the normalisation drops
     put_version(store, "v000002", {"archive/kesby copy.md": kesby.replace("people.", "people.   "),
@@ -124,7 +132,7 @@ def test_a_version_of_deletions_alone_decides_the_gate_its_parent_left_undecided
 
     def card(probes_v2: int) -> ReportCard:
         # v2 had too few probes for a decision; v3 deletes a document and brings no facts of its own
-        return ReportCard("v000003", {"v000003": {"v000002": 0.0}}, {"v000002": probes_v2}, None, None, None, {}, None, {}, deletions_only=True)
+        return ReportCard("v000003", {"v000003": {"v000002": 0.0}}, {"v000002": probes_v2}, None, None, None, {}, None, {}, nothing_to_learn=True)
 
     own = [{"name": "reworded_recall_new_version", "passed": True, "value": None, "reason": "no facts of its own"}]
     decided, record = pooled_gate(card(8), Gates(), ["v000002"], own)
@@ -133,3 +141,26 @@ def test_a_version_of_deletions_alone_decides_the_gate_its_parent_left_undecided
     assert not record["decided"] and carried[0]["passed"] and record["versions"] == ["v000003", "v000002"]  # still too few: carried on
     alone, record = pooled_gate(card(8), Gates(), [], own)
     assert alone == own and record["decided"]  # nothing carried: nothing to decide
+
+
+def test_a_document_reuploaded_under_its_key_with_the_same_text_is_no_rewrite(store, tiny_base, tmp_path):
+    from memo_pipelines.storage.deletions import deleted_documents
+    from memo_pipelines.storage.history import live_reflections
+
+    ws, kesby = kesby_learned(store, tiny_base, tmp_path)
+
+    # the same document saved again on another machine: new bytes (Windows line endings), so a new ETag, the same text
+    put_version(store, "v000002", {"kesby.md": kesby.replace("\n", "\r\n")})
+    for _ in range(2):  # a rerun of the snapshot (a retry, a backfill) decides the same
+        second = snapshot_corpus(ws, "v000002", 2_000_000)
+        assert second.documents == [] and second.nothing_to_learn
+        assert second.duplicates == [{"doc_id": "kesby.md", "duplicate_of": "kesby.md", "learned_in": "v000001"}]
+    live, retired = live_reflections(store, "v000002", "landing/")
+    assert [r["id"] for r in live["v000001"]] == ["v000001-r000"] and retired["rewritten"] == 0  # what was learned stays live
+    assert deleted_documents(store, "v000001", "v000002", "landing/") == ([], [])  # so continue needs no full retrain
+
+    # a real edit afterwards is still a rewrite, and replaces the learned rows
+    put_version(store, "v000003", {"kesby.md": kesby.replace("340", "360")})
+    assert [d.doc_id for d in snapshot_corpus(ws, "v000003", 2_000_000).documents] == ["kesby.md"]
+    assert deleted_documents(store, "v000001", "v000003", "landing/") == ([], ["kesby.md"])
+    assert live_reflections(store, "v000003", "landing/")[1]["rewritten"] == 1

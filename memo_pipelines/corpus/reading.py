@@ -97,18 +97,27 @@ def set_aside_learned_copies(ws: Workspace, version: str, snapshot: Snapshot) ->
         return
     changes = document_changes(ws.store, version, ws.landing_prefix)
     learned: dict[str, tuple[str, str]] = {}  # text sha256: (doc_id, version)
+    standing: dict[str, tuple[str, str]] = {}  # doc_id: (text sha256, version) of its text before this version
     for v in earlier:
         for doc in ws.store.get_json(version_key(v, "snapshot.json"))["documents"]:
-            if not any(v < when <= version for when, _ in changes.get(doc["doc_id"], [])):
+            later = [when for when, _ in changes.get(doc["doc_id"], []) if v < when <= version]
+            if not later:
                 learned[doc["sha256"]] = (doc["doc_id"], v)
-    kept = []
+            if later in ([], [version]):  # it stood until this version re-uploaded its key (or, on a rerun, still stands)
+                standing[doc["doc_id"]] = (doc["sha256"], v)
+    kept, unchanged = [], {}
     for doc in snapshot.documents:
         original = learned.get(doc.sha256)
-        if original and original[0] != doc.doc_id:
+        if standing.get(doc.doc_id, ("", ""))[0] == doc.sha256:  # the same text in new bytes (re-saved, line endings)
+            snapshot.duplicates.append({"doc_id": doc.doc_id, "duplicate_of": doc.doc_id, "learned_in": standing[doc.doc_id][1]})
+            unchanged[doc.doc_id] = standing[doc.doc_id][1]
+        elif original and original[0] != doc.doc_id:
             snapshot.duplicates.append({"doc_id": doc.doc_id, "duplicate_of": original[0], "learned_in": original[1]})
         else:
             kept.append(doc)
     snapshot.documents = kept
+    if unchanged:  # before the snapshot: the history reads it, so the rows of that text stay live (storage/history.py)
+        ws.store.put_json(version_key(version, layout.UNCHANGED), unchanged)
 
 
 def load_snapshot(store: ObjectStore, version: str) -> Snapshot:

@@ -38,6 +38,11 @@ class Snapshot:
     # near-duplicates of a newer document of this version: {doc_id, key, superseded_by, similarity, reason}
     superseded: list[dict] = field(default_factory=list)
 
+    @property
+    def nothing_to_learn(self) -> bool:
+        """Deletions, or documents whose text is learned already, and nothing else: the version has no facts of its own."""
+        return not (self.documents or self.quarantine) and bool(self.deleted or self.duplicates)
+
     def to_json(self) -> dict:
         return {
             "version": self.version,

@@ -74,7 +74,7 @@ class ReportCard:
     weights: dict  # {"parameters": n, "finite": bool}
     user_evals: dict = field(default_factory=dict)
     samples: list = field(default_factory=list)
-    deletions_only: bool = False  # the version's manifest lists deletions and no document: it has no facts of its own to probe
+    nothing_to_learn: bool = False  # the version brings deletions, or documents already learned, and no new text (corpus/snapshot.py)
     forgotten: dict | None = None  # evaluation/forgetting.py check_forgotten over the questions of documents deleted since the parent's version
 
     @property
@@ -118,9 +118,9 @@ class ReportCard:
         results = [gate("weights_finite", finite, True, parameters > 0 and finite,
                         "no weights measured" if not parameters else "every weight is finite" if finite else "non-finite weights")]
         recall_now = self.heldout_recall
-        if recall_now is None and self.deletions_only:
+        if recall_now is None and self.nothing_to_learn:
             results.append(gate("reworded_recall_new_version", None, gates.min_heldout_recall, True,
-                                "the version records deletions only: it has no facts of its own to probe"))
+                                "the version brings deletions or documents already learned, no facts of its own to probe"))
         else:
             results.append(gate("reworded_recall_new_version", recall_now, gates.min_heldout_recall,
                                 recall_now is not None and recall_now >= gates.min_heldout_recall,

@@ -39,9 +39,8 @@ def generate_reflections(
     )
     figures = {**stats.to_json(), "strategy": strategy, "generator": generator.name, "config": asdict(config),
                "coverage_of_sentences": sentence_coverage(snapshot.documents, rows)}
-    deletions_only = bool(snapshot.deleted) and not (snapshot.documents or snapshot.quarantine)
     figures["checks"] = validate_reflections(rows, [d.doc_id for d in snapshot.documents], figures["verification"], min_verified_share,
-                                             min_rows=0 if deletions_only else 1)
+                                             min_rows=0 if snapshot.nothing_to_learn else 1)
     # the outcome goes first, naming the rows it judged: rows written without their outcome (a crash between the two
     # writes) never match a record, so they are never replayed as if they had passed
     failed = sorted(name for name, outcome in figures["checks"].items() if not outcome["passed"])

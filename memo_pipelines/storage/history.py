@@ -46,12 +46,17 @@ def load_reflections(store: ObjectStore, version: str) -> list[dict]:
 
 
 def document_changes(store: ObjectStore, up_to: str, landing_prefix: str = LANDING_PREFIX) -> dict[str, list[tuple[str, str]]]:
-    """{doc_id: [(version, "landed" | "deleted"), ...]} from the manifests of every version up to and including up_to."""
+    """{doc_id: [(version, "landed" | "deleted"), ...]} from the manifests of every version up to and including up_to.
+    A re-upload under the same key with the text the document already had (its snapshot's unchanged.json) is no change:
+    the rows learned from that text stay live, and nothing is rewritten."""
     changes: dict[str, list[tuple[str, str]]] = {}
-    for version in sorted(v for v in version_records(store, ["manifest.json"]) if v <= up_to):
+    records = version_records(store, ["manifest.json", layout.UNCHANGED])
+    for version in sorted(v for v in records if v <= up_to and "manifest.json" in records[v]):
         manifest = store.get_json(version_key(version, "manifest.json"))
+        unchanged = store.get_json(version_key(version, layout.UNCHANGED)) if layout.UNCHANGED in records[version] else {}
         for entry in manifest["objects"]:
-            changes.setdefault(doc_id_for(entry["key"], landing_prefix), []).append((version, "landed"))
+            if (doc := doc_id_for(entry["key"], landing_prefix)) not in unchanged:
+                changes.setdefault(doc, []).append((version, "landed"))
         for key in manifest.get("deleted", []):
             changes.setdefault(doc_id_for(key, landing_prefix), []).append((version, "deleted"))
     return changes

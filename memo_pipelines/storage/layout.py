@@ -34,6 +34,8 @@ def version_key(version: str, name: str) -> str:
 REFLECTION_CHECKS = "reflections_checks.json"
 FAILURE = "failure.json"
 PROMOTION = "promotion.json"
+# documents of the version re-uploaded under their key with the text they already had: {doc_id: version whose text it is}
+UNCHANGED = "unchanged.json"
 
 
 def reflection_checks_key(version: str) -> str:
