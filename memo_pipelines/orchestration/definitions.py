@@ -21,6 +21,11 @@ class Environment(str, Enum):
     PROD = "prod"
 
 
+# the local bundle trains on CPU: a 135M step of 8 examples takes about 3 s on 2 cores, so an update is held to this many
+# steps (about 6 minutes) whatever its size; production trains on GPUs and ends on the data and early stopping alone
+LOCAL_TRAINING_STEPS = 128
+
+
 def resources_for(environment: Environment) -> dict:
     """Resources per environment; every secret and address comes from the environment at run time (EnvVar)."""
     object_store = ObjectStoreResource(
@@ -38,7 +43,7 @@ def resources_for(environment: Environment) -> dict:
         "object_store": object_store,
         "registry": ModelRegistryResource(object_store=object_store, work_dir=dg.EnvVar("MEMO_WORK_DIR")),
         "generator": generator,
-        "trainer": TrainerResource(),
+        "trainer": TrainerResource(max_steps=LOCAL_TRAINING_STEPS) if environment == Environment.LOCAL else TrainerResource(),
         "evaluation": EvaluationResource(),
     }
 
