@@ -23,7 +23,9 @@ class ProtocolEvalConfig:
     """How users' own evaluation sets are asked through the protocol: the executive (an empty local model means the
     base model) and the protocol mode; backend "none" scores them closed book only."""
 
-    executive_backend: str = "local"  # local | openai | none (closed book only)
+    # local | openai | none (closed book only). None by default: the embedded 135M executive plans poorly (memo ask does
+    # not use it either) and took 14 s a question on 2 cores, 6 of an evaluation's 10 minutes on the demo's 27 questions
+    executive_backend: str = "none"
     executive_model: str = ""  # a local model directory (empty: the base model) or the endpoint's model name
     executive_base_url: str = ""  # the OpenAI-compatible endpoint of an openai executive
     protocol_mode: str = "single"  # how the executive queries the memory (protocol/stages.py MODES)
