@@ -357,6 +357,9 @@ def train_adapter(
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     stopping = bool(stop_rows) and config.stop_every > 0
+    # a step cap shorter than min_epochs passes would leave no check, and so no choice of the state that still declines
+    # unknown names: the checks then begin halfway through the budget
+    first_check = min(config.min_epochs * steps_per_epoch, total_steps // 2)
     # the best checked state is copied to host memory; under DeepSpeed a process holds only shards, so the last is kept
     selecting = stopping and accelerator.state.deepspeed_plugin is None
     best_state = None
@@ -395,7 +398,7 @@ def train_adapter(
             tokens += real
             computed_tokens += computed
             losses.append(round(loss.item(), 5))
-            if stopping and step % config.stop_every == 0 and step >= config.min_epochs * steps_per_epoch and step < total_steps:
+            if stopping and step % config.stop_every == 0 and step >= first_check and step < total_steps:
                 # every process answers the same rows, so all of them take the same decision
                 checks.append({"step": step, **stop_check(accelerator.unwrap_model(model), tokenizer, stop_rows)})
                 stopped = stop_reason([c["recall"] for c in checks], config)
