@@ -21,8 +21,8 @@ class Environment(str, Enum):
     PROD = "prod"
 
 
-# the local bundle trains on CPU: a 135M step of 8 examples takes about 3 s on 2 cores, so an update is held to this many
-# steps (about 6 minutes) whatever its size; production trains on GPUs and ends on the data and early stopping alone
+# the local bundle trains on CPU: on 2 cores an update of this many 135M steps takes about 10 minutes with its early-stop
+# checks, whatever the version's size; production trains on GPUs and ends on the data and early stopping alone
 LOCAL_TRAINING_STEPS = 128
 
 
