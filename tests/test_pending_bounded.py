@@ -79,14 +79,14 @@ def kesby_learned(store, tiny_base, tmp_path):
     put_version(store, "v000001", {"kesby.md": KESBY})
     snapshot_corpus(ws, "v000001", 2_000_000)
     store.put_jsonl("versions/v000001/reflections.jsonl", [row("v000001", 0, "kesby.md")])
-    return ws, KESBY
+    return ws
 
 
 def test_a_document_identical_to_one_already_learned_is_not_learned_again(store, tiny_base, tmp_path):
-    ws, kesby = kesby_learned(store, tiny_base, tmp_path)
+    ws = kesby_learned(store, tiny_base, tmp_path)
 
     # the same text under another key (a copy in another folder), with trailing spaces the normalisation drops
-    put_version(store, "v000002", {"archive/kesby copy.md": kesby.replace("people.", "people.   "),
+    put_version(store, "v000002", {"archive/kesby copy.md": KESBY.replace("people.", "people.   "),
                                    "heron.md": "# Heron project\n\nThe Heron project is led by Ines Halloran.\n"})
     second = snapshot_corpus(ws, "v000002", 2_000_000)
     assert [d.doc_id for d in second.documents] == ["heron.md"]  # nothing of the copy goes to the reflections
@@ -95,7 +95,7 @@ def test_a_document_identical_to_one_already_learned_is_not_learned_again(store,
 
     # once the original is deleted, a copy uploaded with the deletion is the only one left: it is learned
     store.delete("landing/kesby.md")
-    put_version(store, "v000003", {"kesby again.md": kesby}, deleted=["kesby.md"])
+    put_version(store, "v000003", {"kesby again.md": KESBY}, deleted=["kesby.md"])
     third = snapshot_corpus(ws, "v000003", 2_000_000)
     assert [d.doc_id for d in third.documents] == ["kesby again.md"]
 
@@ -147,10 +147,10 @@ def test_a_document_reuploaded_under_its_key_with_the_same_text_is_no_rewrite(st
     from memo_pipelines.storage.deletions import deleted_documents
     from memo_pipelines.storage.history import live_reflections
 
-    ws, kesby = kesby_learned(store, tiny_base, tmp_path)
+    ws = kesby_learned(store, tiny_base, tmp_path)
 
     # the same document saved again on another machine: new bytes (Windows line endings), so a new ETag, the same text
-    put_version(store, "v000002", {"kesby.md": kesby.replace("\n", "\r\n")})
+    put_version(store, "v000002", {"kesby.md": KESBY.replace("\n", "\r\n")})
     for _ in range(2):  # a rerun of the snapshot (a retry, a backfill) decides the same
         second = snapshot_corpus(ws, "v000002", 2_000_000)
         assert second.documents == [] and second.nothing_to_learn
@@ -160,7 +160,7 @@ def test_a_document_reuploaded_under_its_key_with_the_same_text_is_no_rewrite(st
     assert deleted_documents(store, "v000001", "v000002", "landing/") == ([], [])  # so continue needs no full retrain
 
     # a real edit afterwards is still a rewrite, and replaces the learned rows
-    put_version(store, "v000003", {"kesby.md": kesby.replace("340", "360")})
+    put_version(store, "v000003", {"kesby.md": KESBY.replace("340", "360")})
     assert [d.doc_id for d in snapshot_corpus(ws, "v000003", 2_000_000).documents] == ["kesby.md"]
     assert deleted_documents(store, "v000001", "v000003", "landing/") == ([], ["kesby.md"])
     assert live_reflections(store, "v000003", "landing/")[1]["rewritten"] == 1

@@ -285,10 +285,10 @@ def test_the_stop_sample_carries_questions_about_invented_names_to_decline():
 
 
 def test_a_step_cap_shorter_than_the_minimum_passes_still_checks_and_chooses_among_the_checked_states(tiny_base, tmp_path):
-    # 40 steps a pass, 2 passes before any check, a cap of 24 steps: the checks begin halfway through the budget
+    # 41 steps a pass, 2 passes before any check, a cap of 24 steps: the checks begin halfway through the budget
     examples = EXAMPLES * 27
     config = TrainConfig(learning_rate=5e-3, epochs=4, batch_size=2, max_steps=24, stop_every=4, min_epochs=2, stop_patience=100)
     figures = train_adapter(tiny_base, examples, tmp_path / "capped", config, stop_rows=STOP_ROWS)
     assert figures["steps"] == 24 and [c["step"] for c in figures["stop_checks"]] == [12, 16, 20, 24], figures["stop_checks"]
-    # so the state kept is chosen by recall among those that still decline enough, not merely the last one
+    # and the state kept is one of those checked states (best_check's choice)
     assert figures["kept_step"] in (12, 16, 20, 24)

@@ -24,7 +24,7 @@ class ProtocolEvalConfig:
     base model) and the protocol mode; backend "none" scores them closed book only."""
 
     # local | openai | none (closed book only). None by default: the embedded 135M executive plans poorly (memo ask does
-    # not use it either) and took 14 s a question on 2 cores, 6 of an evaluation's 10 minutes on the demo's 27 questions
+    # not use it either) and costs about 35 times the closed-book pass on CPU (benchmarks/evaluation_time.py)
     executive_backend: str = "none"
     executive_model: str = ""  # a local model directory (empty: the base model) or the endpoint's model name
     executive_base_url: str = ""  # the OpenAI-compatible endpoint of an openai executive

@@ -34,7 +34,7 @@ def pooled_gate(card: ReportCard, gates: Gates, carried: list[str], results: lis
     recalled = sum(round(card.row[v] * measured[v]) for v in versions if card.row.get(v) is not None)
     record = {"versions": versions, "probes": probes, "recalled": recalled, "decided": True}
     own = next(g for g in results if g["name"] == GATE)
-    # nothing measured; a version with no facts of its own (deletions only) still decides on what earlier ones carried
+    # nothing measured; a version with no facts of its own (Snapshot.nothing_to_learn) still decides on what earlier ones carried
     if probes == 0 or own["passed"] and own["value"] is None and not any(measured[v] for v in versions[1:]):
         return results, record
     recall = round(recalled / probes, 4)
