@@ -106,7 +106,7 @@ def test_length_grouped_batches_take_every_example_once_with_less_padding():
     # short facts beside sentence-long answers, as a version's rule rows sit beside its document rows
     rng = random.Random(3)
     encoded = [([1] * rng.choice([30, 40, 120, 180]), []) for _ in range(400)]
-    grouped, shuffled = TrainConfig(batch_size=8), TrainConfig(batch_size=8, group_by_length=False)
+    grouped, shuffled = TrainConfig(batch_size=8, group_by_length=True), TrainConfig(batch_size=8)
 
     def computed_tokens(order):
         return sum(8 * max(len(encoded[i][0]) for i in order[b : b + 8]) for b in range(0, len(order), 8))
