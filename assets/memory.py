@@ -29,6 +29,12 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
 
     figures = train_memory_adapter(ws, context.partition_key, base_id, trainer.train_config(), trainer.update_config(), on_progress,
                                    context.log.debug, trainer.launch(), owner=f"dagster run {context.run.run_id}")
+    if figures.get("unchanged"):
+        context.log.info(figures["unchanged"])
+        return dg.MaterializeResult(metadata={"strategy": figures["update"]["strategy"], "unchanged": figures["unchanged"],
+                                              "parent_model": figures["parent_model"], "adapters_trained": 0, "steps": 0,
+                                              "learned_versions": figures["update"]["learned_versions"],
+                                              "retired_reflections": figures["retired_reflections"]})
     if figures["update"]["compaction"]:
         context.log.info(f"compaction: a full retrain from the base ({figures['update']['compaction']})")
     if figures.get("forget"):
@@ -89,6 +95,11 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
 def memory_model(context: dg.AssetExecutionContext, registry: ModelRegistryResource, trainer: TrainerResource) -> dg.MaterializeResult:
     ws = registry.workspace()
     record = merge_memory_model(ws, context.partition_key, trainer.merge_config())
+    candidate = ws.store.get_json(version_key(context.partition_key, "candidate.json"))
+    if candidate.get("unchanged"):
+        context.log.info(f"{candidate['unchanged']} ({record['model_id']})")
+        return dg.MaterializeResult(metadata={"model_id": record["model_id"], "parent_model": record["model_id"], "sha256": record["sha256"],
+                                              "unchanged": candidate["unchanged"], "uri": dg.MetadataValue.path(record["uri"])})
     return dg.MaterializeResult(
         metadata={
             "model_id": record["model_id"],

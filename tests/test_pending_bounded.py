@@ -164,3 +164,35 @@ def test_a_document_reuploaded_under_its_key_with_the_same_text_is_no_rewrite(st
     assert [d.doc_id for d in snapshot_corpus(ws, "v000003", 2_000_000).documents] == ["kesby.md"]
     assert deleted_documents(store, "v000001", "v000003", "landing/") == ([], ["kesby.md"])
     assert live_reflections(store, "v000003", "landing/")[1]["rewritten"] == 1
+
+
+def test_a_version_with_nothing_to_learn_offers_the_parent_unchanged_and_trains_nothing(store, tiny_base, tmp_path):
+    from memo_pipelines.memory.merging import MergeConfig
+    from memo_pipelines.memory.update import merge_memory_model
+
+    ws = kesby_learned(store, tiny_base, tmp_path)
+    parent = ws.registry.promoted_id()  # the base model
+    ws.store.put_jsonl("versions/v000001/probes.jsonl", [
+        probe_row("How many people does the Kesby plant employ?", "340 people", "fact", "llm_json", ["kesby.md"], "v000001"),
+        probe_row("Who manages the Dorrow plant?", IDK, "unanswerable", "llm_json", ["kesby.md"], "v000001")])
+    ws.registry.register("v000001-learned", tiny_base, {"kind": "candidate", "version": "v000001", "parent": parent,
+                                                        "update": {"learned_versions": ["v000001"], "updates_since_retrain": 1}})
+    ws.registry.promote("v000001-learned", "test: version 1 learned", expected_current=parent)
+
+    # the same document saved again: nothing to learn, nothing to forget
+    put_version(store, "v000002", {"kesby.md": KESBY.replace("\n", "\r\n")})
+    assert snapshot_corpus(ws, "v000002", 2_000_000).nothing_to_learn
+    store.put_jsonl("versions/v000002/reflections.jsonl", [])
+    progress = []
+    figures = train_memory_adapter(ws, "v000002", parent, TrainConfig(epochs=1, stop_every=0), UpdateConfig(general_replay_size=0),
+                                   progress.append, lambda message: None)
+    assert figures["unchanged"] and figures["adapters_trained"] == 0 and figures["total_steps"] == 0 and progress == []
+    assert not store.exists("versions/v000002/adapter/training.json")  # no adapter was trained or uploaded
+
+    record = merge_memory_model(ws, "v000002", MergeConfig())
+    assert record["model_id"] == "v000001-learned"  # the parent is the candidate: no new model in the bucket
+    assert store.get_json("versions/v000002/candidate.json")["model_id"] == "v000001-learned"
+    _, gates, _ = evaluate_memory_model(ws, "v000002", parent, GATES, ProtocolEvalConfig(executive_backend="none"))
+    assert all(g["passed"] for g in gates), gates
+    outcome = ws.registry.promote_version("v000002")
+    assert outcome["promoted"] and ws.registry.promoted_id() == "v000001-learned"

@@ -210,6 +210,13 @@ class Continue:
         pending = [v for v in unlearned if live.get(v)]
         learned = [v for v in learned_versions(ws.registry, parent) if v in live]
         new = live.get(version, []) + [r for v in pending for r in live[v]]  # live: rows that failed a blocking check are left out
+        if not new and not targets and parent is not None:
+            # documents already learned, or deletions of documents none of whose rows is live: training on replay alone
+            # would spend an update's minutes to change nothing, so the candidate is the parent itself
+            record = {"new_reflections": 0, "pending_versions_learned": [], "trained_reflections": 0, "replay_reflections": 0,
+                      "replay_by_version": {}, "retired_reflections": retired, "updates_since_retrain": since, "compaction": None,
+                      "forget": None, "unchanged": "the version brings nothing to learn and nothing to forget: its candidate is the parent model"}
+            return UpdatePlan(self.name, parent, parent, [], [], sorted(set(learned) | {version}), record)
         # the replay leans to the live facts nearest the forgotten questions as well as the new ones
         replay = per_version_replay(live, learned, update, seed, version, new + targets)
         replayed = [r for v in learned for r in replay[v]]

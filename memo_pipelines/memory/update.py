@@ -111,6 +111,8 @@ def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on
         runs += [train_leased_job(ws, version, job, config, update, on_progress, log, launch, owner) for job in plan.jobs]
     own = next((a["key"] for a in plan.adapters if a["version"] == version), plan.adapters[-1]["key"] if plan.adapters else None)
     figures = runs[-1] if runs else (ws.store.get_json(f"{own}/training.json") if own else None)
+    if plan.record.get("unchanged"):
+        figures = {"examples": 0, "steps": 0, "seconds": 0.0, "stop_checks": []}
     if figures is None:
         raise RuntimeError(f"version {version} has no live reflections to train on and no adapter")
     parent_record = ws.registry.get(plan.parent) or {}
@@ -131,6 +133,10 @@ def merge_memory_model(ws: Workspace, version: str, config: MergeConfig) -> dict
     """The version's candidate: its adapter folded into the model it was trained on, or (strategy merge) every live
     version's delta combined with mergekit; registered with the strategy, its parameters and the adapters it holds."""
     lineage = ws.store.get_json(version_key(version, "adapter_lineage.json"))
+    if lineage.get("unchanged"):  # nothing trained: the parent is offered again, and its evaluation judges it for this version
+        ws.store.put_json(version_key(version, "candidate.json"), {"model_id": lineage["parent_model"], "parent": lineage["parent_model"],
+                                                                   "unchanged": lineage["unchanged"]})
+        return ws.registry.get(lineage["parent_model"])
     start_dir = ws.registry.fetch(lineage["start_model"])
     adapters = lineage["update"]["adapters"]
     # keyed by the adapters' ETags: mergekit caches loaded models by path for the life of the process, so a re-merge of
