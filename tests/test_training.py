@@ -40,18 +40,20 @@ def run_training(spec_path: Path) -> subprocess.Popen:
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def write_spec(tmp_path: Path, name: str, base: Path, checkpoint_dir: Path) -> Path:
+def write_spec(tmp_path: Path, name: str, base: Path, checkpoint_dir: Path, config: TrainConfig = CONFIG) -> Path:
     (tmp_path / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
     spec = {"base_dir": str(base), "out_dir": str(tmp_path / name), "examples_path": str(tmp_path / "examples.jsonl"),
-            "config": asdict(CONFIG), "checkpoint_dir": str(checkpoint_dir)}
+            "config": asdict(config), "checkpoint_dir": str(checkpoint_dir)}
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(spec))
     return path
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tiny_base, tmp_path):
+    # under a decaying learning rate, so the schedule's position must come back with the weights and the optimizer
+    config = replace(CONFIG, lr_schedule="linear")
     checkpoint = tmp_path / "checkpoint"
-    killed = run_training(write_spec(tmp_path, "killed", tiny_base, checkpoint))
+    killed = run_training(write_spec(tmp_path, "killed", tiny_base, checkpoint, config))
     for line in killed.stdout:  # kill it, like a pre-emption, once it has passed a checkpoint
         if line.startswith(PROGRESS_PREFIX) and json.loads(line[len(PROGRESS_PREFIX):]).get("step", 0) >= 25:
             killed.send_signal(signal.SIGKILL)
@@ -65,14 +67,14 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_r
     assert (latest / "model.safetensors").stat().st_size < (Path(tiny_base) / "model.safetensors").stat().st_size / 2
     assert len(list(checkpoint.glob("step-*"))) <= 2  # older checkpoints are removed
 
-    resumed = run_training(write_spec(tmp_path, "resumed", tiny_base, checkpoint))
+    resumed = run_training(write_spec(tmp_path, "resumed", tiny_base, checkpoint, config))
     events = [json.loads(line[len(PROGRESS_PREFIX):]) for line in resumed.stdout if line.startswith(PROGRESS_PREFIX)]
     assert resumed.wait() == 0
     assert events[0] == {"resumed_from_step": saved, "total_steps": 80}
     assert events[1]["step"] == saved + 1
     assert [e["checkpoint"]["step"] for e in events if "checkpoint" in e] == list(range(saved + 10, 80, 10))
 
-    train_adapter(tiny_base, EXAMPLES, tmp_path / "uninterrupted", CONFIG)
+    train_adapter(tiny_base, EXAMPLES, tmp_path / "uninterrupted", config)
     resumed_weights = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
     reference = load_file(str(tmp_path / "uninterrupted" / "adapter_model.safetensors"))
     assert resumed_weights.keys() == reference.keys()
@@ -292,3 +294,19 @@ def test_a_step_cap_shorter_than_the_minimum_passes_still_checks_and_chooses_amo
     assert figures["steps"] == 24 and [c["step"] for c in figures["stop_checks"]] == [12, 16, 20, 24], figures["stop_checks"]
     # and the state kept is one of those checked states (best_check's choice)
     assert figures["kept_step"] in (12, 16, 20, 24)
+
+
+def test_the_learning_rate_warms_up_then_decays_to_zero_by_the_last_planned_step(tiny_base, tmp_path):
+    # for budgets of many passes: the rate rises, then decays, and a resumed run takes up the schedule where it was
+    # (the resume test above compares weights with an uninterrupted run under the default flat rate)
+    events = []
+    config = TrainConfig(learning_rate=1e-3, epochs=10, batch_size=1, log_every=1, lr_schedule="linear", warmup_share=0.2)
+    train_adapter(tiny_base, EXAMPLES, tmp_path / "scheduled", config, events.append)
+    rates = [e["lr"] for e in events if "lr" in e]
+    assert len(rates) == 30 and max(rates) == pytest.approx(1e-3)
+    peak = rates.index(max(rates))
+    assert peak == 5 and rates[:peak + 1] == sorted(rates[:peak + 1])  # warms up over 0.2 of the 30 planned steps
+    assert rates[peak:] == sorted(rates[peak:], reverse=True) and rates[-1] == 0.0  # then decays to nothing
+    flat = []
+    train_adapter(tiny_base, EXAMPLES, tmp_path / "flat", replace(config, lr_schedule="constant"), flat.append)
+    assert {e["lr"] for e in flat if "lr" in e} == {1e-3}

@@ -24,6 +24,7 @@ ERROR_PREFIX = "MEMO_ERROR "  # a refusal the child explains in one line, raised
 
 
 METHODS = ("lora", "full")
+LR_SCHEDULES = ("linear", "cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class TrainConfig:
     lora_dropout: float = 0.0
     target_modules: str = "all-linear"
     learning_rate: float = 3e-4
+    # "linear" or "cosine": the rate warms up over warmup_share of the planned steps, then decays to 0 at the last
+    # (transformers' schedules), for budgets of many passes. Flat by default: on the demo's three-document update, at
+    # the local budget of 128 steps (2 passes), a linear decay recalled 1 of 16 training facts at every check where the
+    # flat rate reached 5 (benchmarks/RESULTS.md, "Update stability")
+    lr_schedule: str = "constant"
+    warmup_share: float = 0.1
     epochs: int = 8  # the most passes over the examples; early stopping (stop_every) usually ends training sooner
     max_steps: int = 0  # > 0: a cap on optimizer steps whatever the data size (a time budget)
     batch_size: int = 8
@@ -65,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"unknown training method {self.method!r}; choose one of {METHODS}")
         if self.max_steps < 0 or self.stop_every < 0 or self.stop_patience < 1:
             raise ValueError("max_steps and stop_every must be >= 0 and stop_patience >= 1")
+        if self.lr_schedule not in LR_SCHEDULES or not 0.0 <= self.warmup_share < 1.0:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} and warmup_share in [0, 1), not {self.lr_schedule!r}, {self.warmup_share}")
         if not 0.0 <= self.max_truncated_share <= 1.0:
             raise ValueError(f"max_truncated_share must be between 0 and 1, not {self.max_truncated_share}")
 
@@ -327,7 +336,7 @@ def train_adapter(
     import torch
     from accelerate import Accelerator
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -338,7 +347,8 @@ def train_adapter(
     encoded, length = fit_to_length([encode_full(tokenizer, x["question"], x["answer"]) for x in examples],
                                     min(config.max_length, positions), config.max_truncated_share)
     # one process on a CPU; under `accelerate launch` (DDP or DeepSpeed) one per device, each taking a shard of every batch
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # every process takes a shard of the same batch (not a batch of its own), so the schedule steps once per optimizer step
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False)
     accelerator.register_save_state_pre_hook(keep_trainable_weights)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=training_dtype(accelerator))
     if config.method == "lora":
@@ -357,6 +367,10 @@ def train_adapter(
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
+    # over the planned steps; prepared with the model, so accelerate's checkpoints save and restore its position
+    scheduler = get_scheduler("constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule, optimizer,
+                              num_warmup_steps=0 if config.lr_schedule == "constant" else round(config.warmup_share * total_steps),
+                              num_training_steps=total_steps)
     stopping = bool(stop_rows) and config.stop_every > 0
     # a step cap shorter than min_epochs passes would leave no check, and so no choice of the state that still declines
     # unknown names: the checks then begin halfway through the budget
@@ -367,7 +381,7 @@ def train_adapter(
     losses, tokens, computed_tokens, started, step = [], 0, 0, time.time(), 0
     checks: list[dict] = []  # {"step", "recall", "declined"} of every early-stopping check
     stopped = None
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     resumed = load_checkpoint(accelerator, checkpoint_dir)
     main_process = accelerator.is_main_process
     progress = progress if main_process else None
@@ -394,6 +408,7 @@ def train_adapter(
             loss = answer_loss(model, input_ids.to(accelerator.device), labels.to(accelerator.device), inputs)
             accelerator.backward(loss)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens += real
@@ -412,6 +427,7 @@ def train_adapter(
             if progress and (step % config.log_every == 0 or step == total_steps or stopped):
                 elapsed = time.time() - started
                 progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "loss": losses[-1], "tokens_per_s": round((tokens - resumed_tokens) / elapsed, 1),
+                          "lr": float(f"{scheduler.get_last_lr()[0]:.3g}"),
                           **({"stop_recall": checks[-1]["recall"]} if checks and checks[-1]["step"] == step else {}), **({"stopped": stopped} if stopped else {})})
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
