@@ -60,13 +60,28 @@ def names_all(row: dict, names: set[str]) -> bool:
 
 
 class SourceIndex:
+    """Built once per promoted model. An answer states a row's key answer only if it contains the key's first word, so
+    rows are indexed by that word and an answer is matched against the rows of its own words: its cost follows the
+    answer's length and the rows sharing its words, not the size of the history."""
+
     def __init__(self, reflections: list[dict]):
         self.reflections = [r for r in reflections if can_cite(r)]
+        self.by_first_word: dict[str, list[int]] = {}
+        for i, row in enumerate(self.reflections):
+            words = normalise(key_answer(row)).split()
+            if words:
+                self.by_first_word.setdefault(words[0], []).append(i)
+
+    def candidates(self, memory_answer: str) -> list[dict]:
+        """The rows whose key answer's first word the answer says, in the order of the reflections (so ties between
+        equally close rows resolve as a scan of every row would)."""
+        positions = {i for word in set(normalise(memory_answer).split()) for i in self.by_first_word.get(word, [])}
+        return [self.reflections[i] for i in sorted(positions)]
 
     def attribute(self, sub_question: str, memory_answer: str) -> list[dict]:
         """The reflections a memory answer to sub_question most plausibly came from (empty when none states it)."""
         names = subject_names(sub_question, memory_answer)
-        scored = [(round(token_f1(sub_question, row["question"]), 6), row) for row in self.reflections
+        scored = [(round(token_f1(sub_question, row["question"]), 6), row) for row in self.candidates(memory_answer)
                   if recalled(memory_answer, key_answer(row)) and not recalled(sub_question, key_answer(row)) and names_all(row, names)]
         if not scored:
             return []
