@@ -81,7 +81,24 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int, read_workers: i
     snapshot.deleted = [doc_id_for(key, ws.landing_prefix) for key in manifest.get("deleted", [])]
     set_aside_learned_copies(ws, version, snapshot)
     ws.store.put_json(version_key(version, "snapshot.json"), snapshot.to_json())
+    ws.store.put_json(version_key(version, layout.SNAPSHOT_SUMMARY), summary(snapshot))
     return snapshot
+
+
+def summary(snapshot: Snapshot) -> dict:
+    return {"documents": {doc.doc_id: doc.sha256 for doc in snapshot.documents}, "nothing_to_learn": snapshot.nothing_to_learn}
+
+
+def snapshot_summary(store: ObjectStore, version: str, names=()) -> dict | None:
+    """The version's snapshot summary: a few bytes a document where the snapshot holds every text (later readers of
+    every earlier version read this, so their cost does not grow with the corpus's text); from the snapshot itself for
+    versions written before summaries. `names`: the version's records, when the caller listed them already."""
+    if layout.SNAPSHOT_SUMMARY in names or not names:
+        found = store.get_json(version_key(version, layout.SNAPSHOT_SUMMARY))
+        if found is not None:
+            return found
+    snapshot = store.get_json(version_key(version, "snapshot.json"))
+    return summary(Snapshot.from_json(snapshot)) if snapshot else None
 
 
 def set_aside_learned_copies(ws: Workspace, version: str, snapshot: Snapshot) -> None:
@@ -90,21 +107,21 @@ def set_aside_learned_copies(ws: Workspace, version: str, snapshot: Snapshot) ->
     or pending already, and learning them again only makes the update longer."""
     if not snapshot.documents:
         return
-    records = version_records(ws.store, ["snapshot.json", "reflections.jsonl", layout.REFLECTION_CHECKS])
-    earlier = [v for v in sorted(records) if v < version and {"snapshot.json", "reflections.jsonl"} <= set(records[v])
-               and blocked_reflections(ws.store, v, records[v]) is None]
+    records = version_records(ws.store, ["snapshot.json", layout.SNAPSHOT_SUMMARY, "reflections.jsonl", layout.REFLECTION_CHECKS])
+    earlier = [v for v in sorted(records) if v < version and "reflections.jsonl" in records[v]
+               and {"snapshot.json", layout.SNAPSHOT_SUMMARY} & set(records[v]) and blocked_reflections(ws.store, v, records[v]) is None]
     if not earlier:
         return
     changes = document_changes(ws.store, version, ws.landing_prefix)
     learned: dict[str, tuple[str, str]] = {}  # text sha256: (doc_id, version)
     standing: dict[str, tuple[str, str]] = {}  # doc_id: (text sha256, version) of its text before this version
     for v in earlier:
-        for doc in ws.store.get_json(version_key(v, "snapshot.json"))["documents"]:
-            later = [when for when, _ in changes.get(doc["doc_id"], []) if v < when <= version]
+        for doc_id, sha256 in snapshot_summary(ws.store, v, records[v])["documents"].items():
+            later = [when for when, _ in changes.get(doc_id, []) if v < when <= version]
             if not later:
-                learned[doc["sha256"]] = (doc["doc_id"], v)
+                learned[sha256] = (doc_id, v)
             if later in ([], [version]):  # it stood until this version re-uploaded its key (or, on a rerun, still stands)
-                standing[doc["doc_id"]] = (doc["sha256"], v)
+                standing[doc_id] = (sha256, v)
     kept, unchanged = [], {}
     for doc in snapshot.documents:
         original = learned.get(doc.sha256)

@@ -3,7 +3,7 @@
 
 from dataclasses import asdict, dataclass
 
-from memo_pipelines.corpus.snapshot import Snapshot
+from memo_pipelines.corpus.reading import snapshot_summary
 from memo_pipelines.evaluation.card import Gates, ReportCard, build_card
 from memo_pipelines.evaluation.general import general_figures, general_questions
 from memo_pipelines.evaluation.undecided import carried_versions, pooled_gate
@@ -74,8 +74,8 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
     card = build_card(candidate, version, live_probes, lineage_matrix(ws, candidate_info["parent"]),
                       sample_facts(load_reflections(ws.store, version), gates.sample_size),
                       general_figures(candidate, general_questions(gates.general_size)), base_general(ws, base_id, gates.general_size), user)
-    snapshot = ws.store.get_json(version_key(version, "snapshot.json"))  # benchmarks write rows without one
-    card.nothing_to_learn = bool(snapshot) and Snapshot.from_json(snapshot).nothing_to_learn
+    brief = snapshot_summary(ws.store, version)  # benchmarks write rows without a snapshot
+    card.nothing_to_learn = bool(brief) and brief["nothing_to_learn"]
     parent_version = ws.registry.model_version(candidate_info["parent"])
     card.forgotten = check_forgotten(candidate, forgotten_questions(ws.store, parent_version, version, ws.landing_prefix))
     results = card.gate_results(gates)

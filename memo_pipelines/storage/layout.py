@@ -36,6 +36,8 @@ FAILURE = "failure.json"
 PROMOTION = "promotion.json"
 # documents of the version re-uploaded under their key with the text they already had: {doc_id: version whose text it is}
 UNCHANGED = "unchanged.json"
+# the snapshot in brief, for readers that need no text: {"documents": {doc_id: sha256 of its text}, "nothing_to_learn"}
+SNAPSHOT_SUMMARY = "snapshot_summary.json"
 
 
 def reflection_checks_key(version: str) -> str:
