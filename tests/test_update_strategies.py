@@ -215,3 +215,25 @@ def test_merge_retrains_an_earlier_versions_delta_only_under_that_versions_lease
     assert not list(store.list_objects("versions/v000001/deltas/"))
     assert not store.exists("locks/training/v000002.json")  # its own lease is released on the way out
     backfill.release()
+
+
+def test_the_replay_stops_growing_with_the_history_and_keeps_every_version_and_its_nearest_fact():
+    """50 learned versions of 30 rows: 16 rows each would replay 784 rows, and every update would cost more than the one
+    before. Under replay_limit every version keeps a share, the one nearest the new row first."""
+    from memo_pipelines.memory.strategies import UpdateConfig, per_version_replay
+
+    versions = [f"v{n:06d}" for n in range(1, 50)]
+    live = {v: [{"question": f"When did supplier {v}-{i} sign with the Wren laboratory?", "answer": f"{2000 + i}."} for i in range(30)]
+            for v in versions}
+    live["v000007"][11] = {"question": "Who is the manager of the Kesby plant?", "answer": "Rafael Ondo."}
+    new = [{"question": "Who is the manager of the Lorne plant?", "answer": "Tomasz Reyes."}]
+    unlimited = per_version_replay(live, versions, UpdateConfig(replay_limit=0), 0, "v000050", new)
+    assert sum(map(len, unlimited.values())) == 49 * 16
+    limited = per_version_replay(live, versions, UpdateConfig(replay_limit=256), 0, "v000050", new)
+    assert 49 <= sum(map(len, limited.values())) <= 256
+    assert all(len(limited[v]) >= 1 for v in versions)
+    assert "Who is the manager of the Kesby plant?" in [r["question"] for r in limited["v000007"]]
+    # a short history is under the limit: the replay is what it was
+    few = {v: live[v] for v in versions[:3]}
+    assert per_version_replay(few, versions[:3], UpdateConfig(), 0, "v000004", new) == per_version_replay(
+        few, versions[:3], UpdateConfig(replay_limit=0), 0, "v000004", new)

@@ -35,6 +35,9 @@ class UpdateConfig:
     strategy: str = "continue"  # a name in STRATEGIES
     replay_size: int = 16  # continue: at least this many reflections replayed from each learned version (all, if it has fewer)
     replay_share: float = 0.25  # continue: and at least this share of each learned version's live reflections
+    # continue: the most rows replayed in all. Past it every version's share shrinks in proportion (one row at least), so
+    # an update's cost follows its new rows, not the number of versions before it; 0: no limit
+    replay_limit: int = 512
     # generic questions (evaluation/general.py) whose base-model answers are replayed, sampled to general_mix of every
     # training set: fewer pairs or a smaller share lose more general ability (what the general_ability gate measures)
     general_replay_size: int = 165
@@ -59,6 +62,8 @@ class UpdateConfig:
             raise ValueError(f"unknown forget mode {self.forget!r}; choose one of {FORGET_MODES}")
         if not 0 <= self.replay_share <= 1 or not 0 <= self.general_mix < 1:
             raise ValueError("replay_share must be in [0, 1] and general_mix in [0, 1)")
+        if self.replay_limit < 0:
+            raise ValueError("replay_limit must be >= 0 (0: no limit)")
         if self.pending_cost_factor < 1:
             raise ValueError("pending_cost_factor must be >= 1: an update that learns pending versions costs at least a normal one")
 
@@ -131,19 +136,24 @@ def decline_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
 
 def per_version_replay(live: dict[str, list[dict]], versions: list[str], update: UpdateConfig, seed: int, salt: str,
                        new: list[dict] = ()) -> dict[str, list[dict]]:
-    """From each version, max(replay_size, replay_share of its rows) of its live reflections, seeded: every earlier
-    version keeps its share of the replay however long the history grows. Half of each version's replay is the rows
-    whose questions are nearest the new rows' (the facts the update is likeliest to overwrite: "the manager of the
-    Lorne plant" against "the manager of the Kesby plant"), the rest a random sample."""
+    """From each version, max(replay_size, replay_share of its rows) of its live reflections, seeded, all of them scaled
+    down to replay_limit rows in all: every earlier version keeps a share of the replay however long the history grows,
+    and the replay stops growing with it. Half of each version's replay (rounded up) is the rows whose questions are
+    nearest the new rows' (the facts the update is likeliest to overwrite: "the manager of the Lorne plant" against "the
+    manager of the Kesby plant"), the rest a random sample."""
     near = nearest_questions(live, versions, new)
+    takes = {v: min(len(live.get(v, [])), max(update.replay_size, math.ceil(update.replay_share * len(live.get(v, []))))) for v in versions}
+    if update.replay_limit and sum(takes.values()) > update.replay_limit:
+        scale = update.replay_limit / sum(takes.values())
+        takes = {v: min(take, max(1, math.floor(take * scale))) for v, take in takes.items()}
     replay = {}
     for v in versions:
         rows = live.get(v, [])
-        take = min(len(rows), max(update.replay_size, math.ceil(update.replay_share * len(rows))))
+        take = takes[v]
         if take == len(rows):  # everything is replayed: nothing to choose
             replay[v] = random.Random(f"{seed}-{salt}-{v}").sample(rows, take)
             continue
-        targeted = [rows[i] for i in near.get(v, [])[: take // 2]]
+        targeted = [rows[i] for i in near.get(v, [])[: (take + 1) // 2]]
         chosen = {id(r) for r in targeted}
         rest = [r for r in rows if id(r) not in chosen]
         replay[v] = targeted + random.Random(f"{seed}-{salt}-{v}").sample(rest, take - len(targeted))
