@@ -200,3 +200,29 @@ def test_a_version_with_nothing_to_learn_offers_the_parent_unchanged_and_trains_
     assert all(g["passed"] for g in gates), gates
     outcome = ws.registry.promote_version("v000002")
     assert outcome["promoted"] and ws.registry.promoted_id() == "v000001-learned"
+
+
+def test_an_earlier_versions_probes_are_scored_on_a_fixed_sample_and_the_new_versions_in_full(store, tiny_base, tmp_path):
+    import random
+
+    from memo_pipelines.evaluation.candidate import fixed_sample
+
+    ws, base_id = workspace(store, tiny_base, tmp_path)
+    offer_candidate(ws, "v000001", tiny_base, base_id, fact_probes=20)
+    ws.registry.promote("v000001-random", "test: version 1", expected_current=base_id)
+    offer_candidate(ws, "v000002", tiny_base, "v000001-random", fact_probes=7)
+
+    def measured(earlier_probes: int) -> dict:
+        gates = Gates(min_abstention=0.0, max_general_drop=100.0, general_size=5, earlier_probes=earlier_probes)
+        return evaluate_memory_model(ws, "v000002", base_id, gates, ProtocolEvalConfig(executive_backend="none"))[0].probes_measured
+
+    assert measured(5) == {"v000001": 5, "v000002": 7}  # version 1's 20 fact probes: a sample; version 2's own: all
+    # the sample is fixed: whatever order the probes are read in, and when a probe outside it is retired (its document
+    # deleted), every evaluation asks the same ones, so retention compares like with like
+    probes = store.get_jsonl("versions/v000001/probes.jsonl")
+    sample = fixed_sample(probes, 5)
+    assert len([p for p in sample if p["kind"] == "fact"]) == 5 and len([p for p in sample if p["kind"] == "unanswerable"]) == 1
+    shuffled = random.Random(1).sample(probes, len(probes))
+    outside = next(p for p in probes if p not in sample)
+    assert fixed_sample(shuffled, 5) == sample and fixed_sample([p for p in shuffled if p is not outside], 5) == sample
+    assert fixed_sample(probes, 0) == probes  # 0: every probe

@@ -1,6 +1,7 @@
 """Stage 5: the candidate's report card over every live version's held-out probes, with the gate results, stored as
 `versions/{v}/evaluation.json`."""
 
+import hashlib
 from dataclasses import asdict, dataclass
 
 from memo_pipelines.corpus.reading import snapshot_summary
@@ -61,12 +62,23 @@ def protocol_factory(ws: Workspace, base_id: str, config: ProtocolEvalConfig):
     return lambda memory: Protocol(executive, memory, ProtocolConfig(mode=config.protocol_mode))
 
 
+def fixed_sample(probes: list[dict], limit: int) -> list[dict]:
+    """At most `limit` probes of each kind, the first by a hash of their id: the same probes whichever evaluation asks
+    (a retired probe leaves the others in place)."""
+    if not limit:
+        return probes
+    ordered = sorted(probes, key=lambda p: hashlib.sha1(p["id"].encode()).hexdigest())
+    kinds = {p["kind"] for p in probes}
+    return [p for kind in sorted(kinds) for p in [q for q in ordered if q["kind"] == kind][:limit]]
+
+
 def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gates,
                           protocol: ProtocolEvalConfig | None = None) -> tuple[ReportCard, list[dict], dict]:
     """The candidate's report card over every live version's probes, the gate results, and the candidate record."""
     candidate_info = ws.store.get_json(version_key(version, "candidate.json"))
     candidate = LocalChatModel(ws.registry.fetch(candidate_info["model_id"]))
     live_probes, retired = live_records(ws.store, version, "probes.jsonl", include_self=True, landing_prefix=ws.landing_prefix)
+    live_probes = {k: probes if k == version else fixed_sample(probes, gates.earlier_probes) for k, probes in live_probes.items()}
     protocol = protocol or ProtocolEvalConfig()
     user_sets, problems = load_user_evals(ws.store, protocol.user_eval_limit)
     user = score_user_evals(user_sets, candidate, protocol_factory(ws, base_id, protocol) if user_sets else None)

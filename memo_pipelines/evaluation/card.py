@@ -35,6 +35,10 @@ class Gates:
     # fewer of a version's reworded fact probes than this cannot reject it: its gate is decided with the next version's
     # (evaluation/undecided.py); 0 of 4 is what a memory recalling half its facts scores one time in sixteen
     min_new_version_probes: int = 6
+    # an earlier version's probes scored, of each kind (facts, unanswerable): a fixed sample (by probe id), so every
+    # evaluation asks the same ones and retention compares like with like, while the cost of a version's evaluation
+    # stops growing with the size of the versions before it; 0 scores every probe. The new version's are all scored
+    earlier_probes: int = 64
 
 
 def score_probes(memory, probes: list[dict]) -> list[dict]:
