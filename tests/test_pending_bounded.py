@@ -226,3 +226,8 @@ def test_an_earlier_versions_probes_are_scored_on_a_fixed_sample_and_the_new_ver
     outside = next(p for p in probes if p not in sample)
     assert fixed_sample(shuffled, 5) == sample and fixed_sample([p for p in shuffled if p is not outside], 5) == sample
     assert fixed_sample(probes, 0) == probes  # 0: every probe
+    # many earlier versions share earlier_probes_total: a version's evaluation stops growing with the history
+    from memo_pipelines.evaluation.candidate import earlier_limit
+
+    assert [earlier_limit(Gates(), n) for n in (1, 8, 49, 500)] == [64, 64, 10, 4]
+    assert earlier_limit(Gates(earlier_probes=0), 49) == 0 and earlier_limit(Gates(earlier_probes_total=0), 49) == 64

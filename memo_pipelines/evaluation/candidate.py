@@ -62,6 +62,19 @@ def protocol_factory(ws: Workspace, base_id: str, config: ProtocolEvalConfig):
     return lambda memory: Protocol(executive, memory, ProtocolConfig(mode=config.protocol_mode))
 
 
+def earlier_limit(gates: Gates, earlier_versions: int) -> int:
+    """Probes of each kind asked of each earlier version: earlier_probes, or an equal share of earlier_probes_total
+    once the versions are many (4 at least); 0: every probe."""
+    if not gates.earlier_probes:
+        return 0
+    if not gates.earlier_probes_total or not earlier_versions:
+        return gates.earlier_probes
+    return min(gates.earlier_probes, max(MIN_EARLIER_PROBES, gates.earlier_probes_total // earlier_versions))
+
+
+MIN_EARLIER_PROBES = 4
+
+
 def fixed_sample(probes: list[dict], limit: int) -> list[dict]:
     """At most `limit` probes of each kind, the first by a hash of their id: the same probes whichever evaluation asks
     (a retired probe leaves the others in place)."""
@@ -78,7 +91,8 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
     candidate_info = ws.store.get_json(version_key(version, "candidate.json"))
     candidate = LocalChatModel(ws.registry.fetch(candidate_info["model_id"]))
     live_probes, retired = live_records(ws.store, version, "probes.jsonl", include_self=True, landing_prefix=ws.landing_prefix)
-    live_probes = {k: probes if k == version else fixed_sample(probes, gates.earlier_probes) for k, probes in live_probes.items()}
+    live_probes = {k: probes if k == version else fixed_sample(probes, earlier_limit(gates, len(live_probes) - (version in live_probes)))
+                   for k, probes in live_probes.items()}
     protocol = protocol or ProtocolEvalConfig()
     user_sets, problems = load_user_evals(ws.store, protocol.user_eval_limit)
     user = score_user_evals(user_sets, candidate, protocol_factory(ws, base_id, protocol) if user_sets else None)

@@ -36,9 +36,14 @@ class Gates:
     # (evaluation/undecided.py); 0 of 4 is what a memory recalling half its facts scores one time in sixteen
     min_new_version_probes: int = 6
     # an earlier version's probes scored, of each kind (facts, unanswerable): a fixed sample (by probe id), so every
-    # evaluation asks the same ones and retention compares like with like, while the cost of a version's evaluation
-    # stops growing with the size of the versions before it; 0 scores every probe. The new version's are all scored
+    # evaluation asks the same ones and retention compares like with like; 0 scores every probe. The new version's are
+    # all scored. Past earlier_probes_total in all, each earlier version's sample shrinks to an equal share (4 at
+    # least), so a version's evaluation stops growing with the number of versions before it
     earlier_probes: int = 64
+    earlier_probes_total: int = 512
+    # an earlier version measured on fewer fact probes than this has no retention gate of its own (a drop of one probe
+    # in four is 0.25, past max_forgetting by chance): such versions are judged together, their probes pooled
+    min_retention_probes: int = 8
 
 
 def score_probes(memory, probes: list[dict]) -> list[dict]:
@@ -134,12 +139,23 @@ class ReportCard:
             results.append(gate("deleted_documents_forgotten", rate, gates.max_deleted_answer_rate, rate <= gates.max_deleted_answer_rate,
                                 f"{self.forgotten['answered']} of {self.forgotten['asked']} deleted documents' questions still answered, "
                                 f"{self.forgotten['declined']} declined"))
+        pooled = []  # (version, probes, now, best) of versions measured on too few probes for a gate of their own
         for k in sorted(k for k in self.row if k < self.version):
             best, now = self.best_before(k), self.row[k]
             if best is None:
                 continue  # never measured before (a version no promoted model learnt): nothing to retain yet
+            if now is not None and self.probes_measured.get(k, 0) < gates.min_retention_probes:
+                pooled.append((k, self.probes_measured.get(k, 0), now, best))
+                continue
             floor = round(best - gates.max_forgetting, 4)
             results.append(gate(f"retention_{k}", now, floor, now is not None and now >= floor, f"best {best:.2f}, allowed drop {gates.max_forgetting}"))
+        if pooled:
+            probes = sum(n for _, n, _, _ in pooled)
+            now = round(sum(n * v for _, n, v, _ in pooled) / probes, 4)
+            floor = round(sum(n * b for _, n, _, b in pooled) / probes - gates.max_forgetting, 4)
+            results.append(gate("retention_pooled", now, floor, now >= floor,
+                                f"{len(pooled)} versions of fewer than {gates.min_retention_probes} probes each ({probes} in all): "
+                                f"their recall against their best, weighted by probes; allowed drop {gates.max_forgetting}"))
         results.append(gate("abstention", self.abstention, gates.min_abstention,
                             self.abstention is not None and self.abstention >= gates.min_abstention,
                             "no unanswerable probes" if self.abstention is None else "share of unanswerable probes declined"))
