@@ -28,6 +28,10 @@ training row teaches, reflections/document.py).
     .venv/bin/python benchmarks/human_questions.py --quick --json benchmarks/results/human_questions_quick.json
     .venv/bin/python benchmarks/human_questions.py --json benchmarks/results/human_questions.json
     .venv/bin/python benchmarks/human_questions.py --questions 12 --recipes before,after,after_r64,after_full --json F
+    .venv/bin/python benchmarks/human_questions.py --quick --epochs 12 --no-early-stop --json F   # enough passes?
+
+Per recipe also train_fact_recall: the memory asked a sample of its own training facts, so a memory that learnt its
+rows but does not answer people's questions shows apart from one that learnt nothing.
 """
 
 import argparse
@@ -171,7 +175,7 @@ def synthesise(recipe: dict, documents: list, base, items: list[dict]) -> tuple[
 
 
 def train_recipe(name: str, recipe: dict, documents: list, base, base_dir: Path, general: list[dict], items: list[dict], max_steps: int,
-                 epochs: int) -> tuple[dict, Path]:
+                 epochs: int, early_stop: bool = True) -> tuple[dict, Path]:
     """Reflections and a memory by the recipe, through the pipeline's own synthesis, update plan rows and trainer."""
     from memo_pipelines.memory.merging import fold_adapter
     from memo_pipelines.memory.training import train_adapter
@@ -181,7 +185,8 @@ def train_recipe(name: str, recipe: dict, documents: list, base, base_dir: Path,
     synthesis_seconds = synthesis_figures["synthesis_seconds"]
     update = UpdateConfig()
     examples = rows + general_rows(general, len(rows), update.general_mix, 0)
-    config = replace(TrainConfig(), **recipe["train"], **({"max_steps": max_steps} if max_steps else {}), **({"epochs": epochs} if epochs else {}))
+    config = replace(TrainConfig(), **recipe["train"], **({"max_steps": max_steps} if max_steps else {}), **({"epochs": epochs} if epochs else {}),
+                     **({"stop_every": 0} if not early_stop else {}))
     scratch = Path(tempfile.mkdtemp(prefix=f"human-{name}-"))
     started = time.perf_counter()
     def progress(step: dict) -> None:
@@ -193,10 +198,16 @@ def train_recipe(name: str, recipe: dict, documents: list, base, base_dir: Path,
                             progress, stop_rows=stop_rows(rows, update.stop_sample, 0))
     model_dir = scratch / "adapter" if config.method == "full" else fold_adapter(base_dir, scratch / "adapter", scratch / "model")
     train_seconds = time.perf_counter() - started
+    # what the memory says to its own training questions (a sample): did it learn its rows, apart from people's questions?
+    from memo_pipelines.llm.backends import LocalChatModel
+
+    trained = [r for r in stop_rows(rows, 32, 1) if not is_idk(r["key_answer"])]
+    said = ask_memory(LocalChatModel(model_dir), [r["question"] for r in trained], MEMORY_TOKENS)
+    synthesis_figures["train_fact_recall"] = round(sum(recalled(a, r["key_answer"]) for a, r in zip(said, trained)) / max(1, len(trained)), 3)
     return synthesis_figures | {"examples": len(examples), "steps": figures["steps"], "planned_steps": figures["planned_steps"],
                                 "kept_step": figures["kept_step"], "stopped_early": figures["stopped_early"], "train_seconds": round(train_seconds, 1),
                                 "recipe": {"synthesis": recipe["synthesis"],
-                                           "train": {k: v for k, v in asdict(config).items() if k in recipe["train"] or k in ("max_steps", "epochs")}}}, model_dir
+                                           "train": {k: v for k, v in asdict(config).items() if k in recipe["train"] or k in ("max_steps", "epochs", "stop_every")}}}, model_dir
 
 
 def main() -> None:
@@ -207,6 +218,7 @@ def main() -> None:
     parser.add_argument("--with-passages", action="store_true", help="also the reader given the memory's answer beside the passages")
     parser.add_argument("--max-steps", type=int, default=0, help="> 0: cap every recipe's training at this many steps (a time budget)")
     parser.add_argument("--epochs", type=int, default=0, help="> 0: every recipe's most passes over its rows (the trainer's default otherwise)")
+    parser.add_argument("--no-early-stop", action="store_true", help="train every planned pass (--epochs) instead of stopping on the training facts' recall")
     parser.add_argument("--no-train", action="store_true",
                         help="the figures that need no training only (rows, coverage_of_sentences, gold_taught per recipe), and the readers")
     parser.add_argument("--no-readers", action="store_true", help="skip the base model and the readers (with --no-train: synthesis figures only)")
@@ -253,7 +265,8 @@ def main() -> None:
 
     examples = {}
     for name in args.recipes.split(","):
-        figures, model_dir = train_recipe(name, RECIPES[name], documents, base, base_dir, general, items, args.max_steps, args.epochs)
+        figures, model_dir = train_recipe(name, RECIPES[name], documents, base, base_dir, general, items, args.max_steps, args.epochs,
+                                          not args.no_early_stop)
         memory = LocalChatModel(model_dir)
         answers = ask_memory(memory, questions, MEMORY_TOKENS)
         results[name] = score(answers, items) | figures
@@ -266,7 +279,7 @@ def main() -> None:
             results["best_of_memory_and_bm25"] = mean(best) | {"memory": name}
         print(f"{name}: answer recall {results[name]['answer_recall']}, F1 {results[name]['f1']}, contains {results[name]['contains']}, "
               f"idk {results[name]['idk']}; {figures['rows']} rows, {figures['steps']} steps in {figures['train_seconds']} s, "
-              f"coverage {figures['coverage_of_sentences']}", flush=True)
+              f"coverage {figures['coverage_of_sentences']}, its own training facts recalled {figures['train_fact_recall']}", flush=True)
         write_json(args, results, {}, examples, base, sizes)
         del memory
 
