@@ -3,7 +3,7 @@ embedded SmolLM2-135M GGUF on loopback, llm/llamacpp.py), beside the grounded fo
 
 Rows kept by step, drop reasons, generator calls and tokens, and wall time of each.
 
-    .venv/bin/python benchmarks/llm_form_llamacpp.py [--json PATH] [--threads N] [--concurrency N]
+    .venv/bin/python benchmarks/llm_form_llamacpp.py [--json PATH] [--threads N] [--concurrency N] [--documents N]
 """
 
 import argparse
@@ -44,7 +44,11 @@ def sample_documents() -> list[Document]:
 
 def run(form: str, documents: list[Document], generator, config: SynthesisConfig) -> dict:
     started = time.perf_counter()
-    rows, stats = synthesise_reflections(documents, "v000001", generator, form, config=config)
+
+    def progress(done: int, total: int) -> None:
+        print(f"  {form}: {done}/{total} documents, {time.perf_counter() - started:.0f} s", flush=True)
+
+    rows, stats = synthesise_reflections(documents, "v000001", generator, form, progress=progress, config=config)
     seconds = time.perf_counter() - started
     summary = stats.to_json()
     return {"form": form, "generator": generator.name, "rows": len(rows), "seconds": round(seconds, 1),
@@ -58,8 +62,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     parser.add_argument("--concurrency", type=int, default=2, help="requests in flight (and server slots)")
+    parser.add_argument("--documents", type=int, default=0, help="> 0: the first N sample documents only (the whole corpus takes over an hour on 2 cores)")
     args = parser.parse_args()
-    documents = sample_documents()
+    documents = sample_documents()[: args.documents or None]
     config = SynthesisConfig()
     os.environ[API_KEY_ENV] = os.environ.get(API_KEY_ENV) or "memo-benchmark-key"
     results = {"documents": len(documents), "corpus": "memo_pipelines/sample_corpus", "cpu_count": os.cpu_count()}
