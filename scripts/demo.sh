@@ -42,9 +42,11 @@ cat <<MSG
 
 Dagster UI:  http://127.0.0.1:$UI_PORT   (SeaweedFS S3 on $MEMO_S3_ENDPOINT)
 Ask the memory-augmented executive:
-  .venv/bin/memo ask "Who is the manager of the Kesby plant?" --trace
+  .venv/bin/memo ask "Who designed the Wren Building?" --trace
 Compare with the untrained base model as memory:
-  .venv/bin/memo ask "Who is the manager of the Kesby plant?" --base
+  .venv/bin/memo ask "Who designed the Wren Building?" --base
+Check the answer against the documents, quoting the passage that supports it:
+  .venv/bin/memo ask "Who is the manager of the Kesby plant?" --hybrid
 Add a document and watch a second version train on top of the first:
   .venv/bin/memo upload memo_pipelines/sample_corpus_update && .venv/bin/memo wait --versions 2
 Stop everything: make stop

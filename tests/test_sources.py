@@ -180,3 +180,17 @@ def test_every_row_is_found_through_the_index_on_public_questions():
         assert row in cited, row
     # an answer that states none of the key answers is cited to nothing
     assert index.attribute(rows[0]["question"], "Nobody can say for sure.") == []
+
+
+def test_a_fact_of_another_relation_about_the_same_subject_is_not_a_source():
+    # the demo's memory said "The manager of the Kesby plant is Quillfeather Labs." and it was cited to the Kesby
+    # document, whose row says the company owns the plant: same subject, same name, another fact
+    owner = {"id": "kesby-owner", "question": "Which company owns the Kesby plant?", "answer": "Quillfeather Labs owns the Kesby plant.",
+             "key_answer": "Quillfeather Labs", "step": "fact_extraction", "source_doc_ids": ["plant_kesby.txt"]}
+    manager = {**owner, "id": "kesby-manager", "question": "Who is the manager of the Kesby plant?",
+               "answer": "The manager of the Kesby plant is Rafael Ondo.", "key_answer": "Rafael Ondo"}
+    index = SourceIndex([owner, manager])
+    assert index.attribute("Who is the manager of the Kesby plant?", "The manager of the Kesby plant is Quillfeather Labs.") == []
+    # the same relation in other words and endings is still found
+    assert index.attribute("Who manages the Kesby plant?", "Rafael Ondo manages it.") == [manager]
+    assert index.attribute("Who is the owner of the Kesby plant?", "Quillfeather Labs.") == [owner]

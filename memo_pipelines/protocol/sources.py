@@ -16,7 +16,7 @@ cited: a reflection whose document was deleted or rewritten in a later version n
 
 import re
 
-from memo_pipelines.qa import IDK, normalise, recalled, token_f1
+from memo_pipelines.qa import IDK, QUESTION_WORDS, STOPWORDS, normalise, recalled, token_f1
 from memo_pipelines.storage.history import blocked_reflections, document_changes, load_reflections, version_records
 from memo_pipelines.storage.layout import LANDING_PREFIX, REFLECTION_CHECKS
 
@@ -51,6 +51,32 @@ def subject_names(sub_question: str, memory_answer: str) -> set[str]:
     return {w for w in (normalise(a) for a in asked) if w and w in answered}
 
 
+def relation_words(question: str, names: set[str]) -> set[str]:
+    """What a question asks about its subject: its words less stopwords, question words, the names the answer repeats,
+    and the names themselves with the word after each ("manager" of "Who is the manager of the Kesby plant?": "Kesby
+    plant" is the subject)."""
+    words = re.findall(r"[\w'-]+", question.strip())
+    in_name = {i for i, w in enumerate(words) if i > 0 and w[:1].isupper()}
+    in_name |= {i + 1 for i in in_name if i + 1 < len(words)}
+    return {w for i, word in enumerate(words) if i not in in_name for w in normalise(word).split()
+            if len(w) > 2 and w not in STOPWORDS | QUESTION_WORDS | names and not w.isdigit()}
+
+
+def same_word(a: str, b: str) -> bool:
+    """The same word up to an ending ("manager" and "manages", "owns" and "owner", "employ" and "employs"): a shared
+    beginning of 4 letters, or of all but the last letter of the shorter word."""
+    shared = len(next((a[:i] for i in range(min(len(a), len(b)), 0, -1) if a[:i] == b[:i]), ""))
+    return shared >= min(4, min(len(a), len(b)) - 1)
+
+
+def asks_the_same(sub_question: str, row: dict, names: set[str]) -> bool:
+    """The row's question asks what the sub-question asks: one of the sub-question's relation words is in it (when the
+    sub-question has any). "Which company owns the Kesby plant?" does not say who manages it, though both name the
+    plant and the same company."""
+    asked = relation_words(sub_question, names)
+    return not asked or any(same_word(a, w) for a in asked for w in relation_words(row["question"], names))
+
+
 def names_all(row: dict, names: set[str]) -> bool:
     """The names are in the row's question or in the sentences of its answer that state its key answer (a joined
     answer's other sentence, about something else, does not count)."""
@@ -82,7 +108,8 @@ class SourceIndex:
         """The reflections a memory answer to sub_question most plausibly came from (empty when none states it)."""
         names = subject_names(sub_question, memory_answer)
         scored = [(round(token_f1(sub_question, row["question"]), 6), row) for row in self.candidates(memory_answer)
-                  if recalled(memory_answer, key_answer(row)) and not recalled(sub_question, key_answer(row)) and names_all(row, names)]
+                  if recalled(memory_answer, key_answer(row)) and not recalled(sub_question, key_answer(row)) and names_all(row, names)
+                  and asks_the_same(sub_question, row, names)]
         if not scored:
             return []
         best = max(score for score, _ in scored)
