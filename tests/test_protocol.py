@@ -80,7 +80,7 @@ def test_three_stages_answer_a_two_hop_question_one_memory_batch_a_turn_with_sou
     assert memory.batches == [[QUESTION, MANAGER_Q], [BIRTH_Q]]
     assert result.memory_calls == 2 and [t.stage for t in result.trace] == ["decompose", "gather"]
     assert result.executive_calls == len(requests) == 4  # decompose, narrow (confirmed), gather, synthesise
-    assert result.sources == ["ondo.md"] and result.facts_used[0]["reflection_ids"] == ["r2"]
+    assert result.sources == ["ondo.md"] and result.facts_used[0]["reflection_ids"] == ["r2"], result.facts_used
 
 
 def test_narrowing_exhausts_its_budget_and_retires_questions_that_keep_getting_i_dont_know(memory):

@@ -70,11 +70,11 @@ def same_word(a: str, b: str) -> bool:
 
 
 def asks_the_same(sub_question: str, row: dict, names: set[str]) -> bool:
-    """The row's question asks what the sub-question asks: one of the sub-question's relation words is in it (when the
-    sub-question has any). "Which company owns the Kesby plant?" does not say who manages it, though both name the
-    plant and the same company."""
-    asked = relation_words(sub_question, names)
-    return not asked or any(same_word(a, w) for a in asked for w in relation_words(row["question"], names))
+    """The row's question asks what the sub-question asks: they share a relation word, unless one of them has none to
+    tell ("Where was Rafael Ondo born?" keeps none: the word after a name counts as the name's). "Which company owns
+    the Kesby plant?" does not say who manages it, though both name the plant and the same company."""
+    asked, answered = relation_words(sub_question, names), relation_words(row["question"], names)
+    return not asked or not answered or any(same_word(a, w) for a in asked for w in answered)
 
 
 def names_all(row: dict, names: set[str]) -> bool:
