@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="passes over each update's examples")
     parser.add_argument("--replay-limit", type=int, default=UpdateConfig.replay_limit)
     parser.add_argument("--earlier-probes", type=int, default=Gates.earlier_probes)
+    parser.add_argument("--earlier-probes-total", type=int, default=Gates.earlier_probes_total)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="10 versions")
     parser.add_argument("--json", type=Path)
@@ -104,7 +105,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, terminated)
     args.train_config = TrainConfig(learning_rate=5e-3, epochs=args.epochs, batch_size=8, seed=args.seed, stop_every=0, checkpoint_every=10_000)
     args.update_config = UpdateConfig(general_replay_size=0, replay_limit=args.replay_limit)
-    args.gates = Gates(**OPEN_GATES, earlier_probes=args.earlier_probes)
+    args.gates = Gates(**OPEN_GATES, earlier_probes=args.earlier_probes, earlier_probes_total=args.earlier_probes_total)
     facts = random.Random(args.seed).sample(single_hop_facts(DATA), args.versions * args.facts_per_version)
 
     work = Path(tempfile.mkdtemp(prefix="memo-history-"))
@@ -143,7 +144,8 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "at": at, "ratios": ratios, "goal": {"v50_over_v1": 1.3}, "versions": rows,
             "configuration": {"versions": args.versions, "facts_per_version": args.facts_per_version, "epochs": args.epochs,
-                              "replay_limit": args.replay_limit, "earlier_probes": args.earlier_probes, "train": asdict(args.train_config),
+                              "replay_limit": args.replay_limit, "earlier_probes": args.earlier_probes,
+                              "earlier_probes_total": args.earlier_probes_total, "train": asdict(args.train_config),
                               "update": asdict(args.update_config)},
             "models": {"memory": described}, "library_versions": library_versions(),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
