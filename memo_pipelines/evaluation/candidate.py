@@ -91,8 +91,8 @@ def evaluate_memory_model(ws: Workspace, version: str, base_id: str, gates: Gate
     candidate_info = ws.store.get_json(version_key(version, "candidate.json"))
     candidate = LocalChatModel(ws.registry.fetch(candidate_info["model_id"]))
     live_probes, retired = live_records(ws.store, version, "probes.jsonl", include_self=True, landing_prefix=ws.landing_prefix)
-    live_probes = {k: probes if k == version else fixed_sample(probes, earlier_limit(gates, len(live_probes) - (version in live_probes)))
-                   for k, probes in live_probes.items()}
+    limit = earlier_limit(gates, len(live_probes) - (version in live_probes))
+    live_probes = {k: probes if k == version else fixed_sample(probes, limit) for k, probes in live_probes.items()}
     protocol = protocol or ProtocolEvalConfig()
     user_sets, problems = load_user_evals(ws.store, protocol.user_eval_limit)
     user = score_user_evals(user_sets, candidate, protocol_factory(ws, base_id, protocol) if user_sets else None)

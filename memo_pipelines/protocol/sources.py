@@ -14,6 +14,7 @@ learn from a document (general knowledge, a guess, "I don't know") lists none. O
 cited: a reflection whose document was deleted or rewritten in a later version no longer speaks for it.
 """
 
+import os
 import re
 
 from memo_pipelines.qa import IDK, QUESTION_WORDS, STOPWORDS, normalise, recalled, token_f1
@@ -65,15 +66,15 @@ def relation_words(question: str, names: set[str]) -> set[str]:
 def same_word(a: str, b: str) -> bool:
     """The same word up to an ending ("manager" and "manages", "owns" and "owner", "employ" and "employs"): a shared
     beginning of 4 letters, or of all but the last letter of the shorter word."""
-    shared = len(next((a[:i] for i in range(min(len(a), len(b)), 0, -1) if a[:i] == b[:i]), ""))
-    return shared >= min(4, min(len(a), len(b)) - 1)
+    return len(os.path.commonprefix([a, b])) >= min(4, min(len(a), len(b)) - 1)
 
 
-def asks_the_same(sub_question: str, row: dict, names: set[str]) -> bool:
-    """The row's question asks what the sub-question asks: they share a relation word, unless one of them has none to
-    tell ("Where was Rafael Ondo born?" keeps none: the word after a name counts as the name's). "Which company owns
-    the Kesby plant?" does not say who manages it, though both name the plant and the same company."""
-    asked, answered = relation_words(sub_question, names), relation_words(row["question"], names)
+def asks_the_same(asked: set[str], row: dict, names: set[str]) -> bool:
+    """The row's question asks what the sub-question asks (`asked`: its relation_words): they share a relation word,
+    unless one of them has none to tell ("Where was Rafael Ondo born?" keeps none: the word after a name counts as the
+    name's). "Which company owns the Kesby plant?" does not say who manages it, though both name the plant and the same
+    company."""
+    answered = relation_words(row["question"], names)
     return not asked or not answered or any(same_word(a, w) for a in asked for w in answered)
 
 
@@ -107,9 +108,10 @@ class SourceIndex:
     def attribute(self, sub_question: str, memory_answer: str) -> list[dict]:
         """The reflections a memory answer to sub_question most plausibly came from (empty when none states it)."""
         names = subject_names(sub_question, memory_answer)
+        asked = relation_words(sub_question, names)
         scored = [(round(token_f1(sub_question, row["question"]), 6), row) for row in self.candidates(memory_answer)
                   if recalled(memory_answer, key_answer(row)) and not recalled(sub_question, key_answer(row)) and names_all(row, names)
-                  and asks_the_same(sub_question, row, names)]
+                  and asks_the_same(asked, row, names)]
         if not scored:
             return []
         best = max(score for score, _ in scored)
