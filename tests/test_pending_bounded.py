@@ -104,6 +104,19 @@ def test_a_document_identical_to_one_already_learned_is_not_learned_again(store,
     assert [d.doc_id for d in third.documents] == ["kesby again.md"]
 
 
+def test_memo_status_reads_each_version_from_its_summary_not_its_full_snapshot(store, tiny_base, tmp_path):
+    from memo_pipelines.apps.status import collect, render
+
+    ws, _ = workspace(store, tiny_base, tmp_path)
+    put_version(store, "v000001", {"kesby.md": KESBY, "broken.pdf": "not a PDF at all"})
+    snapshot_corpus(ws, "v000001", 2_000_000)
+    store.delete("versions/v000001/snapshot.json")  # the texts are not needed to say what the version holds
+    pointer, [status] = collect(store, ws.registry)
+    assert status.documents == 1 and status.doc_ids == ["kesby.md"]
+    assert [q["key"] for q in status.quarantine] == ["landing/broken.pdf"] and status.quarantine[0]["reason"]
+    assert "broken.pdf" in render(pointer, [status])
+
+
 def test_the_update_after_rejections_reports_its_cost_and_stays_within_the_bound(store, tiny_base, tmp_path):
     ws, base_id = workspace(store, tiny_base, tmp_path)
     store.put_jsonl("versions/v000001/reflections.jsonl", [row("v000001", i) for i in range(20)])

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from memo_pipelines.storage.history import learned_versions, version_records
 from memo_pipelines.storage.objectstore import ObjectStore
-from memo_pipelines.storage.layout import FAILURE, LANDING_PREFIX, REFLECTION_CHECKS, doc_id_for, failure_key, promotion_key, reflection_checks_key, version_key
+from memo_pipelines.storage.layout import FAILURE, LANDING_PREFIX, REFLECTION_CHECKS, SNAPSHOT_SUMMARY, doc_id_for, failure_key, promotion_key, reflection_checks_key, version_key
 from memo_pipelines.storage.registry import ModelRegistry
 
 STAGES = ["manifest.json", "snapshot.json", "reflections.jsonl", "probes.jsonl", "adapter_lineage.json", "candidate.json", "evaluation.json"]
@@ -54,6 +54,19 @@ def version_outcome(store: ObjectStore, registry: ModelRegistry, version: str) -
     return ("refused", [promotion["reason"]]) if promotion and not promotion["promoted"] else None
 
 
+def snapshot_outline(store: ObjectStore, version: str, stages: list[str]) -> dict | None:
+    """{documents: {doc_id: ...}, quarantine, superseded} of the version's snapshot: from its summary, a few bytes a
+    document, where the version has one with the quarantine in it; from the snapshot itself (every text) otherwise."""
+    if SNAPSHOT_SUMMARY in stages:
+        found = store.get_json(version_key(version, SNAPSHOT_SUMMARY)) or {}
+        if "quarantine" in found:
+            return found
+    if "snapshot.json" not in stages:
+        return None
+    snapshot = store.get_json(version_key(version, "snapshot.json"))
+    return snapshot and {**snapshot, "documents": {d["doc_id"]: d.get("sha256") for d in snapshot["documents"]}}
+
+
 def version_stages(store: ObjectStore, names: list[str] = STAGES) -> dict[str, list[str]]:
     return version_records(store, names)
 
@@ -64,10 +77,10 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
     status.deleted = len(manifest.get("deleted", []))
     status.doc_ids = [doc_id_for(o["key"], LANDING_PREFIX) for o in manifest.get("objects", [])]  # until a snapshot names the accepted ones
     status.carried_from = sorted({o["carried_from"] for o in manifest.get("objects", []) if "carried_from" in o})
-    snapshot = store.get_json(version_key(version, "snapshot.json")) if "snapshot.json" in stages else None
+    snapshot = snapshot_outline(store, version, stages)
     if snapshot:
         status.documents = len(snapshot["documents"])
-        status.doc_ids = [d["doc_id"] for d in snapshot["documents"]]
+        status.doc_ids = list(snapshot["documents"])
         status.quarantine = snapshot["quarantine"]
         status.superseded = snapshot.get("superseded", [])
     if REFLECTION_CHECKS in stages:
@@ -109,7 +122,7 @@ def version_status(store: ObjectStore, version: str, stages: list[str], pointer:
 
 def collect(store: ObjectStore, registry: ModelRegistry, dagster_home: str | None = None, progress=None) -> tuple[dict, list[VersionStatus]]:
     pointer = registry.pointer()
-    stages = version_stages(store, STAGES + [REFLECTION_CHECKS, FAILURE])
+    stages = version_stages(store, STAGES + [REFLECTION_CHECKS, FAILURE, SNAPSHOT_SUMMARY])
     from memo_pipelines.orchestration.runs import run_statuses
 
     runs = run_statuses(dagster_home)

@@ -86,7 +86,8 @@ def snapshot_corpus(ws: Workspace, version: str, max_bytes: int, read_workers: i
 
 
 def summary(snapshot: Snapshot) -> dict:
-    return {"documents": {doc.doc_id: doc.sha256 for doc in snapshot.documents}, "nothing_to_learn": snapshot.nothing_to_learn}
+    return {"documents": {doc.doc_id: doc.sha256 for doc in snapshot.documents}, "nothing_to_learn": snapshot.nothing_to_learn,
+            "quarantine": snapshot.quarantine, "superseded": snapshot.superseded}
 
 
 def snapshot_summary(store: ObjectStore, version: str, names=()) -> dict | None:

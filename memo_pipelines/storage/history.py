@@ -6,7 +6,7 @@ import json
 import re
 
 from memo_pipelines.qa import normalise
-from memo_pipelines.storage import layout
+from memo_pipelines.storage import layout, version_index
 from memo_pipelines.storage.layout import LANDING_PREFIX, doc_id_for, version_key
 from memo_pipelines.storage.objectstore import ObjectStore
 from memo_pipelines.storage.registry import ModelRegistry
@@ -33,11 +33,12 @@ def blocked_reflections(store: ObjectStore, version: str, records: list[str], ro
 
 def version_records(store: ObjectStore, names) -> dict[str, list[str]]:
     """{version: the records among `names` it has}, counting only versions/{version}/{name} itself: a document archived
-    under versions/{version}/raw/ that happens to share a record's name is not that record."""
+    under versions/{version}/raw/ that happens to share a record's name is not that record. Read from the versions
+    index (one object), never from a listing of the bucket."""
     records: dict[str, list[str]] = {}
-    for obj in store.list_objects(layout.VERSIONS_PREFIX):
-        if found := layout.version_of_record(obj.key, names):
-            records.setdefault(found[0], []).append(found[1])
+    for version, present in version_index.read(store).items():
+        if found := [name for name in present if name in names]:
+            records[version] = found
     return records
 
 

@@ -1,6 +1,7 @@
 """The bucket layout: every key the project reads or writes is built by a function here.
 
     landing/...                              documents as people drop them (the prefix is configurable)
+    versions/index.json                      which records each version has (storage/version_index.py)
     versions/{v}/{record}                    one corpus version's records: manifest, snapshot, reflections, evaluation ...
     versions/{v}/reflections_checks.json     the outcome of the version's blocking reflection checks
     versions/{v}/failure.json                the version's last failed run: step, error, how to retry (cleared by a success)
@@ -19,6 +20,7 @@
 
 LANDING_PREFIX = "landing/"
 VERSIONS_PREFIX = "versions/"
+VERSION_INDEX = "versions/index.json"
 MODELS_PREFIX = "registry/models/"
 PROMOTED_POINTER = "registry/promoted.json"
 REFLECTION_CACHE_PREFIX = "cache/reflections/"
@@ -61,11 +63,11 @@ def archived_document_key(version: str, doc_id: str) -> str:
     return version_key(version, f"raw/{doc_id}")
 
 
-def version_of_record(key: str, names) -> tuple[str, str] | None:
-    """(version, record) when key is versions/{version}/{record} with record among names, else None: a document
-    archived under versions/{version}/raw/ that shares a record's name is not that record."""
+def version_of_record(key: str) -> tuple[str, str] | None:
+    """(version, record name) when key is a version's record, versions/{version}/{name}; None for anything else: a
+    document archived under versions/{version}/raw/ that shares a record's name, an adapter file, the index."""
     parts = key.split("/")
-    if len(parts) == 3 and f"{parts[0]}/" == VERSIONS_PREFIX and parts[2] in names:
+    if len(parts) == 3 and f"{parts[0]}/" == VERSIONS_PREFIX and parts[1] and parts[2]:
         return parts[1], parts[2]
     return None
 

@@ -8,6 +8,8 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from memo_pipelines.storage import layout, version_index
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -102,18 +104,27 @@ class ObjectStore:
 
     def put_bytes(self, key: str, data: bytes) -> str:
         with self._call("put_object", key):
-            return self.client.put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"')
+            etag = self.client.put_object(Bucket=self.bucket, Key=key, Body=data)["ETag"].strip('"')
+        self._index(key, present=True)
+        return etag
+
+    def _index(self, key: str, present: bool) -> None:
+        """Keep the versions index in step with a version's records (storage/version_index.py)."""
+        if found := layout.version_of_record(key):
+            version_index.note(self, *found, present=present)
 
     def put_bytes_if(self, key: str, data: bytes, etag: str | None) -> str:
         """Put only if the object still has `etag` (None: only if it does not exist yet); WriteConflict otherwise."""
         condition = {"IfMatch": f'"{etag}"'} if etag else {"IfNoneMatch": "*"}
         try:
             with self._call("conditional put_object", key):
-                return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)["ETag"].strip('"')
+                written = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **condition)["ETag"].strip('"')
         except StoreError as error:
             if error.code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
                 raise WriteConflict(f"s3://{self.bucket}/{key} changed since it was read") from None
             raise
+        self._index(key, present=True)
+        return written
 
     def get_json_versioned(self, key: str, default: Any = None) -> tuple[Any, str | None]:
         """(value, etag) of a JSON object, or (default, None) when it does not exist: the read half of a compare-and-set."""
@@ -165,6 +176,7 @@ class ObjectStore:
     def delete(self, key: str) -> None:
         with self._call("delete_object", key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
+        self._index(key, present=False)
 
     def delete_if(self, key: str, etag: str) -> bool:
         """Delete only if the object still has `etag`; False, and nothing deleted, when it changed or is gone. A store
@@ -180,6 +192,8 @@ class ObjectStore:
             if self.head_etag(key) != etag:
                 return False
             self.delete(key)
+            return True
+        self._index(key, present=False)
         return True
 
     def upload_dir(self, local_dir: Path, prefix: str) -> list[str]:
@@ -189,6 +203,7 @@ class ObjectStore:
                 key = f"{prefix.rstrip('/')}/{path.relative_to(local_dir).as_posix()}"
                 with self._call("upload_file", key):
                     self.client.upload_file(str(path), self.bucket, key)
+                self._index(key, present=True)
                 keys.append(key)
         return keys
 
