@@ -95,11 +95,10 @@ def memory_adapter(context: dg.AssetExecutionContext, registry: ModelRegistryRes
 def memory_model(context: dg.AssetExecutionContext, registry: ModelRegistryResource, trainer: TrainerResource) -> dg.MaterializeResult:
     ws = registry.workspace()
     record = merge_memory_model(ws, context.partition_key, trainer.merge_config())
-    candidate = ws.store.get_json(version_key(context.partition_key, "candidate.json"))
-    if candidate.get("unchanged"):
-        context.log.info(f"{candidate['unchanged']} ({record['model_id']})")
+    if record.get("unchanged"):
+        context.log.info(f"{record['unchanged']} ({record['model_id']})")
         return dg.MaterializeResult(metadata={"model_id": record["model_id"], "parent_model": record["model_id"], "sha256": record["sha256"],
-                                              "unchanged": candidate["unchanged"], "uri": dg.MetadataValue.path(record["uri"])})
+                                              "unchanged": record["unchanged"], "uri": dg.MetadataValue.path(record["uri"])})
     return dg.MaterializeResult(
         metadata={
             "model_id": record["model_id"],

@@ -123,8 +123,40 @@ def test_a_forget_leaves_alone_what_a_standing_document_still_says(store):
     assert {t["question"]: (t["answer"], t["key_answer"]) for t in targets} == {
         "How many people does the Kesby plant employ?": ("I don't know", "340"),
         "What is the headcount of the Kesby plant?": ("I don't know", "340")}
-    # nothing to forget before the parent learned anything, or when the document was rewritten rather than deleted
+    # nothing to forget before the parent learned anything
     assert deleted_documents(store, None, "v000002", "landing/") == ([], [])
-    store.put_json("versions/v000003/manifest.json", {"version": "v000003", "deleted": [], "objects": [
-        {"key": "landing/kesby.md", "etag": "new", "size": 1}]})
-    assert deleted_documents(store, "v000001", "v000003", "landing/") == ([], ["kesby.md"])
+
+
+def test_a_rewrite_forgets_what_the_old_text_said_and_the_new_one_no_longer_does(store):
+    from memo_pipelines.storage.deletions import deleted_documents, forget_targets, forgotten_questions
+    from memo_pipelines.storage.history import live_reflections
+
+    def row(question, key, version, **extra):
+        return {"id": f"{version}-{question}", "question": question, "answer": f"{key}.", "key_answer": key, "source_doc_ids": ["wren.md"],
+                "step": "fact_extraction", "version": version, **extra}
+
+    def land(version, text):
+        store.put_json(f"versions/{version}/manifest.json", {"version": version, "deleted": [], "objects": [
+            {"key": "landing/wren.md", "etag": version, "size": len(text)}]})
+        store.put_json(f"versions/{version}/snapshot.json", {"version": version, "quarantine": [], "duplicates": [], "documents": [
+            {"doc_id": "wren.md", "key": "landing/wren.md", "etag": version, "text": text, "sha256": version}]})
+
+    land("v000001", "The Wren Building was designed by Lotte Brask. It stands in Marrowby. It opened in 1931.")
+    store.put_jsonl("versions/v000001/reflections.jsonl", [
+        row("Who designed the Wren Building?", "Lotte Brask", "v000001"),
+        row("Where does the Wren Building stand?", "Marrowby", "v000001"),
+        row("When did the Wren Building open?", "1931", "v000001")])
+    store.put_jsonl("versions/v000001/probes.jsonl", [row("Who was it that designed the Wren Building?", "Lotte Brask", "v000001", kind="fact")])
+    # the rewrite names a new architect, keeps the town in other words, and says nothing of the opening any more
+    land("v000002", "Tamsin Crole designed the Wren Building, which stands in Marrowby.")
+    store.put_jsonl("versions/v000002/reflections.jsonl", [row("Who designed the Wren Building?", "Tamsin Crole", "v000002")])
+    store.put_jsonl("versions/v000002/probes.jsonl", [row("Who was the designer of the Wren Building?", "Tamsin Crole", "v000002", kind="fact")])
+
+    assert deleted_documents(store, "v000001", "v000002", "landing/") == ([], ["wren.md"])
+    live, _ = live_reflections(store, "v000002", "landing/")
+    targets = forget_targets(store, ["wren.md"], "v000002", live, "landing/")
+    # the old architect's reworded question and the dropped opening year are declined; the architect question is
+    # trained with its new answer, the town still stands in the new text, and nothing of the new text is a target
+    assert {t["question"]: t["key_answer"] for t in targets} == {"When did the Wren Building open?": "1931",
+                                                                  "Who was it that designed the Wren Building?": "Lotte Brask"}
+    assert forgotten_questions(store, "v000001", "v000002", "landing/") == targets  # what the gate asks

@@ -93,6 +93,7 @@ def test_a_deleted_documents_facts_are_gone_and_a_rewritten_fact_gives_its_new_v
     kesby = rows_of(store, "v000001", "kesby.md")
     before, answers = recall_of(promoted_memory(resources), kesby)
     assert before >= 0.5, answers  # learned first, so that "gone" below means unlearned
+    v1_model = resources["registry"].workspace().registry.promoted_id()
 
     store.delete("landing/kesby.md")
     store.put_bytes("landing/wren.md", WREN_REWRITTEN.encode())
@@ -118,8 +119,11 @@ def test_a_deleted_documents_facts_are_gone_and_a_rewritten_fact_gives_its_new_v
         # on this 2-layer model every merge method (ties, task_arithmetic, linear) garbled or emptied the answers of
         # both deltas, so merge's rewrite accuracy is measured by benchmarks/incremental_update.py on the 135M model
     else:
-        # continue cannot take a fact out of the weights it trains on: the update is a compaction, and the new value wins
-        assert record["update"]["compaction"].startswith("2 documents")
+        # continue unlearns on top of the promoted model, no full retrain: the rewritten document's new rows are learnt,
+        # and the questions of its old text and of the deleted document are declined, then checked
+        lineage = store.get_json("versions/v000002/adapter_lineage.json")
+        assert lineage["compaction"] is None and lineage["start_model"] == v1_model, lineage["compaction"]
+        assert lineage["forget"]["documents"] == ["kesby.md", "wren.md"] and lineage["forget_check"]["passed"], lineage["forget_check"]
         new_value, answers = recall_of(memory, rows_of(store, "v000002", "wren.md", containing="Tamsin Crole"))
         assert new_value >= 0.5, answers
 

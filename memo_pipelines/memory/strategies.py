@@ -5,8 +5,9 @@ memory update trains, on top of which model, and how its candidate is built from
             version (rejected or not yet promoted), a per-version share of each learned version's reflections as
             replay, and generic pairs; folded into that model. A deleted document is unlearned by a forget update
             (forget.py: "I don't know" to its questions, on top of the same model) that is checked, and becomes a full
-            retrain (a compaction) when the check finds a deleted fact still given; a rewritten document, or every
-            compact_every updates, makes the update a compaction, since old facts stay in the weights.
+            retrain (a compaction) when the check finds a deleted fact still given. A rewritten document is updated the
+            same way: its new rows are learnt, and the questions of its earlier text that neither a live row asks nor
+            its new text still answers are declined. Every compact_every updates the update is a compaction.
   merge     one delta per version, each trained from the fixed anchor (the base) on that version's live reflections
             only; the candidate combines every live version's delta with mergekit. A version costs the same whatever the
             history; a deleted or rewritten document retrains only its version's delta.
@@ -46,8 +47,8 @@ class UpdateConfig:
     # normal update, the largest of its versions trained alone (pending_cost.py)
     pending_cost_factor: float = 2.0
     compact_every: int = 0  # continue: > 0 makes every N-th update since the last full retrain one (a compaction)
-    # continue: how a deleted document's facts leave the memory. "unlearn": a forget update on top of the promoted model,
-    # checked, and a compaction only when the check fails; "compact": always a full retrain from the base
+    # continue: how a deleted or rewritten document's old facts leave the memory. "unlearn": a forget update on top of
+    # the promoted model, checked, and a compaction only when the check fails; "compact": always a full retrain from the base
     forget: str = "unlearn"
     # continue: passes over a forget update's examples when it brings no new rows (so no early stop): "I don't know" is one
     # short answer, learnt in a few passes, and the check after training catches a forget that did not take
@@ -125,6 +126,15 @@ def stop_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
     if len(chosen) < MIN_STOP_ROWS:
         return []
     return [{"question": r["question"], "key_answer": r["key_answer"]} for r in chosen] + decline_rows(rows, size // 2, seed)
+
+
+def forget_stop_rows(stop: list[dict], targets: list[dict], size: int, seed: int) -> list[dict]:
+    """The early stop's rows for an update that also forgets (a rewritten document): a sample of the questions it must
+    now decline joins the decline questions, so the state kept is one that declines them (TrainConfig.stop_decline)."""
+    if not stop or not targets:
+        return stop
+    forgotten = random.Random(f"forget-{seed}").sample(targets, min(len(targets), max(1, size // 2)))
+    return stop + [{"question": t["question"], "key_answer": IDK} for t in forgotten]
 
 
 def decline_rows(rows: list[dict], size: int, seed: int) -> list[dict]:
@@ -209,7 +219,7 @@ class Continue:
         since = parent_record.get("update", {}).get("updates_since_retrain", 0 if parent_record.get("version") is None else 1)
         deleted, rewritten = deleted_documents(ws.store, parent_record.get("version"), version, ws.landing_prefix)
         changed = set(deleted) | set(rewritten)
-        forgetting = deleted if changed and not rewritten and update.forget == "unlearn" else []
+        forgetting = sorted(changed) if update.forget == "unlearn" else []
         compaction = (f"{len(changed)} documents the parent learned were deleted or rewritten" if changed and not forgetting
                       else f"every {update.compact_every} updates" if update.compact_every and since + 1 >= update.compact_every else None)
         if compaction:
@@ -233,7 +243,8 @@ class Continue:
         trained = new + [{"question": t["question"], "answer": t["answer"]} for t in targets]
         job = AdapterJob(version_key(version, "adapter"), version, parent,
                          trained + replayed + general_rows(general, len(trained) + len(replayed), update.general_mix, seed),
-                         stop_rows(new, update.stop_sample, seed), update.forget_epochs if targets and not new else None)
+                         forget_stop_rows(stop_rows(new, update.stop_sample, seed), targets, update.stop_sample, seed),
+                         update.forget_epochs if targets and not new else None)
         record = {"new_reflections": len(new), "pending_versions_learned": pending, "trained_reflections": len(trained),
                   "replay_reflections": len(replayed), "replay_by_version": {v: len(rows) for v, rows in replay.items()},
                   "retired_reflections": retired, "updates_since_retrain": since + 1, "compaction": None,

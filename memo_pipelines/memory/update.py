@@ -109,10 +109,13 @@ def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on
         plan = STRATEGIES[update.strategy].compaction(ws, version, base_id, update, general, config.seed, plan.parent, reason, forgot["documents"])
         plan.record["forget"] = forgot
         runs += [train_leased_job(ws, version, job, config, update, on_progress, log, launch, owner) for job in plan.jobs]
-    own = next((a["key"] for a in plan.adapters if a["version"] == version), plan.adapters[-1]["key"] if plan.adapters else None)
-    figures = runs[-1] if runs else (ws.store.get_json(f"{own}/training.json") if own else None)
     if plan.record.get("unchanged"):
         figures = {"examples": 0, "steps": 0, "seconds": 0.0, "stop_checks": []}
+    elif runs:
+        figures = runs[-1]
+    else:  # every adapter the plan holds was trained by an earlier run (merge: the other versions' deltas)
+        own = next((a["key"] for a in plan.adapters if a["version"] == version), plan.adapters[-1]["key"] if plan.adapters else None)
+        figures = ws.store.get_json(f"{own}/training.json") if own else None
     if figures is None:
         raise RuntimeError(f"version {version} has no live reflections to train on and no adapter")
     parent_record = ws.registry.get(plan.parent) or {}
@@ -131,12 +134,13 @@ def _train_memory_adapter(ws, version, base_id, config, update: UpdateConfig, on
 
 def merge_memory_model(ws: Workspace, version: str, config: MergeConfig) -> dict:
     """The version's candidate: its adapter folded into the model it was trained on, or (strategy merge) every live
-    version's delta combined with mergekit; registered with the strategy, its parameters and the adapters it holds."""
+    version's delta combined with mergekit; registered with the strategy, its parameters and the adapters it holds. An
+    unchanged version's candidate is its parent's record with `unchanged` (why) added."""
     lineage = ws.store.get_json(version_key(version, "adapter_lineage.json"))
     if lineage.get("unchanged"):  # nothing trained: the parent is offered again, and its evaluation judges it for this version
         ws.store.put_json(version_key(version, "candidate.json"), {"model_id": lineage["parent_model"], "parent": lineage["parent_model"],
                                                                    "unchanged": lineage["unchanged"]})
-        return ws.registry.get(lineage["parent_model"])
+        return {**ws.registry.get(lineage["parent_model"]), "unchanged": lineage["unchanged"]}
     start_dir = ws.registry.fetch(lineage["start_model"])
     adapters = lineage["update"]["adapters"]
     # keyed by the adapters' ETags: mergekit caches loaded models by path for the life of the process, so a re-merge of
