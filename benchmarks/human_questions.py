@@ -17,6 +17,8 @@ the early stop the training stage uses), and every way of answering is scored on
                  passage supports it, else the reader's; verified_share, and verified_quote_has_gold (of the verified
                  answers, the share whose quoted sentence contains the gold answer); hybrid_read_both: the same route
                  whose reader is also shown the memory's answer (reading both instead of choosing between them);
+                 hybrid_memory_query: the same route that checks an answer the question's passages do not support
+                 against the passages retrieved for the question and the answer together (HybridConfig.memory_query)
   best_of_memory_and_bm25  per question the better of the memory's and the BM25 reader's answer: what a perfect
                  chooser between them would get
 
@@ -29,6 +31,8 @@ training row teaches, reflections/document.py).
     .venv/bin/python benchmarks/human_questions.py --json benchmarks/results/human_questions.json
     .venv/bin/python benchmarks/human_questions.py --questions 12 --recipes before,after,after_r64,after_full --json F
     .venv/bin/python benchmarks/human_questions.py --quick --epochs 12 --no-early-stop --json F   # enough passes?
+    .venv/bin/python benchmarks/human_questions.py --questions 6 --recipes after --with-passages --memory-dir DIR --json F
+        # the routes again on a memory a run trained before (the folder it printed), without training
 
 Per recipe also train_fact_recall: the memory asked a sample of its own training facts, so a memory that learnt its
 rows but does not answer people's questions shows apart from one that learnt nothing.
@@ -125,8 +129,10 @@ def score(answers: list[str], items: list[dict]) -> dict:
     return mean(per_question(answers, items))
 
 
-def hybrid(reader, items: list[dict], index: PassageIndex, memory_answers: list[str], top_k: int, read_with_memory: bool) -> dict:
-    answers = HybridRoute(reader, index, HybridConfig(top_k=top_k, read_with_memory=read_with_memory)).answer([it["question"] for it in items], memory_answers)
+def hybrid(reader, items: list[dict], index: PassageIndex, memory_answers: list[str], top_k: int, read_with_memory: bool,
+           memory_query: bool = False) -> dict:
+    config = HybridConfig(top_k=top_k, read_with_memory=read_with_memory, memory_query=memory_query)
+    answers = HybridRoute(reader, index, config).answer([it["question"] for it in items], memory_answers)
     verified = [(a, it) for a, it in zip(answers, items) if a.verified]
     quoted = sum(any(recalled(a.evidence.quote, g) for g in it["golds"]) for a, it in verified)
     routes = {route: sum(a.route == route for a in answers) for route in ("memory", "passages", "unverified", "declined")}
@@ -222,6 +228,9 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true",
                         help="the figures that need no training only (rows, coverage_of_sentences, gold_taught per recipe), and the readers")
     parser.add_argument("--no-readers", action="store_true", help="skip the base model and the readers (with --no-train: synthesis figures only)")
+    parser.add_argument("--memory-dir", type=Path,
+                        help="a memory trained before (a folded model folder, as a run leaves it): score the routes on it instead of training "
+                             "(one recipe name, used as the arm's name)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 MuSiQue questions (about 7 sub-questions), 40 steps a recipe: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -265,21 +274,26 @@ def main() -> None:
 
     examples = {}
     for name in args.recipes.split(","):
-        figures, model_dir = train_recipe(name, RECIPES[name], documents, base, base_dir, general, items, args.max_steps, args.epochs,
-                                          not args.no_early_stop)
+        if args.memory_dir:
+            figures, model_dir = {"memory_dir": str(args.memory_dir)}, args.memory_dir
+        else:
+            figures, model_dir = train_recipe(name, RECIPES[name], documents, base, base_dir, general, items, args.max_steps, args.epochs,
+                                              not args.no_early_stop)
+            print(f"  {name}: the trained memory stays in {model_dir} (--memory-dir to score it again)", flush=True)
         memory = LocalChatModel(model_dir)
         answers = ask_memory(memory, questions, MEMORY_TOKENS)
         results[name] = score(answers, items) | figures
-        examples[name] = [[q, it["golds"][0], a] for q, it, a in list(zip(questions, items, answers))[:8]]
+        examples[name] = [[q, it["golds"][0], a] for q, it, a in zip(questions, items, answers)]
         if args.with_passages and name == args.recipes.split(",")[-1]:
             results["memory_with_passages"] = score(with_passages(base, items, index, answers, args.top_k), items) | {"memory": name}
             results["hybrid"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=False) | {"memory": name}
             results["hybrid_read_both"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=True) | {"memory": name}
+            results["hybrid_memory_query"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=False, memory_query=True) | {"memory": name}
             best = [max(m, r, key=lambda x: x["answer_recall"]) for m, r in zip(per_question(answers, items), per_question(bm25_answers, items))]
             results["best_of_memory_and_bm25"] = mean(best) | {"memory": name}
         print(f"{name}: answer recall {results[name]['answer_recall']}, F1 {results[name]['f1']}, contains {results[name]['contains']}, "
-              f"idk {results[name]['idk']}; {figures['rows']} rows, {figures['steps']} steps in {figures['train_seconds']} s, "
-              f"coverage {figures['coverage_of_sentences']}, its own training facts recalled {figures['train_fact_recall']}", flush=True)
+              f"idk {results[name]['idk']}; {figures.get('rows')} rows, {figures.get('steps')} steps in {figures.get('train_seconds')} s, "
+              f"coverage {figures.get('coverage_of_sentences')}, its own training facts recalled {figures.get('train_fact_recall')}", flush=True)
         write_json(args, results, {}, examples, base, sizes)
         del memory
 

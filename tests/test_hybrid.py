@@ -64,6 +64,23 @@ def test_an_exact_value_question_goes_to_the_passages_first():
     assert len(server.requests) == 1 and answer.route == "passages" and answer.answer == "2019" and answer.verified
 
 
+def test_a_memory_answer_the_questions_words_alone_do_not_retrieve_is_checked_against_what_its_own_words_retrieve():
+    documents = {**DOCUMENTS,
+                 "olm_bridge.txt": "The Olm bridge crosses the Olm at Kesby. The Olm bridge was built of Olm stone. The Olm bridge was painted in 2020.",
+                 "inspections.txt": "Mara Quint inspects the Olm bridge."}
+    question, memory_answer = "Who is the inspector of the Olm bridge?", "Mara Quint."
+    index = PassageIndex.of_documents(documents)
+    assert [p.doc_id for p in index.top(question, 1)] == ["olm_bridge.txt"]  # the question's words rank the wrong passage first
+    with ScriptedOpenAI(lambda request: "The Olm bridge was painted.") as server:
+        reader = load_chat_model(LLMSpec("openai", "scripted-model", server.base_url))
+        [plain] = HybridRoute(reader, index, HybridConfig(top_k=1)).answer([question], [memory_answer])
+        [expanded] = HybridRoute(reader, index, HybridConfig(top_k=1, memory_query=True)).answer([question], [memory_answer])
+    # without it the reader's answer from the wrong passage wins, its own words "verified" by that passage
+    assert plain.route == "passages" and "Mara Quint" not in plain.answer
+    assert expanded.route == "memory" and expanded.verified and expanded.evidence.doc_id == "inspections.txt"
+    assert expanded.evidence.quote == "Mara Quint inspects the Olm bridge."
+
+
 def test_chunks_keep_their_spans_in_the_document():
     text = " ".join(f"Sentence number {i} says something about the Kesby plant." for i in range(60))
     chunks = chunk_document("long.txt", text, max_chars=300)

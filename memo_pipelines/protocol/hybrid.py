@@ -29,6 +29,10 @@ class HybridConfig:
     # (answer recall 0.19 against 0.31 without it), so choosing between the two is the default
     read_with_memory: bool = False
     support_share: float = 0.6  # of the answer's own words one sentence of a passage must state
+    # a memory answer the question's own passages do not support is checked once more against the passages retrieved for
+    # the question and the answer together (generation-augmented retrieval): the memory's words find a passage the
+    # question's words alone ranked too low
+    memory_query: bool = False
     reader_max_new_tokens: int = 24
 
     def __post_init__(self):
@@ -112,6 +116,8 @@ class HybridRoute:
             if config.exact_to_passages and EXACT_VALUE.search(question):
                 continue
             evidence = support(memory, question, passages, config.support_share)
+            if not evidence and config.memory_query and not is_idk(memory):
+                evidence = support(memory, question, self.index.top(f"{question} {memory}", config.top_k), config.support_share)
             if evidence:
                 out[i] = HybridAnswer(question, memory, True, "memory", memory, evidence)
         todo = [i for i, answer in enumerate(out) if answer is None]
