@@ -19,6 +19,9 @@ the early stop the training stage uses), and every way of answering is scored on
                  whose reader is also shown the memory's answer (reading both instead of choosing between them);
                  hybrid_memory_query: the same route that checks an answer the question's passages do not support
                  against the passages retrieved for the question and the answer together (HybridConfig.memory_query)
+  (--noise)      bm25_reader_noisy and hybrid_noisy: the same over an index with a duplicate of every passage and MuSiQue's
+                 distractor paragraphs; noise_drop: each one's answer recall lost to the noise (the memory is not retrained
+                 on the noisy corpus: benchmarks/reflections.py --noise measures that)
   best_of_memory_and_bm25  per question the better of the memory's and the BM25 reader's answer: what a perfect
                  chooser between them would get
 
@@ -107,6 +110,21 @@ def single_hop_questions(limit: int) -> tuple[list[dict], list]:
             golds = [hop["answer"]] + (item.get("answer_aliases", []) if position == len(hops) - 1 else [])
             items.append({"question": plain_question(question), "golds": golds, "doc_id": doc.doc_id})
     return items, list(documents.values())
+
+
+def noisy_documents(documents: list, limit: int, distractors: int) -> list:
+    """The noise setting of benchmarks/reflections.py for retrieval: every passage, a duplicate of each, and up to
+    `distractors` of MuSiQue's own non-supporting paragraphs per question (each question carries 20 paragraphs)."""
+    noisy = {d.doc_id: d for d in documents}
+    for d in documents:
+        title, text = d.text.split("\n", 1)[0].lstrip("# "), d.text.split("\n\n", 1)[-1]
+        copy = make_document(title, text, copy=1)
+        noisy[copy.doc_id] = copy
+    for item in json.loads(MUSIQUE.read_text())[:limit]:
+        for paragraph in [p for p in item["paragraphs"] if not p["is_supporting"]][:distractors]:
+            doc = make_document(paragraph["title"], paragraph["paragraph_text"])
+            noisy.setdefault(doc.doc_id, doc)
+    return list(noisy.values())
 
 
 def answer_recall(prediction: str, gold: str) -> float:
@@ -231,6 +249,10 @@ def main() -> None:
     parser.add_argument("--memory-dir", type=Path,
                         help="a memory trained before (a folded model folder, as a run leaves it): score the routes on it instead of training "
                              "(one recipe name, used as the arm's name)")
+    parser.add_argument("--noise", action="store_true",
+                        help="with --with-passages: also the BM25 reader and the hybrid route over a noisy index (a duplicate of every passage "
+                             "and MuSiQue's distractor paragraphs); the memory is the one trained on the clean passages")
+    parser.add_argument("--distractors", type=int, default=4, help="--noise: distractor paragraphs per MuSiQue question")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 MuSiQue questions (about 7 sub-questions), 40 steps a recipe: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -291,6 +313,14 @@ def main() -> None:
             results["hybrid_memory_query"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=False, memory_query=True) | {"memory": name}
             best = [max(m, r, key=lambda x: x["answer_recall"]) for m, r in zip(per_question(answers, items), per_question(bm25_answers, items))]
             results["best_of_memory_and_bm25"] = mean(best) | {"memory": name}
+            if args.noise:
+                noisy = noisy_documents(documents, args.questions, args.distractors)
+                noisy_index = PassageIndex.of_documents({d.doc_id: d.text for d in noisy})
+                results["bm25_reader_noisy"] = score(bm25_reader(base, items, noisy_index, args.top_k), items) | {"passages": len(noisy)}
+                results["hybrid_noisy"] = hybrid(base, items, noisy_index, answers, args.top_k, read_with_memory=False) | {"memory": name}
+                results["noise_drop"] = {"bm25_reader": round(results["bm25_reader"]["answer_recall"] - results["bm25_reader_noisy"]["answer_recall"], 4),
+                                         "hybrid": round(results["hybrid"]["answer_recall"] - results["hybrid_noisy"]["answer_recall"], 4),
+                                         "documents": len(noisy), "clean_documents": len(documents)}
         print(f"{name}: answer recall {results[name]['answer_recall']}, F1 {results[name]['f1']}, contains {results[name]['contains']}, "
               f"idk {results[name]['idk']}; {figures.get('rows')} rows, {figures.get('steps')} steps in {figures.get('train_seconds')} s, "
               f"coverage {figures.get('coverage_of_sentences')}, its own training facts recalled {figures.get('train_fact_recall')}", flush=True)
@@ -299,15 +329,18 @@ def main() -> None:
 
     print(f"\n{'arm':22} {'answer_recall':>13} {'f1':>7} {'contains':>9} {'idk':>6} {'rows':>6} {'steps':>6} {'train_s':>8} {'coverage':>9} {'gold_taught':>6}")
     for name, r in results.items():
+        if "answer_recall" not in r:
+            print(f"{name:22} {r}")
+            continue
         print(f"{name:22} {r['answer_recall']:>13} {r['f1']:>7} {r['contains']:>9} {r['idk']:>6} {r.get('rows', ''):>6} {r.get('steps', ''):>6} "
               f"{r.get('train_seconds', ''):>8} {r.get('coverage_of_sentences', ''):>9} {r.get('gold_taught', ''):>6}")
     ratios = {}
     if "before" in results:
         for name in results:
-            if name not in ("before", "base", "bm25_reader", "oracle_reader") and results["before"]["answer_recall"] and "rows" in results[name]:
+            if name not in ("before", "base", "bm25_reader", "oracle_reader", "noise_drop") and results["before"]["answer_recall"] and "rows" in results[name]:
                 ratios[f"{name}_vs_before"] = round(results[name]["answer_recall"] / results["before"]["answer_recall"], 2)
     for name in results:
-        if name not in ("base", "bm25_reader", "oracle_reader") and results.get("bm25_reader", {}).get("answer_recall"):
+        if name not in ("base", "bm25_reader", "oracle_reader", "noise_drop") and results.get("bm25_reader", {}).get("answer_recall"):
             ratios[f"{name}_vs_bm25_reader"] = round(results[name]["answer_recall"] / results["bm25_reader"]["answer_recall"], 2)
     print("answer recall ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     write_json(args, results, ratios, examples, base, sizes)
