@@ -65,7 +65,8 @@ def make_s3_client(endpoint_url: str | None, access_key: str | None, secret_key:
 
 
 class ObjectStore:
-    """A bucket seen through boto3. Keys are plain strings; JSON helpers for small records."""
+    """A bucket seen through boto3. Keys are plain strings; JSON helpers for small records. Every write or delete of a
+    version's record through it also updates the versions index (storage/version_index.py)."""
 
     def __init__(self, client, bucket: str):
         self.client = client
