@@ -18,7 +18,9 @@ the early stop the training stage uses), and every way of answering is scored on
                  answers, the share whose quoted sentence contains the gold answer); hybrid_read_both: the same route
                  whose reader is also shown the memory's answer (reading both instead of choosing between them);
                  hybrid_memory_query: the same route that checks an answer the question's passages do not support
-                 against the passages retrieved for the question and the answer together (HybridConfig.memory_query)
+                 against the passages retrieved for the question and the answer together (HybridConfig.memory_query);
+                 hybrid_unverified_memory: the same route keeping the memory's answer, not the reader's, when neither
+                 is supported (HybridConfig.unverified_answer)
   (--noise)      bm25_reader_noisy and hybrid_noisy: the same over an index with a duplicate of every passage and MuSiQue's
                  distractor paragraphs; noise_drop: each one's answer recall lost to the noise (the memory is not retrained
                  on the noisy corpus: benchmarks/reflections.py --noise measures that)
@@ -93,10 +95,10 @@ def plain_question(question: str) -> str:
     return f"What is the {relation} of {subject}?"
 
 
-def single_hop_questions(limit: int) -> tuple[list[dict], list]:
-    """MuSiQue's gold sub-questions of the first `limit` questions, filled in, with their passages as documents."""
+def single_hop_questions(limit: int, first: int = 0) -> tuple[list[dict], list]:
+    """MuSiQue's gold sub-questions of `limit` questions from the `first`, filled in, with their passages as documents."""
     items, documents = [], {}
-    for item in json.loads(MUSIQUE.read_text())[:limit]:
+    for item in json.loads(MUSIQUE.read_text())[first:first + limit]:
         answers = []
         hops = item["question_decomposition"]
         for position, hop in enumerate(hops):
@@ -112,7 +114,7 @@ def single_hop_questions(limit: int) -> tuple[list[dict], list]:
     return items, list(documents.values())
 
 
-def noisy_documents(documents: list, limit: int, distractors: int) -> list:
+def noisy_documents(documents: list, limit: int, distractors: int, first: int = 0) -> list:
     """The noise setting of benchmarks/reflections.py for retrieval: every passage, a duplicate of each, and up to
     `distractors` of MuSiQue's own non-supporting paragraphs per question (each question carries 20 paragraphs)."""
     noisy = {d.doc_id: d for d in documents}
@@ -120,7 +122,7 @@ def noisy_documents(documents: list, limit: int, distractors: int) -> list:
         title, text = d.text.split("\n", 1)[0].lstrip("# "), d.text.split("\n\n", 1)[-1]
         copy = make_document(title, text, copy=1)
         noisy[copy.doc_id] = copy
-    for item in json.loads(MUSIQUE.read_text())[:limit]:
+    for item in json.loads(MUSIQUE.read_text())[first:first + limit]:
         for paragraph in [p for p in item["paragraphs"] if not p["is_supporting"]][:distractors]:
             doc = make_document(paragraph["title"], paragraph["paragraph_text"])
             noisy.setdefault(doc.doc_id, doc)
@@ -148,8 +150,8 @@ def score(answers: list[str], items: list[dict]) -> dict:
 
 
 def hybrid(reader, items: list[dict], index: PassageIndex, memory_answers: list[str], top_k: int, read_with_memory: bool,
-           memory_query: bool = False) -> dict:
-    config = HybridConfig(top_k=top_k, read_with_memory=read_with_memory, memory_query=memory_query)
+           memory_query: bool = False, unverified_answer: str = HybridConfig.unverified_answer) -> dict:
+    config = HybridConfig(top_k=top_k, read_with_memory=read_with_memory, memory_query=memory_query, unverified_answer=unverified_answer)
     answers = HybridRoute(reader, index, config).answer([it["question"] for it in items], memory_answers)
     verified = [(a, it) for a, it in zip(answers, items) if a.verified]
     quoted = sum(any(recalled(a.evidence.quote, g) for g in it["golds"]) for a, it in verified)
@@ -237,6 +239,8 @@ def train_recipe(name: str, recipe: dict, documents: list, base, base_dir: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=100, help="MuSiQue questions whose sub-questions are asked (100: all, about 237)")
+    parser.add_argument("--first", type=int, default=0,
+                        help="index of the first MuSiQue question taken (questions a setting was not chosen on: a held-out set)")
     parser.add_argument("--recipes", default="before,after", help=f"comma-separated, of {sorted(RECIPES)}")
     parser.add_argument("--top-k", type=int, default=3, help="passages the BM25 reader sees")
     parser.add_argument("--with-passages", action="store_true", help="also the reader given the memory's answer beside the passages")
@@ -271,10 +275,10 @@ def main() -> None:
 
     base_dir = embedded_model_dir(Settings.from_env().work_dir / "embedded")
     base = load_chat_model(LLMSpec("local", ""), base_dir)
-    items, documents = single_hop_questions(args.questions)
+    items, documents = single_hop_questions(args.questions, args.first)
     by_id = {d.doc_id: d for d in documents}
     index = PassageIndex.of_documents({d.doc_id: d.text for d in documents})
-    print(f"{len(items)} human-written single-hop questions over {len(documents)} passages (first {args.questions} MuSiQue questions)", flush=True)
+    print(f"{len(items)} human-written single-hop questions over {len(documents)} passages (MuSiQue questions {args.first + 1} to {args.first + args.questions})", flush=True)
     sizes = {"sub_questions": len(items), "passages": len(documents)}
     questions = [it["question"] for it in items]
 
@@ -311,10 +315,12 @@ def main() -> None:
             results["hybrid"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=False) | {"memory": name}
             results["hybrid_read_both"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=True) | {"memory": name}
             results["hybrid_memory_query"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=False, memory_query=True) | {"memory": name}
+            results["hybrid_unverified_memory"] = hybrid(base, items, index, answers, args.top_k, read_with_memory=False,
+                                                         unverified_answer="memory") | {"memory": name}
             best = [max(m, r, key=lambda x: x["answer_recall"]) for m, r in zip(per_question(answers, items), per_question(bm25_answers, items))]
             results["best_of_memory_and_bm25"] = mean(best) | {"memory": name}
             if args.noise:
-                noisy = noisy_documents(documents, args.questions, args.distractors)
+                noisy = noisy_documents(documents, args.questions, args.distractors, args.first)
                 noisy_index = PassageIndex.of_documents({d.doc_id: d.text for d in noisy})
                 results["bm25_reader_noisy"] = score(bm25_reader(base, items, noisy_index, args.top_k), items) | {"passages": len(noisy)}
                 results["hybrid_noisy"] = hybrid(base, items, noisy_index, answers, args.top_k, read_with_memory=False) | {"memory": name}

@@ -53,9 +53,12 @@ def test_an_answer_no_passage_supports_goes_to_the_reader_and_is_verified_from_t
     assert "Nobel" not in server.requests[0]["messages"][0]["content"]  # by default it reads the passages alone
 
 
-@pytest.mark.parametrize("unsupported, expected", [("mark", "The Tern cell won the Nobel Prize."), ("decline", IDK)])
-def test_what_no_passage_supports_is_marked_or_declined(unsupported, expected):
-    answer, _ = ask("a medal", "Which prize did the Tern cell win?", "The Tern cell won the Nobel Prize.", unsupported=unsupported)
+@pytest.mark.parametrize("settings, expected", [({}, "a medal"), ({"unverified_answer": "memory"}, "The Tern cell won the Nobel Prize."),
+                                                ({"unsupported": "decline"}, IDK)])
+def test_what_no_passage_supports_is_marked_or_declined(settings, expected):
+    # neither the memory's Nobel Prize nor the reader's "a medal" is stated by a passage: the answer read from the
+    # passages is kept by default, the memory's by a setting, or the question declined
+    answer, _ = ask("a medal", "Which prize did the Tern cell win?", "The Tern cell won the Nobel Prize.", **settings)
     assert not answer.verified and answer.evidence is None and answer.answer == expected
 
 

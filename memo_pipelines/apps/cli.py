@@ -156,7 +156,7 @@ def hybrid_check(args, settings: Settings, protocol, result):
 
     index = PassageIndex(live_passages(settings.store()))
     reader = protocol.executive or protocol.memory
-    return HybridRoute(reader, index, HybridConfig(unsupported=args.unsupported)).answer([args.question], [result.answer])[0]
+    return HybridRoute(reader, index, HybridConfig(unsupported=args.unsupported, unverified_answer=args.unverified_answer)).answer([args.question], [result.answer])[0]
 
 
 def hybrid_verifier(args, settings: Settings):
@@ -164,7 +164,7 @@ def hybrid_verifier(args, settings: Settings):
     from memo_pipelines.protocol.hybrid import HybridConfig, HybridRoute, verified_answer
     from memo_pipelines.protocol.passages import LivePassages
 
-    live, config = LivePassages(settings.store(), refresh_s=args.follow_interval), HybridConfig(unsupported=args.unsupported)
+    live, config = LivePassages(settings.store(), refresh_s=args.follow_interval), HybridConfig(unsupported=args.unsupported, unverified_answer=args.unverified_answer)
 
     def verify(question: str, answer, reader):
         return verified_answer(answer, HybridRoute(reader, live.index(), config).answer([question], [answer.answer])[0])
@@ -261,6 +261,8 @@ def add_protocol_flags(parser) -> None:
                         help="check the answer against passages retrieved from the live corpus and quote the one that supports it")
     parser.add_argument("--unsupported", choices=("mark", "decline"), default="mark",
                         help="--hybrid: an answer no passage supports is marked unverified, or declined")
+    parser.add_argument("--unverified-answer", choices=("passages", "memory"), default="passages",
+                        help="--hybrid --unsupported mark: when no passage supports either, keep the answer read from the passages or the memory's")
     parser.add_argument("--paraphrases", type=int, default=defaults.paraphrases, help="ask each sub-question k ways and take the majority answer")
     parser.add_argument("--narrow-turns", type=int, default=defaults.narrow_turns, help="turn budget of the narrowing stage")
     parser.add_argument("--gather-turns", type=int, default=defaults.gather_turns, help="turn budget of the gathering stage")
