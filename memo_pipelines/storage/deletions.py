@@ -26,13 +26,13 @@ def deleted_documents(store: ObjectStore, after: str | None, up_to: str, landing
     return deleted, rewritten
 
 
-def deleted_rows(store: ObjectStore, documents: list[str], up_to: str, landing_prefix: str) -> list[dict]:
-    """The answerable reflections and fact probes of the texts of `documents` that no longer stand at `up_to`: every
-    text of a deleted document, every text but the latest of a rewritten one (a row cites documents of its own version
-    only), each with the version it came from."""
+def deleted_rows(store: ObjectStore, documents: list[str], changes: dict[str, list[tuple[str, str]]]) -> list[dict]:
+    """The answerable reflections and fact probes of the texts of `documents` that no longer stand at the version
+    `changes` (document_changes) runs to: every text of a deleted document, every text but the latest of a rewritten
+    one (a row cites documents of its own version only), each with the version it came from."""
     wanted = set(documents)
     earlier_texts: dict[str, set[str]] = {}  # version: the documents whose text then is gone now
-    for doc, history in document_changes(store, up_to, landing_prefix).items():
+    for doc, history in changes.items():
         if doc not in wanted:
             continue
         landings = [v for v, kind in history if kind == "landed"]
@@ -51,11 +51,11 @@ def deleted_rows(store: ObjectStore, documents: list[str], up_to: str, landing_p
     return rows
 
 
-def standing_texts(store: ObjectStore, documents: list[str], up_to: str, landing_prefix: str) -> dict[str, str]:
-    """{doc_id: normalised text} of those `documents` that stand at `up_to` (rewritten ones), from the snapshot of the
-    version that last landed each."""
-    latest = {doc: history[-1][0] for doc, history in document_changes(store, up_to, landing_prefix).items()
-              if doc in set(documents) and history[-1][1] == "landed"}
+def standing_texts(store: ObjectStore, documents: list[str], changes: dict[str, list[tuple[str, str]]]) -> dict[str, str]:
+    """{doc_id: normalised text} of those `documents` that stand at the version `changes` runs to (rewritten ones),
+    from the snapshot of the version that last landed each."""
+    wanted = set(documents)
+    latest = {doc: history[-1][0] for doc, history in changes.items() if doc in wanted and history[-1][1] == "landed"}
     texts = {}
     for version in sorted(set(latest.values())):
         snapshot = store.get_json(version_key(version, "snapshot.json")) or {"documents": []}
@@ -75,9 +75,10 @@ def forget_targets(store: ObjectStore, documents: list[str], up_to: str, live: d
     rows = [r for v in live.values() for r in v]
     live_questions = {normalise(r["question"]) for r in rows}
     live_answers = {normalise(r["key_answer"]) for r in rows if r.get("key_answer") and not is_idk(r["key_answer"])}
-    standing = standing_texts(store, documents, up_to, landing_prefix)
+    changes = document_changes(store, up_to, landing_prefix)  # every manifest read once, for both questions
+    standing = standing_texts(store, documents, changes)
     targets, seen = [], set()
-    for row in deleted_rows(store, documents, up_to, landing_prefix):
+    for row in deleted_rows(store, documents, changes):
         if still_live(row, live_questions, live_answers) or normalise(row["question"]) in seen:
             continue
         if any(normalise(row["key_answer"]) in standing.get(doc, "") for doc in row["source_doc_ids"]):
